@@ -1,0 +1,47 @@
+/*
+ * Shared helpers of the sparsify command-line tool (cmd/ only; the library
+ * never prints). Exit codes are documented in docs/cli.md:
+ *   0  ok
+ *   1  the work failed, or a check did not pass
+ *   2  usage error or bad input (unreadable/malformed file, bad recipe)
+ */
+#ifndef SPARSIFY_CMD_CLI_H
+#define SPARSIFY_CMD_CLI_H
+
+#include <stdio.h>
+
+#include "sparsify/sparsify.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+/* Every subcommand: argv[0] is the subcommand's name. Returns an exit code. */
+typedef int (*cli_cmd_fn)(int argc, char **argv);
+
+int cmd_bench(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_densify(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_recipe(int argc, char **argv);
+
+/* "sparsify: error: <msg>\n" on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "sparsify: warning: <msg>\n" on stderr. */
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print err's message as an error and return the exit code for its status. */
+int cli_fail(const sp_error *err);
+/* Exit code for a library status (see the table above). */
+int cli_exit_code(sp_status s);
+/* Print a usage error plus "try 'sparsify CMD --help'" and return 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse a double/integer option strictly; on failure print and return false. */
+bool cli_parse_double(const char *opt, const char *s, double *out);
+bool cli_parse_long(const char *opt, const char *s, long *out);
+/* True when stderr is a terminal (progress bars only then). */
+bool cli_stderr_is_tty(void);
+/* Format a byte count as "12.3 MB". */
+const char *cli_bytes(double n, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,252 @@
+/*
+ * sp_ckpt: format sniffing, the shared tensor/storage tables and the
+ * accessors. The backends (torch.c, safetensors.c, ...) fill the tables.
+ */
+#include "formats/ckpt_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *sp_format_name(sp_format f)
+{
+    switch (f) {
+    case SP_FORMAT_TORCH_ZIP: return "torch-zip";
+    case SP_FORMAT_TORCH_LEGACY: return "torch-legacy";
+    case SP_FORMAT_TORCHSCRIPT: return "torchscript";
+    case SP_FORMAT_SAFETENSORS: return "safetensors";
+    case SP_FORMAT_HF_FOLDER: return "hf-folder";
+    case SP_FORMAT_SPZ: return "spz";
+    case SP_FORMAT_COMPRESSED_TENSORS: return "compressed-tensors";
+    case SP_FORMAT_UNKNOWN: break;
+    }
+    return "unknown";
+}
+
+/* Weak defaults so the library links while a backend is being built; the
+ * real ones live in torch.c / safetensors.c / hf.c / spz.c. */
+__attribute__((weak)) sp_status sp_torch_open(sp_ckpt *ck, sp_error *err)
+{
+    return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': torch checkpoints are not supported in this build", ck->path);
+}
+__attribute__((weak)) sp_status sp_safetensors_open(sp_ckpt *ck, sp_error *err)
+{
+    return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': safetensors is not supported in this build", ck->path);
+}
+__attribute__((weak)) sp_status sp_hf_folder_open(sp_ckpt *ck, sp_error *err)
+{
+    return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': folders are not supported in this build", ck->path);
+}
+
+sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return sp_error_set(err, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO,
+                            "cannot open '%s': %s", path, strerror(errno));
+    sp_ckpt *ck = calloc(1, sizeof *ck);
+    if (!ck || !(ck->path = strdup(path))) {
+        free(ck);
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    }
+    sp_status s;
+    if (S_ISDIR(st.st_mode)) {
+        s = sp_hf_folder_open(ck, err);
+    } else {
+        unsigned char head[8] = {0};
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            s = sp_error_set(err, SP_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+            goto out;
+        }
+        ssize_t n = read(fd, head, sizeof head);
+        close(fd);
+        if (n < 0) {
+            s = sp_error_set(err, SP_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0) {
+            s = sp_error_set(err, SP_ERR_FORMAT, "'%s': empty file", path);
+            goto out;
+        }
+        /* zip (torch >= 1.6, TorchScript) or pickle protocol 2 (legacy) */
+        if ((n >= 4 && !memcmp(head, "PK\x03\x04", 4)) || (n >= 4 && !memcmp(head, "PK\x05\x06", 4)) ||
+            head[0] == 0x80)
+            s = sp_torch_open(ck, err);
+        else if (n >= 8 && !memcmp(head, "SPZ", 3))
+            s = sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': .spz is read by 'sparsify densify'", path);
+        else if (n == 8 && head[7] == 0 && head[6] == 0 && head[5] == 0)
+            s = sp_safetensors_open(ck, err); /* u64 header length, small */
+        else
+            s = sp_error_set(err, SP_ERR_FORMAT,
+                             "'%s': not a checkpoint (no zip, pickle or safetensors header)", path);
+    }
+out:
+    if (s) {
+        sp_ckpt_close(ck);
+        return s;
+    }
+    *out = ck;
+    return SP_OK;
+}
+
+void sp_ckpt_close(sp_ckpt *ck)
+{
+    if (!ck)
+        return;
+    if (ck->be && ck->be->close)
+        ck->be->close(ck);
+    for (size_t i = 0; i < ck->ntensors; i++)
+        free(ck->tensors[i].name);
+    for (size_t i = 0; i < ck->nstorages; i++)
+        free(ck->storages[i].key);
+    free(ck->tensors);
+    free(ck->storages);
+    free(ck->path);
+    free(ck);
+}
+
+sp_format sp_ckpt_format(const sp_ckpt *ck) { return ck->format; }
+const char *sp_ckpt_path(const sp_ckpt *ck) { return ck->path; }
+size_t sp_ckpt_num_tensors(const sp_ckpt *ck) { return ck->ntensors; }
+size_t sp_ckpt_num_storages(const sp_ckpt *ck) { return ck->nstorages; }
+
+const sp_tensor *sp_ckpt_tensor(const sp_ckpt *ck, size_t i)
+{
+    return i < ck->ntensors ? &ck->tensors[i] : NULL;
+}
+
+const sp_storage *sp_ckpt_storage(const sp_ckpt *ck, size_t i)
+{
+    return i < ck->nstorages ? &ck->storages[i] : NULL;
+}
+
+long sp_ckpt_find(const sp_ckpt *ck, const char *name)
+{
+    for (size_t i = 0; i < ck->ntensors; i++)
+        if (!strcmp(ck->tensors[i].name, name))
+            return (long)i;
+    return -1;
+}
+
+sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error *err)
+{
+    if (i >= ck->nstorages)
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "'%s': no storage %zu", ck->path, i);
+    return ck->be->storage_data(ck, i, data, err);
+}
+
+void sp_ckpt_storage_release(sp_ckpt *ck, size_t i)
+{
+    if (i < ck->nstorages && ck->be->storage_release)
+        ck->be->storage_release(ck, i);
+}
+
+sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data, sp_error *err)
+{
+    if (t >= ck->ntensors)
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "'%s': no tensor %zu", ck->path, t);
+    const sp_tensor *tt = &ck->tensors[t];
+    const void *base;
+    sp_status s = sp_ckpt_storage_data(ck, tt->storage, &base, err);
+    if (s)
+        return s;
+    *data = (const unsigned char *)base + (size_t)tt->offset * sp_dtype_size(tt->dtype);
+    return SP_OK;
+}
+
+sp_status sp_ckpt_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
+                          sp_error *err)
+{
+    if (!ck->be->rewrite)
+        return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': %s files cannot be rewritten",
+                            ck->path, sp_format_name(ck->format));
+    return ck->be->rewrite(ck, out_path, fn, ctx, err);
+}
+
+sp_status sp_ckpt_add_tensor(sp_ckpt *ck, const sp_tensor *t, size_t *idx, sp_error *err)
+{
+    if (ck->ntensors == ck->tensors_cap) {
+        size_t cap = ck->tensors_cap ? ck->tensors_cap * 2 : 64;
+        sp_tensor *n = realloc(ck->tensors, cap * sizeof *n);
+        if (!n)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        ck->tensors = n;
+        ck->tensors_cap = cap;
+    }
+    sp_tensor *dst = &ck->tensors[ck->ntensors];
+    *dst = *t;
+    dst->name = strdup(t->name ? t->name : "");
+    if (!dst->name)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    if (idx)
+        *idx = ck->ntensors;
+    ck->ntensors++;
+    return SP_OK;
+}
+
+sp_status sp_ckpt_add_storage(sp_ckpt *ck, const char *key, sp_dtype dtype, uint64_t nbytes,
+                              size_t *idx, sp_error *err)
+{
+    if (ck->nstorages == ck->storages_cap) {
+        size_t cap = ck->storages_cap ? ck->storages_cap * 2 : 64;
+        sp_storage *n = realloc(ck->storages, cap * sizeof *n);
+        if (!n)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        ck->storages = n;
+        ck->storages_cap = cap;
+    }
+    sp_storage *dst = &ck->storages[ck->nstorages];
+    dst->key = strdup(key ? key : "");
+    dst->dtype = dtype;
+    dst->nbytes = nbytes;
+    if (!dst->key)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    if (idx)
+        *idx = ck->nstorages;
+    ck->nstorages++;
+    return SP_OK;
+}
+
+sp_status sp_ckpt_validate_tensor(const sp_ckpt *ck, const sp_tensor *t, sp_error *err)
+{
+    const char *nm = t->name ? t->name : "?";
+    if (t->storage >= ck->nstorages)
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' refers to a missing storage",
+                            ck->path, nm);
+    size_t es = sp_dtype_size(t->dtype);
+    if (es == 0)
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has an unknown dtype", ck->path, nm);
+    if (t->ndim < 0 || t->ndim > SP_MAX_DIMS || t->offset < 0)
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has a bad shape or offset",
+                            ck->path, nm);
+    uint64_t cap = ck->storages[t->storage].nbytes / es;
+    int64_t numel = 1;
+    uint64_t last = (uint64_t)t->offset;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] < 0 || t->stride[d] < 0)
+            return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has a negative size or stride",
+                                ck->path, nm);
+        if (t->shape[d] == 0)
+            return SP_OK; /* empty: no element is ever read */
+        if (t->shape[d] > (INT64_MAX / (numel ? numel : 1)))
+            return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has an absurd shape", ck->path, nm);
+        numel *= t->shape[d];
+        uint64_t span = (uint64_t)(t->shape[d] - 1);
+        if (t->stride[d] && span > (UINT64_MAX - last) / (uint64_t)t->stride[d])
+            return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has absurd strides", ck->path, nm);
+        last += span * (uint64_t)t->stride[d];
+    }
+    if (numel != t->numel)
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s': numel does not match its shape",
+                            ck->path, nm);
+    if (last >= cap)
+        return sp_error_set(err, SP_ERR_FORMAT,
+                            "'%s': tensor '%s' reaches past the end of its storage (%llu of %llu elements)",
+                            ck->path, nm, (unsigned long long)last + 1, (unsigned long long)cap);
+    return SP_OK;
+}

@@ -1,0 +1,101 @@
+/*
+ * Internal: the sp_ckpt object shared by the checkpoint backends (torch zip,
+ * torch legacy, TorchScript, safetensors, HF folders, spz, compressed-tensors)
+ * and the small file helpers they all use. Not installed; formats/ only.
+ */
+#ifndef SPARSIFY_FORMATS_CKPT_INTERNAL_H
+#define SPARSIFY_FORMATS_CKPT_INTERNAL_H
+
+#include "sparsify/ckpt.h"
+
+typedef struct sp_ckpt_backend {
+    const char *name;
+    /* Bytes of storage i, borrowed until storage_release/close. */
+    sp_status (*storage_data)(sp_ckpt *ck, size_t i, const void **data, sp_error *err);
+    void (*storage_release)(sp_ckpt *ck, size_t i);
+    /* See sp_ckpt_rewrite; NULL when the format cannot be rewritten. */
+    sp_status (*rewrite)(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
+                         sp_error *err);
+    /* Free impl (not the tables, which ckpt.c owns). */
+    void (*close)(sp_ckpt *ck);
+} sp_ckpt_backend;
+
+struct sp_ckpt {
+    sp_format format;
+    char *path;
+    sp_tensor *tensors;
+    size_t ntensors, tensors_cap;
+    sp_storage *storages;
+    size_t nstorages, storages_cap;
+    const sp_ckpt_backend *be;
+    void *impl; /* backend state */
+};
+
+/* Append a tensor / storage; name/key are copied. Return the new index in
+ * *idx (may be NULL). */
+sp_status sp_ckpt_add_tensor(sp_ckpt *ck, const sp_tensor *t, size_t *idx, sp_error *err);
+sp_status sp_ckpt_add_storage(sp_ckpt *ck, const char *key, sp_dtype dtype, uint64_t nbytes,
+                              size_t *idx, sp_error *err);
+/* Check that tensor t's view lies inside its storage (offset, strides,
+ * shape against nbytes); returns SP_ERR_FORMAT naming the tensor if not. */
+sp_status sp_ckpt_validate_tensor(const sp_ckpt *ck, const sp_tensor *t, sp_error *err);
+
+/* Backend entry points, called by sp_ckpt_open after sniffing the content.
+ * Each fills ck (format, be, impl, tables) or returns an error. */
+sp_status sp_torch_open(sp_ckpt *ck, sp_error *err);        /* zip, legacy, TorchScript */
+sp_status sp_safetensors_open(sp_ckpt *ck, sp_error *err);  /* one .safetensors file */
+sp_status sp_hf_folder_open(sp_ckpt *ck, sp_error *err);    /* a directory */
+
+/* ---- read-only file mapping ---- */
+typedef struct sp_mapfile {
+    int fd;
+    const unsigned char *data; /* NULL for an empty file */
+    uint64_t size;
+} sp_mapfile;
+
+/* Map path read-only. ENOENT gives SP_ERR_NOT_FOUND, other failures
+ * SP_ERR_IO; the message names the path. */
+sp_status sp_mapfile_open(sp_mapfile *mf, const char *path, sp_error *err);
+/* Tell the kernel the pages of [off, off+len) may be dropped from memory. */
+void sp_mapfile_drop(const sp_mapfile *mf, uint64_t off, uint64_t len);
+void sp_mapfile_close(sp_mapfile *mf);
+
+/* ---- atomic output: write a temp file, rename on commit ---- */
+typedef struct sp_outfile {
+    int fd;
+    char *path;     /* final path */
+    char *tmp_path; /* named temp file, or NULL when unnamed (O_TMPFILE) */
+    uint64_t pos;   /* bytes written so far */
+} sp_outfile;
+
+/* Create an unnamed (or hidden) temp file in path's directory. */
+sp_status sp_outfile_open(sp_outfile *of, const char *path, sp_error *err);
+/* Write all of buf (loops over short writes; chunks > 1 GiB). */
+sp_status sp_outfile_write(sp_outfile *of, const void *buf, size_t len, sp_error *err);
+/* Write zero bytes until pos is a multiple of align. */
+sp_status sp_outfile_pad(sp_outfile *of, uint64_t align, sp_error *err);
+/* pwrite at an earlier offset (headers patched after the payload). */
+sp_status sp_outfile_pwrite(sp_outfile *of, const void *buf, size_t len, uint64_t off,
+                            sp_error *err);
+/* fsync-free commit: give the file its final name (atomic rename). */
+sp_status sp_outfile_commit(sp_outfile *of, sp_error *err);
+/* Remove the temp file; safe after commit (no-op) and on a zeroed struct. */
+void sp_outfile_abort(sp_outfile *of);
+
+/* Atomic output folder: files are written into a hidden temp folder beside
+ * path, which replaces path on commit (an existing folder at path is moved
+ * aside and removed). */
+typedef struct sp_outdir {
+    char *path;
+    char *tmp_path;
+} sp_outdir;
+sp_status sp_outdir_open(sp_outdir *od, const char *path, sp_error *err);
+/* Join the temp folder and a file name into buf. */
+const char *sp_outdir_file(const sp_outdir *od, const char *name, char *buf, size_t len);
+sp_status sp_outdir_commit(sp_outdir *od, sp_error *err);
+void sp_outdir_abort(sp_outdir *od);
+
+/* CRC-32 (zlib polynomial) over large buffers (chunks > 4 GiB for zlib). */
+uint32_t sp_crc32(uint32_t crc, const void *buf, uint64_t len);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * sparsify — checkpoints: one API over every weight file we read.
+ *
+ * A checkpoint is a list of named tensors (sp_tensor) that are strided views
+ * of storages (sp_storage: one contiguous run of bytes in the file). Tied
+ * tensors and views appear once per name and share one storage index.
+ *
+ * Formats (detected from content, not from the file name):
+ *   torch zip      torch.save >= 1.6           formats/torch.c + zip.c + pickle.c
+ *   torch legacy   torch.save(_use_new_zipfile_serialization=False)  (read)
+ *   torchscript    torch.jit.save              tensors named as state_dict()
+ *   safetensors    one .safetensors file       formats/safetensors.c
+ *   hf folder      a directory of *.safetensors shards (+ index json)
+ *
+ * Naming: nested dict keys joined with '.', list/tuple indices as decimal
+ * numbers ("optimizer_state_dict.state.0.exp_avg"); TorchScript modules by
+ * their state_dict() names ("conv.weight", "bn.running_mean").
+ *
+ * Memory: storages are mapped (stored zip entries, safetensors, legacy) or
+ * inflated on demand (deflated zip entries); sp_ckpt_storage_release drops
+ * the pages again, so walking a checkpoint storage by storage keeps the
+ * resident set near one storage, whatever the checkpoint's size.
+ */
+#ifndef SPARSIFY_CKPT_H
+#define SPARSIFY_CKPT_H
+
+#include "sparsify/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sp_format {
+    SP_FORMAT_UNKNOWN = 0,
+    SP_FORMAT_TORCH_ZIP = 1,
+    SP_FORMAT_TORCH_LEGACY = 2,
+    SP_FORMAT_TORCHSCRIPT = 3,
+    SP_FORMAT_SAFETENSORS = 4,
+    SP_FORMAT_HF_FOLDER = 5,
+    SP_FORMAT_SPZ = 6,
+    SP_FORMAT_COMPRESSED_TENSORS = 7,
+} sp_format;
+
+/* "torch-zip", "torch-legacy", "torchscript", "safetensors", "hf-folder",
+ * "spz", "compressed-tensors". */
+const char *sp_format_name(sp_format f);
+
+typedef struct sp_storage {
+    char *key;        /* zip: record key ("0"); safetensors: tensor name */
+    sp_dtype dtype;
+    uint64_t nbytes;  /* size of the storage in bytes */
+} sp_storage;
+
+typedef struct sp_ckpt sp_ckpt;
+
+/* Open a checkpoint file or folder. Returns a new object in *out; caller
+ * frees with sp_ckpt_close. Errors: SP_ERR_IO (cannot open/read),
+ * SP_ERR_FORMAT (malformed, truncated, bad CRC, hostile pickle),
+ * SP_ERR_UNSUPPORTED. The message names the file. */
+sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err);
+/* Accepts NULL. */
+void sp_ckpt_close(sp_ckpt *ck);
+
+sp_format sp_ckpt_format(const sp_ckpt *ck);
+const char *sp_ckpt_path(const sp_ckpt *ck);
+
+size_t sp_ckpt_num_tensors(const sp_ckpt *ck);
+/* Borrowed until sp_ckpt_close. Tensors are in file order (pickle order for
+ * torch formats, header order for safetensors). */
+const sp_tensor *sp_ckpt_tensor(const sp_ckpt *ck, size_t i);
+/* Index of the tensor with this name, or -1. */
+long sp_ckpt_find(const sp_ckpt *ck, const char *name);
+
+size_t sp_ckpt_num_storages(const sp_ckpt *ck);
+const sp_storage *sp_ckpt_storage(const sp_ckpt *ck, size_t i);
+
+/* The bytes of storage i (nbytes long, little-endian elements), borrowed
+ * until sp_ckpt_storage_release(ck, i) or sp_ckpt_close. Errors:
+ * SP_ERR_FORMAT when the entry fails its CRC or inflates wrongly. */
+sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data,
+                               sp_error *err);
+/* Drop the pages/buffer of storage i (a no-op if not loaded). */
+void sp_ckpt_storage_release(sp_ckpt *ck, size_t i);
+
+/* Convenience: the bytes of tensor t's first element, i.e. storage data +
+ * offset * elemsize; borrowed like sp_ckpt_storage_data. */
+sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data,
+                              sp_error *err);
+
+/*
+ * Rewrite: write ck to out_path in its own format (torch legacy is written as
+ * torch zip), replacing the bytes of some storages. For every storage, in
+ * file order, fn is called with the original bytes and a scratch buffer of
+ * the same size; if fn fills `out` and sets *changed = true, the new bytes
+ * are written instead. Everything else is copied unchanged (zip: every other
+ * record byte for byte; only replaced records get a new CRC-32).
+ * fn may be NULL (plain copy). The output is written to a temporary file in
+ * the same directory and renamed over out_path on success; on any failure no
+ * file is left behind. For an HF folder out_path is a folder.
+ * Errors: whatever fn returns, SP_ERR_IO, SP_ERR_FORMAT.
+ */
+typedef sp_status (*sp_rewrite_fn)(void *ctx, sp_ckpt *ck, size_t storage,
+                                   const void *orig, void *out, bool *changed,
+                                   sp_error *err);
+sp_status sp_ckpt_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn,
+                          void *ctx, sp_error *err);
+
+/* A dense, contiguous, row-major tensor handed to a writer. */
+typedef struct sp_tensor_data {
+    const char *name;
+    sp_dtype dtype;
+    int ndim;
+    int64_t shape[SP_MAX_DIMS];
+    const void *data; /* numel * dtype size bytes, borrowed */
+} sp_tensor_data;
+
+/* Write a flat name -> tensor map as a state dict (OrderedDict) that
+ * torch.load reads. Atomic (temp file + rename). */
+sp_status sp_torch_save(const char *path, const sp_tensor_data *tensors,
+                        size_t n, sp_error *err);
+
+/* Write a safetensors file. metadata_json: a JSON object of string values for
+ * "__metadata__", or NULL. Atomic. */
+sp_status sp_safetensors_save(const char *path, const sp_tensor_data *tensors,
+                              size_t n, const char *metadata_json,
+                              sp_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
