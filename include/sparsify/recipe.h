@@ -45,7 +45,9 @@ typedef struct sp_modifier {
     double final_sparsity; /* for N:M mask types: 1 - N/M */
     sp_sparsity_override *overrides; /* from a map-valued final_sparsity */
     size_t noverrides;
-    double start_epoch, end_epoch; /* default 0, 0 (one-shot) */
+    double start_epoch, end_epoch; /* default 0, start (one-shot); constant and
+                                      distillation accept end_epoch -1 = until
+                                      the end of training */
     double update_frequency;       /* epochs; default 1 */
     sp_inter_func inter_func;      /* default cubic */
     sp_pattern mask_type;          /* default unstructured */
@@ -55,6 +57,7 @@ typedef struct sp_modifier {
     /* distillation */
     double hardness;    /* default 0.5 */
     double temperature; /* default 2.0 */
+    char *teacher;      /* "teacher" string as given, NULL when absent */
 } sp_modifier;
 
 typedef struct sp_recipe {
@@ -65,7 +68,7 @@ typedef struct sp_recipe {
 
 /* Parse JSON text. Returns a new recipe in *out; free with sp_recipe_free.
  * Errors (SP_ERR_INVALID_ARG) name the modifier index, the field and why:
- * "modifiers[1].final_sparsity: 1.5 is out of range [0, 1)". */
+ * "modifiers[1].final_sparsity: 1.5 is out of range [0, 1]". */
 sp_status sp_recipe_parse(sp_recipe **out, const char *json, size_t len, sp_error *err);
 /* Load from a file path, or from a bundled template when `name` has no '/'
  * and no ".json" suffix and names one. Errors: SP_ERR_NOT_FOUND, IO, parse. */

@@ -1,0 +1,1098 @@
+/*
+ * Unit tests for prune/: patterns, geometry, mask selection (unstructured,
+ * blocks, N:M), apply/count, global scope, checking and tensor selection.
+ * Masks are compared against brute-force references written here (sort by
+ * (score, index)), and against PyTorch (tests/prune_oracle.py) in the
+ * "oracle" case.
+ */
+#include <check.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sparsify/prune.h"
+
+/* ---- helpers */
+
+static uint64_t rng_state;
+static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
+static uint64_t rng_u64(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+static float rng_normal(void)
+{
+    double u1 = ((rng_u64() >> 11) + 1.0) / 9007199254740993.0;
+    double u2 = (rng_u64() >> 11) / 9007199254740992.0;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2 * M_PI * u2));
+}
+
+static float *rand_f32(size_t n, uint64_t seed)
+{
+    float *w = malloc(n * sizeof(float));
+    rng_seed(seed);
+    for (size_t i = 0; i < n; i++)
+        w[i] = rng_normal();
+    return w;
+}
+
+static size_t numel_of(int ndim, const int64_t *shape)
+{
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= (size_t)shape[d];
+    return n;
+}
+
+static size_t count_pruned(const uint8_t *mask, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += !mask[i];
+    return c;
+}
+
+typedef struct ref_unit {
+    double score;
+    size_t idx;
+} ref_unit;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    const ref_unit *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? -1 : 1;
+    return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+static size_t ref_round(double s, size_t n) { return (size_t)floor(s * (double)n + 0.5); }
+
+/* Brute force unstructured selection: sort (score, index); zero weights
+ * score -inf (they are pruned first). */
+static void ref_unstructured(uint8_t *mask, sp_dtype t, const void *data, const float *scores,
+                             size_t n, double s)
+{
+    ref_unit *u = malloc(n * sizeof *u);
+    size_t nz = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = sp_dtype_load(t, data, i);
+        u[i].idx = i;
+        u[i].score = v == 0.0 ? -INFINITY : scores ? scores[i] : fabs(v);
+        nz += v == 0.0;
+    }
+    qsort(u, n, sizeof *u, ref_cmp);
+    size_t k = ref_round(s, n);
+    if (k < nz)
+        k = nz;
+    memset(mask, 1, n);
+    for (size_t i = 0; i < k; i++)
+        mask[u[i].idx] = 0;
+    free(u);
+}
+
+/* Brute force block selection over a 2-D [rows, cols] tensor. */
+static void ref_blocks_2d(uint8_t *mask, const float *w, int64_t rows, int64_t cols, int64_t R,
+                          int64_t C, double s, int l2)
+{
+    int64_t nbr = (rows + R - 1) / R, nbc = (cols + C - 1) / C;
+    size_t nb = (size_t)(nbr * nbc), nz = 0;
+    ref_unit *u = malloc(nb * sizeof *u);
+    for (int64_t br = 0; br < nbr; br++)
+        for (int64_t bc = 0; bc < nbc; bc++) {
+            double sum = 0;
+            int cnt = 0, nnz = 0;
+            for (int64_t r = br * R; r < rows && r < (br + 1) * R; r++)
+                for (int64_t c = bc * C; c < cols && c < (bc + 1) * C; c++) {
+                    double v = w[r * cols + c];
+                    sum += l2 ? v * v : fabs(v);
+                    cnt++;
+                    nnz += v != 0;
+                }
+            size_t b = (size_t)(br * nbc + bc);
+            u[b].idx = b;
+            u[b].score = nnz ? (l2 ? sqrt(sum / cnt) : sum / cnt) : -INFINITY;
+            nz += !nnz;
+        }
+    qsort(u, nb, sizeof *u, ref_cmp);
+    size_t k = ref_round(s, nb);
+    if (k < nz)
+        k = nz;
+    uint8_t *bk = malloc(nb);
+    memset(bk, 1, nb);
+    for (size_t i = 0; i < k; i++)
+        bk[u[i].idx] = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            mask[r * cols + c] = bk[(r / R) * nbc + c / C];
+    free(bk);
+    free(u);
+}
+
+/* ---- patterns and geometry */
+
+START_TEST(test_pattern_parse)
+{
+    sp_pattern p;
+    sp_error err = {0};
+    char buf[32];
+    ck_assert_int_eq(sp_pattern_parse(&p, "unstructured", &err), SP_OK);
+    ck_assert_int_eq(p.kind, SP_PATTERN_UNSTRUCTURED);
+    ck_assert_int_eq(sp_pattern_parse(&p, "4x1", &err), SP_OK);
+    ck_assert_int_eq(p.kind, SP_PATTERN_BLOCK);
+    ck_assert_int_eq(p.r, 4);
+    ck_assert_int_eq(p.c, 1);
+    ck_assert_int_eq(sp_pattern_parse(&p, "16x16", &err), SP_OK);
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "16x16");
+    ck_assert_int_eq(sp_pattern_parse(&p, "block4", &err), SP_OK);
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "1x4");
+    ck_assert_int_eq(sp_pattern_parse(&p, "tensorrt", &err), SP_OK);
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "2:4");
+    ck_assert_int_eq(sp_pattern_parse(&p, "1x1", &err), SP_OK);
+    ck_assert_int_eq(p.kind, SP_PATTERN_UNSTRUCTURED);
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "unstructured");
+    ck_assert_int_eq(sp_pattern_parse(&p, "4:8", &err), SP_OK);
+    ck_assert_int_eq(p.n, 4);
+    ck_assert_int_eq(p.m, 8);
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "4:8");
+    const char *bad[] = {"", "4x", "x4", "0x4", "4x0", "5:4", "2:0", "2:4x", "-1x4", "abc", "2::4"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = 0;
+        ck_assert_int_eq(sp_pattern_parse(&p, bad[i], &err), SP_ERR_INVALID_ARG);
+        ck_assert(err.msg[0]);
+    }
+    ck_assert(strstr(err.msg, "'2::4'"));
+}
+END_TEST
+
+START_TEST(test_pattern_str)
+{
+    char buf[32];
+    sp_pattern p = {SP_PATTERN_BLOCK, 8, 8, 0, 0};
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "8x8");
+    p = (sp_pattern){SP_PATTERN_NM, 1, 1, 1, 4};
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "1:4");
+    p = (sp_pattern){SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    ck_assert_str_eq(sp_pattern_str(&p, buf, sizeof buf), "unstructured");
+}
+END_TEST
+
+START_TEST(test_pattern_implied)
+{
+    sp_pattern p = {SP_PATTERN_NM, 1, 1, 2, 4};
+    ck_assert_double_eq(sp_pattern_implied_sparsity(&p), 0.5);
+    p.n = 1;
+    ck_assert_double_eq(sp_pattern_implied_sparsity(&p), 0.75);
+    p = (sp_pattern){SP_PATTERN_BLOCK, 4, 4, 0, 0};
+    ck_assert_double_eq(sp_pattern_implied_sparsity(&p), -1.0);
+}
+END_TEST
+
+START_TEST(test_wgeom_init)
+{
+    sp_wgeom g;
+    int64_t s2[] = {5, 7};
+    sp_wgeom_init(&g, 2, s2);
+    ck_assert_int_eq(g.nmat, 1);
+    ck_assert_int_eq(g.rows, 5);
+    ck_assert_int_eq(g.cols, 7);
+    ck_assert_int_eq(g.row_stride, 7);
+    ck_assert_int_eq(g.col_stride, 1);
+    int64_t s4[] = {8, 6, 3, 2};
+    sp_wgeom_init(&g, 4, s4);
+    ck_assert_int_eq(g.nmat, 6);
+    ck_assert_int_eq(g.rows, 8);
+    ck_assert_int_eq(g.cols, 6);
+    /* element (o=2, i=4, kh=1, kw=1) of the row-major tensor */
+    int64_t flat = ((2 * 6 + 4) * 3 + 1) * 2 + 1;
+    int64_t mat = 1 * 2 + 1;
+    ck_assert_int_eq(mat * g.mat_stride + 2 * g.row_stride + 4 * g.col_stride, flat);
+    int64_t s3[] = {4, 5, 6};
+    sp_wgeom_init(&g, 3, s3);
+    ck_assert_int_eq(g.nmat, 1);
+    ck_assert_int_eq(g.rows, 4);
+    ck_assert_int_eq(g.cols, 30);
+    int64_t s1[] = {9};
+    sp_wgeom_init(&g, 1, s1);
+    ck_assert_int_eq(g.rows, 1);
+    ck_assert_int_eq(g.cols, 9);
+    sp_wgeom_init(&g, 0, s1);
+    ck_assert_int_eq(g.rows, 1);
+    ck_assert_int_eq(g.cols, 1);
+}
+END_TEST
+
+/* ---- unstructured */
+
+static const double sparsities[] = {0.0, 0.1, 0.5, 0.9, 0.95, 1.0};
+
+START_TEST(test_select_unstructured_exact)
+{
+    int64_t shape[] = {97, 131};
+    size_t n = 97 * 131;
+    float *w = rand_f32(n, 1);
+    uint8_t *m = malloc(n), *r = malloc(n);
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    for (size_t i = 0; i < sizeof sparsities / sizeof sparsities[0]; i++) {
+        double s = sparsities[i];
+        ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, s, 0, &err), SP_OK);
+        ck_assert_uint_eq(count_pruned(m, n), ref_round(s, n));
+        ref_unstructured(r, SP_F32, w, NULL, n, s);
+        ck_assert_mem_eq(m, r, n);
+    }
+    /* round half away from zero: 0.5 * 7 = 3.5 -> 4 */
+    int64_t s7[] = {7};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 1, s7, &p, 0.5, 0, &err), SP_OK);
+    ck_assert_uint_eq(count_pruned(m, 7), 4);
+    /* out of range */
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, 1.5, 0, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, NAN, 0, &err),
+                     SP_ERR_INVALID_ARG);
+    free(w);
+    free(m);
+    free(r);
+}
+END_TEST
+
+START_TEST(test_select_large_parallel)
+{
+    /* big enough for the threaded paths and several radix levels */
+    int64_t shape[] = {1024, 1000};
+    size_t n = 1024 * 1000;
+    float *w = rand_f32(n, 2);
+    /* many exact duplicates to exercise the radix boundary */
+    for (size_t i = 0; i < n; i += 3)
+        w[i] = 0.25f * (float)((i / 3) % 5);
+    uint8_t *m = malloc(n), *r = malloc(n);
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    const double ss[] = {0.3, 0.5, 0.77, 0.9};
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, ss[i], 0, &err), SP_OK);
+        ref_unstructured(r, SP_F32, w, NULL, n, ss[i]);
+        ck_assert_mem_eq(m, r, n);
+    }
+    free(w);
+    free(m);
+    free(r);
+}
+END_TEST
+
+START_TEST(test_select_ties)
+{
+    /* all equal magnitudes (mixed signs): the lowest indices are pruned */
+    int64_t shape[] = {50, 40};
+    size_t n = 2000;
+    float *w = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        w[i] = (i & 1) ? -0.5f : 0.5f;
+    uint8_t *m = malloc(n), *m2 = malloc(n);
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, 0.9, 0, &err), SP_OK);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(m[i], i >= 1800);
+    /* deterministic on repetition */
+    ck_assert_int_eq(sp_mask_select(m2, SP_F32, w, NULL, 2, shape, &p, 0.9, 0, &err), SP_OK);
+    ck_assert_mem_eq(m, m2, n);
+    /* groups of ties at the boundary */
+    for (size_t i = 0; i < n; i++)
+        w[i] = (float)(i % 10);
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, 0.45, 0, &err), SP_OK);
+    uint8_t *r = malloc(n);
+    ref_unstructured(r, SP_F32, w, NULL, n, 0.45);
+    ck_assert_mem_eq(m, r, n);
+    free(r);
+    free(w);
+    free(m);
+    free(m2);
+}
+END_TEST
+
+START_TEST(test_select_existing_zeros)
+{
+    int64_t shape[] = {20, 50};
+    size_t n = 1000;
+    float *w = rand_f32(n, 3);
+    for (size_t i = 0; i < 600; i++)
+        w[(i * 7) % n] = (i & 1) ? -0.0f : 0.0f;
+    size_t nz = sp_count_zeros(SP_F32, w, n);
+    ck_assert_uint_gt(nz, 500);
+    uint8_t *m = malloc(n);
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, 0.5, 0, &err), SP_OK);
+    ck_assert_uint_eq(count_pruned(m, n), nz);
+    for (size_t i = 0; i < n; i++)
+        if (w[i] == 0.0f)
+            ck_assert_int_eq(m[i], 0);
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, 0.8, 0, &err), SP_OK);
+    ck_assert_uint_eq(count_pruned(m, n), 800);
+    free(w);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_select_scores)
+{
+    int64_t shape[] = {30, 33};
+    size_t n = 990;
+    float *w = rand_f32(n, 4), *sc = rand_f32(n, 5); /* scores may be negative */
+    w[10] = 0.0f;
+    uint8_t *m = malloc(n), *r = malloc(n);
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, sc, 2, shape, &p, 0.6, 0, &err), SP_OK);
+    ref_unstructured(r, SP_F32, w, sc, n, 0.6);
+    ck_assert_mem_eq(m, r, n);
+    ck_assert_int_eq(m[10], 0);
+    sc[7] = NAN;
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, sc, 2, shape, &p, 0.6, 0, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "NaN"));
+    ck_assert(strstr(err.msg, "scores"));
+    free(w);
+    free(sc);
+    free(m);
+    free(r);
+}
+END_TEST
+
+START_TEST(test_select_nonfinite)
+{
+    int64_t shape[] = {4, 5};
+    float w[20];
+    for (int i = 0; i < 20; i++)
+        w[i] = (float)i + 1;
+    uint8_t m[20];
+    sp_error err = {0};
+    sp_pattern pats[] = {{SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0},
+                         {SP_PATTERN_BLOCK, 2, 2, 0, 0},
+                         {SP_PATTERN_NM, 1, 1, 2, 4}};
+    for (int k = 0; k < 3; k++) {
+        w[13] = NAN;
+        ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &pats[k], 0.5, 0, &err),
+                         SP_ERR_INVALID_ARG);
+        ck_assert_str_eq(err.msg, "contains NaN");
+        w[13] = -INFINITY;
+        ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &pats[k], 0.5, 0, &err),
+                         SP_ERR_INVALID_ARG);
+        ck_assert_str_eq(err.msg, "contains Inf");
+    }
+    double d[20] = {0};
+    d[3] = INFINITY;
+    ck_assert_int_eq(sp_mask_select(m, SP_F64, d, NULL, 2, shape, &pats[0], 0.5, 0, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_str_eq(err.msg, "contains Inf");
+    uint16_t h[20] = {0};
+    h[0] = 0x7e00; /* f16 NaN */
+    ck_assert_int_eq(sp_mask_select(m, SP_F16, h, NULL, 2, shape, &pats[0], 0.5, 0, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_str_eq(err.msg, "contains NaN");
+    int32_t iv[20] = {0};
+    ck_assert_int_eq(sp_mask_select(m, SP_I32, iv, NULL, 2, shape, &pats[0], 0.5, 0, &err),
+                     SP_ERR_UNSUPPORTED);
+}
+END_TEST
+
+START_TEST(test_select_dtypes)
+{
+    int64_t shape[] = {33, 47};
+    size_t n = 33 * 47;
+    uint16_t *h = malloc(n * 2), *b = malloc(n * 2);
+    double *d = malloc(n * 8);
+    rng_seed(6);
+    for (size_t i = 0; i < n; i++) {
+        /* finite random halves (some repeat: ties), bf16 = top of a float */
+        uint16_t e = (uint16_t)(5 + rng_u64() % 20), man = (uint16_t)(rng_u64() & 0x3ff);
+        h[i] = (uint16_t)(((rng_u64() & 1) << 15) | (e << 10) | man);
+        float f = rng_normal();
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        b[i] = (uint16_t)(u >> 16);
+        d[i] = rng_normal() * 1e-3;
+    }
+    uint8_t *m = malloc(n), *r = malloc(n);
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    struct {
+        sp_dtype t;
+        void *data;
+    } cases[] = {{SP_F16, h}, {SP_BF16, b}, {SP_F64, d}};
+    for (int c = 0; c < 3; c++)
+        for (size_t i = 0; i < sizeof sparsities / sizeof sparsities[0]; i++) {
+            ck_assert_int_eq(
+                sp_mask_select(m, cases[c].t, cases[c].data, NULL, 2, shape, &p, sparsities[i], 0, &err),
+                SP_OK);
+            ref_unstructured(r, cases[c].t, cases[c].data, NULL, n, sparsities[i]);
+            ck_assert_mem_eq(m, r, n);
+        }
+    /* apply keeps the kept halves bit-identical and writes +0 */
+    uint16_t *h2 = malloc(n * 2);
+    memcpy(h2, h, n * 2);
+    ck_assert_int_eq(sp_mask_select(m, SP_F16, h2, NULL, 2, shape, &p, 0.7, 0, &err), SP_OK);
+    sp_mask_apply(h2, SP_F16, n, m);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(h2[i], m[i] ? h[i] : 0);
+    ck_assert_uint_eq(sp_count_zeros(SP_F16, h2, n), ref_round(0.7, n));
+    free(h2);
+    free(h);
+    free(b);
+    free(d);
+    free(m);
+    free(r);
+}
+END_TEST
+
+/* ---- blocks */
+
+START_TEST(test_select_blocks)
+{
+    int64_t shape[] = {33, 70};
+    size_t n = 33 * 70;
+    float *w = rand_f32(n, 7);
+    uint8_t *m = malloc(n), *r = malloc(n);
+    sp_error err = {0};
+    const int64_t bs[][2] = {{4, 4}, {8, 8}, {1, 4}, {4, 1}, {16, 16}, {32, 32}, {3, 5}};
+    for (size_t b = 0; b < sizeof bs / sizeof bs[0]; b++) {
+        sp_pattern p = {SP_PATTERN_BLOCK, bs[b][0], bs[b][1], 0, 0};
+        size_t nb = (size_t)(((33 + bs[b][0] - 1) / bs[b][0]) * ((70 + bs[b][1] - 1) / bs[b][1]));
+        for (int l2 = 0; l2 < 2; l2++)
+            for (size_t i = 0; i < sizeof sparsities / sizeof sparsities[0]; i++) {
+                double s = sparsities[i];
+                ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, s,
+                                                l2 ? SP_BLOCK_SCORE_L2 : SP_BLOCK_SCORE_L1, &err),
+                                 SP_OK);
+                ref_blocks_2d(r, w, 33, 70, bs[b][0], bs[b][1], s, l2);
+                ck_assert_mem_eq(m, r, n);
+                /* exactly round(s * nblocks) zero blocks */
+                sp_pattern_kind k = p.kind;
+                (void)k;
+                double meas;
+                float *w2 = malloc(n * sizeof(float));
+                memcpy(w2, w, n * sizeof(float));
+                sp_mask_apply(w2, SP_F32, n, m);
+                ck_assert(sp_mask_check(SP_F32, w2, 2, shape, &p, s, &meas, NULL, 0));
+                ck_assert_double_eq_tol(meas, (double)ref_round(s, nb) / (double)nb, 1e-12);
+                free(w2);
+            }
+    }
+    free(w);
+    free(m);
+    free(r);
+}
+END_TEST
+
+START_TEST(test_select_blocks_conv)
+{
+    /* conv [O=10, I=12, 3, 3] with 4x4 blocks: per kernel position an [O, I]
+     * matrix; compare with the 2-D reference on each extracted matrix */
+    int64_t shape[] = {10, 12, 3, 3};
+    size_t n = numel_of(4, shape);
+    float *w = rand_f32(n, 8);
+    uint8_t *m = malloc(n);
+    sp_pattern p = {SP_PATTERN_BLOCK, 4, 4, 0, 0};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 4, shape, &p, 0.5, 0, &err), SP_OK);
+    /* 9 matrices of 3x3 blocks = 81 blocks, round(40.5) = 41 pruned blocks */
+    size_t zb = 0;
+    for (int k = 0; k < 9; k++)
+        for (int br = 0; br < 3; br++)
+            for (int bc = 0; bc < 3; bc++) {
+                int first = -1, same = 1;
+                for (int o = br * 4; o < 10 && o < br * 4 + 4; o++)
+                    for (int i = bc * 4; i < 12 && i < bc * 4 + 4; i++) {
+                        int v = m[(o * 12 + i) * 9 + k];
+                        if (first < 0)
+                            first = v;
+                        same &= v == first;
+                    }
+                ck_assert(same);
+                zb += first == 0;
+            }
+    ck_assert_uint_eq(zb, 41);
+    free(w);
+    free(m);
+}
+END_TEST
+
+/* ---- N:M */
+
+static void check_nm_rows(const uint8_t *m, const float *w, int64_t rows, int64_t cols, int N, int M)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c0 = 0; c0 < cols; c0 += M) {
+            int64_t t = cols - c0 < M ? cols - c0 : M;
+            int kept = 0;
+            for (int64_t j = 0; j < t; j++)
+                kept += m[r * cols + c0 + j];
+            ck_assert_int_eq(kept, t < N ? t : N);
+            /* every kept |w| >= every pruned |w| in the group */
+            for (int64_t a = 0; a < t; a++)
+                for (int64_t b = 0; b < t; b++)
+                    if (m[r * cols + c0 + a] && !m[r * cols + c0 + b])
+                        ck_assert(fabsf(w[r * cols + c0 + a]) >= fabsf(w[r * cols + c0 + b]));
+        }
+}
+
+START_TEST(test_select_nm)
+{
+    sp_error err = {0};
+    /* tails: in = 10 with 2:4 -> groups of 4, 4, 2 */
+    int64_t shape[] = {6, 10};
+    float *w = rand_f32(60, 9);
+    uint8_t m[60];
+    sp_pattern p = {SP_PATTERN_NM, 1, 1, 2, 4};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, 0.0, 0, &err), SP_OK);
+    check_nm_rows(m, w, 6, 10, 2, 4);
+    ck_assert_uint_eq(count_pruned(m, 60), 6 * 4);
+    /* 1:4 and 4:8 with a tail of 3 < N */
+    int64_t shape2[] = {5, 11};
+    float *w2 = rand_f32(55, 10);
+    uint8_t m2[55];
+    sp_pattern p14 = {SP_PATTERN_NM, 1, 1, 1, 4}, p48 = {SP_PATTERN_NM, 1, 1, 4, 8};
+    ck_assert_int_eq(sp_mask_select(m2, SP_F32, w2, NULL, 2, shape2, &p14, 0.0, 0, &err), SP_OK);
+    check_nm_rows(m2, w2, 5, 11, 1, 4);
+    ck_assert_int_eq(sp_mask_select(m2, SP_F32, w2, NULL, 2, shape2, &p48, 0.0, 0, &err), SP_OK);
+    check_nm_rows(m2, w2, 5, 11, 4, 8);
+    ck_assert_uint_eq(count_pruned(m2, 55), 5 * 4); /* tail of 3 keeps all 3 */
+    /* ties: the earlier ones are kept */
+    float t[8] = {1, 1, 1, 1, 0.5f, 2, 0.5f, 0.5f};
+    int64_t s8[] = {1, 8};
+    uint8_t mt[8];
+    ck_assert_int_eq(sp_mask_select(mt, SP_F32, t, NULL, 2, s8, &p, 0.0, 0, &err), SP_OK);
+    const uint8_t want[8] = {1, 1, 0, 0, 1, 1, 0, 0};
+    ck_assert_mem_eq(mt, want, 8);
+    /* a group with zeros: zeros are pruned first, never kept over nonzeros */
+    float z[4] = {0.0f, -0.0f, 3, 0.0f};
+    int64_t s4[] = {1, 4};
+    ck_assert_int_eq(sp_mask_select(mt, SP_F32, z, NULL, 2, s4, &p, 0.0, 0, &err), SP_OK);
+    ck_assert_int_eq(mt[2], 1);
+    ck_assert_int_eq(mt[0] + mt[1] + mt[3], 1);
+    free(w);
+    free(w2);
+}
+END_TEST
+
+START_TEST(test_select_nm_conv)
+{
+    /* [O=4, I=10, 3, 3]: groups of 4 along the input channel for each (kh, kw) */
+    int64_t shape[] = {4, 10, 3, 3};
+    size_t n = numel_of(4, shape);
+    float *w = rand_f32(n, 11);
+    uint8_t *m = malloc(n);
+    sp_pattern p = {SP_PATTERN_NM, 1, 1, 2, 4};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 4, shape, &p, 0.0, 0, &err), SP_OK);
+    float mat[40];
+    uint8_t mm[40];
+    for (int k = 0; k < 9; k++) {
+        for (int o = 0; o < 4; o++)
+            for (int i = 0; i < 10; i++) {
+                mat[o * 10 + i] = w[(o * 10 + i) * 9 + k];
+                mm[o * 10 + i] = m[(o * 10 + i) * 9 + k];
+            }
+        check_nm_rows(mm, mat, 4, 10, 2, 4);
+    }
+    double meas;
+    char why[128];
+    sp_mask_apply(w, SP_F32, n, m);
+    ck_assert(sp_mask_check(SP_F32, w, 4, shape, &p, 0.5, &meas, why, sizeof why));
+    ck_assert_double_eq_tol(meas, 0.4, 1e-12);
+    free(w);
+    free(m);
+}
+END_TEST
+
+/* ---- apply and count */
+
+START_TEST(test_mask_apply)
+{
+    int64_t shape[] = {64, 64};
+    size_t n = 4096;
+    float *w = rand_f32(n, 12), *orig = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i += 17)
+        w[i] = -fabsf(w[i]); /* plenty of negatives: pruned ones must become +0 */
+    memcpy(orig, w, n * sizeof(float));
+    uint8_t *m = malloc(n);
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_mask_select(m, SP_F32, w, NULL, 2, shape, &p, 0.9, 0, &err), SP_OK);
+    sp_mask_apply(w, SP_F32, n, m);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a, b;
+        memcpy(&a, &w[i], 4);
+        memcpy(&b, &orig[i], 4);
+        ck_assert_uint_eq(a, m[i] ? b : 0u);
+    }
+    double d[3] = {-1.5, -2.5, 3.0};
+    uint8_t dm[3] = {0, 1, 0};
+    sp_mask_apply(d, SP_F64, 3, dm);
+    uint64_t u;
+    memcpy(&u, &d[0], 8);
+    ck_assert_uint_eq(u, 0);
+    ck_assert_double_eq(d[1], -2.5);
+    free(w);
+    free(orig);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_count_zeros)
+{
+    float f[5] = {0.0f, -0.0f, 1.0f, 0.0f, -2.0f};
+    ck_assert_uint_eq(sp_count_zeros(SP_F32, f, 5), 3);
+    uint16_t h[4] = {0x8000, 0x0000, 0x3c00, 0x0001};
+    ck_assert_uint_eq(sp_count_zeros(SP_F16, h, 4), 2);
+    ck_assert_uint_eq(sp_count_zeros(SP_BF16, h, 4), 2);
+    double d[3] = {0.0, -0.0, 1e-300};
+    ck_assert_uint_eq(sp_count_zeros(SP_F64, d, 3), 2);
+    int64_t iv[3] = {0, 5, 0};
+    ck_assert_uint_eq(sp_count_zeros(SP_I64, iv, 3), 2);
+    ck_assert_uint_eq(sp_count_zeros(SP_F32, f, 0), 0);
+}
+END_TEST
+
+/* ---- global */
+
+typedef struct gref {
+    double score;
+    size_t tensor, idx;
+} gref;
+
+static int gref_cmp(const void *a, const void *b)
+{
+    const gref *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? -1 : 1;
+    if (x->tensor != y->tensor)
+        return x->tensor < y->tensor ? -1 : 1;
+    return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+static void run_global(sp_global *g, size_t nt, float **ws, const int64_t (*shapes)[2],
+                       uint8_t **masks)
+{
+    sp_error err = {0};
+    for (int pass = 1; pass <= 2; pass++)
+        for (size_t t = 0; t < nt; t++)
+            ck_assert_int_eq(sp_global_add(g, pass, t, SP_F32, ws[t], NULL, 2, shapes[t], &err),
+                             SP_OK);
+    for (size_t t = 0; t < nt; t++)
+        ck_assert_int_eq(sp_global_mask(g, t, masks[t], SP_F32, ws[t], NULL, 2, shapes[t], &err),
+                         SP_OK);
+}
+
+START_TEST(test_global)
+{
+    const int64_t shapes[3][2] = {{40, 50}, {17, 33}, {64, 64}};
+    float *ws[3];
+    uint8_t *masks[3];
+    size_t total = 0;
+    for (int t = 0; t < 3; t++) {
+        size_t n = (size_t)(shapes[t][0] * shapes[t][1]);
+        ws[t] = rand_f32(n, 20 + (uint64_t)t);
+        for (size_t i = 0; i < n; i++)
+            ws[t][i] *= (float)(t + 1) * 0.5f; /* different scales per tensor */
+        masks[t] = malloc(n);
+        total += n;
+    }
+    /* ties across tensors: the same value in all three */
+    for (int t = 0; t < 3; t++)
+        for (size_t i = 0; i < 100; i++)
+            ws[t][i * 3] = 0.125f;
+    ws[1][5] = 0.0f;
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    gref *ref = malloc(total * sizeof *ref);
+    for (size_t si = 0; si < sizeof sparsities / sizeof sparsities[0]; si++) {
+        double s = sparsities[si];
+        sp_global *g;
+        ck_assert_int_eq(sp_global_new(&g, &p, s, 0, 3, &err), SP_OK);
+        run_global(g, 3, ws, shapes, masks);
+        sp_global_free(g);
+        /* reference */
+        size_t j = 0, nz = 0;
+        for (size_t t = 0; t < 3; t++)
+            for (size_t i = 0; i < (size_t)(shapes[t][0] * shapes[t][1]); i++) {
+                double v = ws[t][i];
+                ref[j++] = (gref){v == 0 ? -INFINITY : fabs(v), t, i};
+                nz += v == 0;
+            }
+        qsort(ref, total, sizeof *ref, gref_cmp);
+        size_t k = ref_round(s, total);
+        if (k < nz)
+            k = nz;
+        size_t pruned = 0;
+        for (size_t t = 0; t < 3; t++)
+            pruned += count_pruned(masks[t], (size_t)(shapes[t][0] * shapes[t][1]));
+        ck_assert_uint_eq(pruned, k);
+        for (size_t i = 0; i < total; i++)
+            ck_assert_int_eq(masks[ref[i].tensor][ref[i].idx], i >= k);
+    }
+    /* a sparsity that cuts through the tied 0.125 values */
+    size_t below = 0;
+    for (int t = 0; t < 3; t++)
+        for (size_t i = 0; i < (size_t)(shapes[t][0] * shapes[t][1]); i++)
+            below += ws[t][i] != 0.0f && fabsf(ws[t][i]) < 0.125f;
+    double s = (double)(below + 1 + 150) / (double)total; /* zero + half the ties */
+    sp_global *g;
+    ck_assert_int_eq(sp_global_new(&g, &p, s, 0, 3, &err), SP_OK);
+    run_global(g, 3, ws, shapes, masks);
+    sp_global_free(g);
+    /* tensor 0's 100 ties all pruned, half of tensor 1's, none of tensor 2's */
+    size_t tied_pruned[3] = {0};
+    for (int t = 0; t < 3; t++)
+        for (size_t i = 0; i < 100; i++)
+            tied_pruned[t] += !masks[t][i * 3];
+    ck_assert_uint_eq(tied_pruned[0], 100);
+    ck_assert_uint_eq(tied_pruned[1], 50);
+    ck_assert_uint_eq(tied_pruned[2], 0);
+    for (int t = 0; t < 3; t++) {
+        free(ws[t]);
+        free(masks[t]);
+    }
+    free(ref);
+}
+END_TEST
+
+START_TEST(test_global_blocks_and_errors)
+{
+    const int64_t shapes[2][2] = {{33, 70}, {16, 20}};
+    float *ws[2] = {rand_f32(33 * 70, 30), rand_f32(320, 31)};
+    uint8_t *masks[2] = {malloc(33 * 70), malloc(320)};
+    sp_pattern p = {SP_PATTERN_BLOCK, 4, 4, 0, 0};
+    sp_error err = {0};
+    sp_global *g;
+    ck_assert_int_eq(sp_global_new(&g, &p, 0.6, 0, 2, &err), SP_OK);
+    run_global(g, 2, ws, shapes, masks);
+    sp_global_free(g);
+    /* 9*18 + 4*5 = 182 blocks, round(109.2) = 109 zero blocks; check via sp_mask_check */
+    size_t zb = 0;
+    for (int t = 0; t < 2; t++) {
+        size_t n = (size_t)(shapes[t][0] * shapes[t][1]);
+        sp_mask_apply(ws[t], SP_F32, n, masks[t]);
+        double meas;
+        sp_mask_check(SP_F32, ws[t], 2, shapes[t], &p, 0, &meas, NULL, 0);
+        size_t nb = t ? 20 : 162;
+        zb += (size_t)llround(meas * (double)nb);
+    }
+    ck_assert_uint_eq(zb, 109);
+    /* errors */
+    sp_pattern nm = {SP_PATTERN_NM, 1, 1, 2, 4};
+    ck_assert_int_eq(sp_global_new(&g, &nm, 0.5, 0, 2, &err), SP_ERR_INVALID_ARG);
+    ck_assert_ptr_null(g);
+    ck_assert_int_eq(sp_global_new(&g, &p, 1.5, 0, 2, &err), SP_ERR_INVALID_ARG);
+    ck_assert_int_eq(sp_global_new(&g, &p, 0.5, 0, 2, &err), SP_OK);
+    ck_assert_int_eq(sp_global_add(g, 1, 0, SP_F32, ws[0], NULL, 2, shapes[0], &err), SP_OK);
+    ck_assert_int_eq(sp_global_add(g, 2, 0, SP_F32, ws[0], NULL, 2, shapes[0], &err),
+                     SP_ERR_INVALID_ARG); /* pass 1 incomplete */
+    ck_assert_int_eq(sp_global_add(g, 1, 5, SP_F32, ws[0], NULL, 2, shapes[0], &err),
+                     SP_ERR_INVALID_ARG);
+    ws[1][3] = NAN;
+    ck_assert_int_eq(sp_global_add(g, 1, 1, SP_F32, ws[1], NULL, 2, shapes[1], &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_str_eq(err.msg, "contains NaN");
+    sp_global_free(g);
+    sp_global_free(NULL);
+    for (int t = 0; t < 2; t++) {
+        free(ws[t]);
+        free(masks[t]);
+    }
+}
+END_TEST
+
+/* ---- check */
+
+START_TEST(test_mask_check)
+{
+    int64_t shape[] = {2, 8};
+    float w[16] = {1, 0, 0, 2, 0, 3, 4, 0, /* row 0: groups {1,0,0,2} {0,3,4,0} */
+                   5, 6, 7, 0, 0, 0, 0, 1};
+    sp_pattern nm = {SP_PATTERN_NM, 1, 1, 2, 4};
+    double meas;
+    char why[128];
+    ck_assert(!sp_mask_check(SP_F32, w, 2, shape, &nm, 0.5, &meas, why, sizeof why));
+    ck_assert_str_eq(why, "row 1 group 0 has 3 nonzeros (2:4 allows 2)");
+    w[10] = 0;
+    ck_assert(sp_mask_check(SP_F32, w, 2, shape, &nm, 0.5, &meas, why, sizeof why));
+    ck_assert_double_eq(meas, 9.0 / 16.0);
+    ck_assert_str_eq(why, "");
+    sp_pattern un = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    ck_assert(!sp_mask_check(SP_F32, w, 2, shape, &un, 0.9, &meas, why, sizeof why));
+    ck_assert_str_eq(why, "sparsity 0.5625 < target 0.9000");
+    /* round() targets pass: 9/16 meets 0.59 (round(0.59*16) = 9), not 0.6 */
+    ck_assert(sp_mask_check(SP_F32, w, 2, shape, &un, 0.59, &meas, NULL, 0));
+    ck_assert(!sp_mask_check(SP_F32, w, 2, shape, &un, 0.6, &meas, NULL, 0));
+    /* blocks: partially-zero blocks count as kept */
+    sp_pattern b = {SP_PATTERN_BLOCK, 1, 4, 0, 0};
+    w[15] = 0;
+    ck_assert(sp_mask_check(SP_F32, w, 2, shape, &b, 0.25, &meas, why, sizeof why));
+    ck_assert_double_eq(meas, 0.25); /* only row 1's second block is all zero */
+    ck_assert(!sp_mask_check(SP_F32, w, 2, shape, &b, 0.5, &meas, why, sizeof why));
+    /* N:M with a tail: target capped at what a conformant tensor reaches */
+    int64_t s10[] = {1, 10};
+    float t[10] = {1, 2, 0, 0, 3, 0, 4, 0, 5, 6};
+    ck_assert(sp_mask_check(SP_F32, t, 2, s10, &nm, 0.5, &meas, why, sizeof why));
+    ck_assert_double_eq(meas, 0.4);
+    /* conv: the message names the kernel position */
+    int64_t sc[] = {1, 4, 1, 2};
+    float cw[8] = {1, 1, 1, 0, 1, 0, 0, 0};
+    ck_assert(!sp_mask_check(SP_F32, cw, 4, sc, &nm, 0, &meas, why, sizeof why));
+    ck_assert_str_eq(why, "kernel position 0 row 0 group 0 has 3 nonzeros (2:4 allows 2)");
+}
+END_TEST
+
+/* ---- selection */
+
+START_TEST(test_select_default)
+{
+    ck_assert(sp_select_default("encoder.layer.0.attention.self.query.weight", SP_F32, 2));
+    ck_assert(sp_select_default("features.0.weight", SP_F16, 4));
+    ck_assert(sp_select_default("fc.weight", SP_BF16, 2));
+    ck_assert(!sp_select_default("fc.bias", SP_F32, 1));
+    ck_assert(!sp_select_default("fc.weight", SP_F32, 1));
+    ck_assert(!sp_select_default("fc.weight", SP_I8, 2));
+    ck_assert(!sp_select_default("embeddings.word_embeddings.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("model.embed_tokens.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("encoder.LayerNorm.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("transformer.wte.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("transformer.wpe.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("transformer.ln_f.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("transformer.h.0.ln_1.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("layer1.0.bn1.weight", SP_F32, 2));
+    ck_assert(sp_select_default("transformer.h.0.attn.c_attn.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("fc.weight_orig", SP_F32, 2));
+}
+END_TEST
+
+START_TEST(test_selector_init)
+{
+    sp_selector s;
+    sp_error err = {0};
+    const char *inc[] = {"attention", "^fc[0-9]+\\.weight$"};
+    const char *exc[] = {"\\.key\\."};
+    ck_assert_int_eq(sp_selector_init(&s, inc, 2, exc, 1, &err), SP_OK);
+    sp_selector_release(&s);
+    const char *bad[] = {"fc(["};
+    ck_assert_int_eq(sp_selector_init(&s, bad, 1, NULL, 0, &err), SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "'fc(['"));
+    ck_assert_int_eq(sp_selector_init(&s, NULL, 0, bad, 1, &err), SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "exclude"));
+}
+END_TEST
+
+START_TEST(test_selector_match)
+{
+    sp_selector s;
+    sp_error err = {0};
+    const char *inc[] = {"attention", "^fc[0-9]+\\.weight$"};
+    const char *exc[] = {"\\.key\\."};
+    ck_assert_int_eq(sp_selector_init(&s, inc, 2, exc, 1, &err), SP_OK);
+    ck_assert(sp_selector_match(&s, "bert.attention.query.weight", SP_F32, 2));
+    ck_assert(sp_selector_match(&s, "bert.attention.query.bias", SP_F32, 1)); /* asked for */
+    ck_assert(!sp_selector_match(&s, "bert.attention.key.weight", SP_F32, 2)); /* excluded */
+    ck_assert(sp_selector_match(&s, "fc12.weight", SP_F32, 2));
+    ck_assert(!sp_selector_match(&s, "xfc12.weight", SP_F32, 2));
+    ck_assert(!sp_selector_match(&s, "attention.mask", SP_I64, 2)); /* not floating */
+    sp_selector_release(&s);
+    /* no include: the defaults, minus the excludes */
+    ck_assert_int_eq(sp_selector_init(&s, NULL, 0, exc, 1, &err), SP_OK);
+    ck_assert(sp_selector_match(&s, "a.query.weight", SP_F32, 2));
+    ck_assert(!sp_selector_match(&s, "a.key.weight", SP_F32, 2));
+    ck_assert(!sp_selector_match(&s, "a.query.bias", SP_F32, 1));
+    sp_selector_release(&s);
+    sp_selector_release(NULL);
+}
+END_TEST
+
+START_TEST(test_selector_release)
+{
+    sp_selector s;
+    sp_error err = {0};
+    ck_assert_int_eq(sp_selector_init(&s, NULL, 0, NULL, 0, &err), SP_OK);
+    sp_selector_release(&s);
+    ck_assert_uint_eq(s.ninc + s.nexc, 0);
+}
+END_TEST
+
+/* ---- PyTorch oracle: tests/prune_oracle.py writes weights and masks */
+
+static char *src_dir(void)
+{
+    static char buf[4096];
+    const char *env = getenv("SPARSIFY_SRC");
+    if (env && *env) {
+        snprintf(buf, sizeof buf, "%s/tests", env);
+        return buf;
+    }
+    /* otherwise: __FILE__ is relative to the build root (where ninja runs),
+     * two levels above this executable (build/tests/check_prune) */
+    const char *f = __FILE__;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (f[0] == '/') {
+        snprintf(buf, sizeof buf, "%s", f);
+    } else {
+        ck_assert(n > 0);
+        exe[n] = 0;
+        for (int k = 0; k < 2; k++)
+            *strrchr(exe, '/') = 0;
+        size_t el = strlen(exe);
+        ck_assert(el + 1 + strlen(f) < sizeof buf);
+        memcpy(buf, exe, el);
+        buf[el] = '/';
+        strcpy(buf + el + 1, f);
+    }
+    *strrchr(buf, '/') = 0; /* .../tests */
+    return buf;
+}
+
+static void *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+START_TEST(test_oracle_pytorch)
+{
+    char dir[] = "/tmp/sp_oracle_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char cmd[8300];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/prune_oracle.py %s", src_dir(), dir);
+    ck_assert_msg(system(cmd) == 0, "oracle failed: %s", cmd);
+    char path[8192];
+    snprintf(path, sizeof path, "%s/cases.txt", dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char name[64], scope[16], pat[16];
+    double s;
+    int nt, ncases = 0;
+    while (fscanf(f, " case %63s %15s %15s %lf %d", name, pat, scope, &s, &nt) == 5) {
+        sp_pattern p;
+        sp_error err = {0};
+        ck_assert_int_eq(sp_pattern_parse(&p, pat, &err), SP_OK);
+        int ndims[8];
+        int64_t shapes[8][4];
+        float *ws[8];
+        uint8_t *refm[8], *mine[8];
+        size_t ns[8];
+        ck_assert_int_le(nt, 8);
+        for (int t = 0; t < nt; t++) {
+            ck_assert_int_eq(fscanf(f, " tensor %d", &ndims[t]), 1);
+            for (int d = 0; d < ndims[t]; d++)
+                ck_assert_int_eq(fscanf(f, " %ld", (long *)&shapes[t][d]), 1);
+            ns[t] = numel_of(ndims[t], shapes[t]);
+            size_t len;
+            snprintf(path, sizeof path, "%s/%s.%d.w", dir, name, t);
+            ws[t] = read_all(path, &len);
+            ck_assert_uint_eq(len, ns[t] * 4);
+            snprintf(path, sizeof path, "%s/%s.%d.m", dir, name, t);
+            refm[t] = read_all(path, &len);
+            ck_assert_uint_eq(len, ns[t]);
+            mine[t] = malloc(ns[t]);
+        }
+        if (!strcmp(scope, "global")) {
+            sp_global *g;
+            ck_assert_int_eq(sp_global_new(&g, &p, s, SP_BLOCK_SCORE_L1, (size_t)nt, &err), SP_OK);
+            for (int pass = 1; pass <= 2; pass++)
+                for (int t = 0; t < nt; t++)
+                    ck_assert_int_eq(sp_global_add(g, pass, (size_t)t, SP_F32, ws[t], NULL,
+                                                   ndims[t], shapes[t], &err),
+                                     SP_OK);
+            for (int t = 0; t < nt; t++)
+                ck_assert_int_eq(sp_global_mask(g, (size_t)t, mine[t], SP_F32, ws[t], NULL,
+                                                ndims[t], shapes[t], &err),
+                                 SP_OK);
+            sp_global_free(g);
+        } else {
+            sp_block_score bs = !strcmp(scope, "layer_l2") ? SP_BLOCK_SCORE_L2 : SP_BLOCK_SCORE_L1;
+            for (int t = 0; t < nt; t++)
+                ck_assert_int_eq(sp_mask_select(mine[t], SP_F32, ws[t], NULL, ndims[t], shapes[t],
+                                                &p, s, bs, &err),
+                                 SP_OK);
+        }
+        for (int t = 0; t < nt; t++) {
+            size_t diff = 0;
+            for (size_t i = 0; i < ns[t]; i++)
+                diff += mine[t][i] != refm[t][i];
+            ck_assert_msg(diff == 0, "case %s tensor %d: %zu of %zu mask entries differ from PyTorch",
+                          name, t, diff, ns[t]);
+            free(ws[t]);
+            free(refm[t]);
+            free(mine[t]);
+        }
+        ncases++;
+    }
+    fclose(f);
+    ck_assert_int_ge(ncases, 8);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+static Suite *prune_suite(void)
+{
+    Suite *s = suite_create("prune");
+    struct {
+        const char *name;
+        const TTest *fn;
+    } cases[] = {
+        {"pattern_parse", test_pattern_parse},
+        {"pattern_str", test_pattern_str},
+        {"pattern_implied_sparsity", test_pattern_implied},
+        {"wgeom_init", test_wgeom_init},
+        {"mask_select_unstructured", test_select_unstructured_exact},
+        {"mask_select_large", test_select_large_parallel},
+        {"mask_select_ties", test_select_ties},
+        {"mask_select_existing_zeros", test_select_existing_zeros},
+        {"mask_select_scores", test_select_scores},
+        {"mask_select_nonfinite", test_select_nonfinite},
+        {"mask_select_dtypes", test_select_dtypes},
+        {"mask_select_blocks", test_select_blocks},
+        {"mask_select_blocks_conv", test_select_blocks_conv},
+        {"mask_select_nm", test_select_nm},
+        {"mask_select_nm_conv", test_select_nm_conv},
+        {"mask_apply", test_mask_apply},
+        {"count_zeros", test_count_zeros},
+        {"global", test_global},
+        {"global_blocks_errors", test_global_blocks_and_errors},
+        {"mask_check", test_mask_check},
+        {"select_default", test_select_default},
+        {"selector_init", test_selector_init},
+        {"selector_match", test_selector_match},
+        {"selector_release", test_selector_release},
+        {"oracle_pytorch", test_oracle_pytorch},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_test(tc, cases[i].fn);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(prune_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
