@@ -1,10 +1,404 @@
-/* sparsify inspect — placeholder until its issue lands; refuses to run. */
+/*
+ * sparsify inspect FILE|DIR [--json] — list a checkpoint's tensors with their
+ * zeros, sparsity and whether they already meet 2:4, plus totals and which
+ * tensors share a storage.
+ *
+ * Zeros are counted over each tensor's own strided view (offset, strides), so
+ * a non-contiguous view counts its elements only. Storages are visited one at
+ * a time and released after use, so memory stays near one storage whatever
+ * the checkpoint's size.
+ */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cmd/cli.h"
+
+static const char usage_text[] =
+    "usage: sparsify inspect FILE|DIR [--json]\n"
+    "\n"
+    "List the tensors of a checkpoint (torch .pt/.pth/.bin, legacy torch,\n"
+    "TorchScript, .safetensors, a Hugging Face folder, .spz) with dtype,\n"
+    "shape, element count, zeros, sparsity and whether each floating tensor\n"
+    "already has at most 2 nonzeros in every 4 consecutive weights along its\n"
+    "input dimension (2:4), then totals and the tensors that share storage.\n"
+    "\n"
+    "options:\n"
+    "  --json      print one JSON object instead of the table\n"
+    "  -h, --help  show this help\n"
+    "\n"
+    "exit codes: 0 ok, 1 failure reading the file, 2 usage or bad input\n";
+
+typedef struct tstat {
+    uint64_t zeros;
+    int nm_ok; /* 1 yes, 0 no, -1 not applicable (non-float) */
+} tstat;
+
+/* Zero test on raw bits: floats ignore the sign bit (+0 and -0 are zero). */
+typedef struct zspec {
+    size_t es;
+    uint64_t mask;  /* for es <= 8; for 16-byte complex, mask of each half */
+} zspec;
+
+static zspec zspec_for(sp_dtype dt)
+{
+    zspec z = {sp_dtype_size(dt), ~(uint64_t)0};
+    switch (dt) {
+    case SP_F16:
+    case SP_BF16: z.mask = 0x7fff; break;
+    case SP_F32: z.mask = 0x7fffffff; break;
+    case SP_F64: z.mask = 0x7fffffffffffffffull; break;
+    case SP_C64: z.mask = 0x7fffffff7fffffffull; break;
+    case SP_C128: z.mask = 0x7fffffffffffffffull; break;
+    default:
+        if (z.es < 8)
+            z.mask = ((uint64_t)1 << (8 * z.es)) - 1;
+        break;
+    }
+    return z;
+}
+
+static inline bool is_zero(const zspec *z, const unsigned char *p)
+{
+    uint64_t v = 0;
+    switch (z->es) {
+    case 1: return *p == 0;
+    case 2: { uint16_t x; memcpy(&x, p, 2); v = x; } break;
+    case 4: { uint32_t x; memcpy(&x, p, 4); v = x; } break;
+    case 8: memcpy(&v, p, 8); break;
+    case 16: {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + 8, 8);
+        return !(a & z->mask) && !(b & z->mask);
+    }
+    default: return false;
+    }
+    return (v & z->mask) == 0;
+}
+
+/*
+ * Walk a strided view in the order of the 2:4 geometry: the tensor's dims
+ * permuted so that the "outer" dims come first and the row (the input
+ * dimension, whose consecutive groups of 4 are checked) last. Counts zeros
+ * and, when check_nm, whether every group of 4 (tail groups included) has at
+ * most 2 nonzeros. Geometry (docs/pruning.md): [out, in]; conv [O, I, kh, kw]
+ * as an [O, I] matrix per (kh, kw); any other rank [dim0, rest] (rank 0 and
+ * 1: one row).
+ */
+static void walk(const unsigned char *base, sp_dtype dt, const sp_tensor *t, bool check_nm,
+                 tstat *out)
+{
+    zspec z = zspec_for(dt);
+    int nd = 0, nouter = 0;
+    int64_t shape[SP_MAX_DIMS], stride[SP_MAX_DIMS];
+    if (t->ndim == 0) {
+        shape[0] = 1;
+        stride[0] = 0;
+        nd = 1;
+    } else if (t->ndim == 4) {
+        static const int perm[4] = {0, 2, 3, 1};
+        for (int k = 0; k < 4; k++) {
+            shape[k] = t->shape[perm[k]];
+            stride[k] = t->stride[perm[k]];
+        }
+        nd = 4;
+        nouter = 3;
+    } else {
+        for (int k = 0; k < t->ndim; k++) {
+            shape[k] = t->shape[k];
+            stride[k] = t->stride[k];
+        }
+        nd = t->ndim;
+        nouter = nd >= 2 ? 1 : 0;
+    }
+    out->zeros = 0;
+    out->nm_ok = check_nm ? 1 : -1;
+    for (int k = 0; k < nd; k++)
+        if (shape[k] == 0)
+            return;
+    int64_t idx[SP_MAX_DIMS] = {0};
+    int last = nd - 1;
+    int64_t inner_n = shape[last];
+    ptrdiff_t inner_step = (ptrdiff_t)(stride[last] * (int64_t)z.es);
+    int gpos = 0, gnz = 0;
+    bool nm_ok = true;
+    uint64_t zeros = 0;
+    for (;;) {
+        int64_t off = 0;
+        for (int k = 0; k < last; k++)
+            off += idx[k] * stride[k];
+        const unsigned char *p = base + off * (int64_t)z.es;
+        if (!check_nm) {
+            for (int64_t i = 0; i < inner_n; i++, p += inner_step)
+                zeros += is_zero(&z, p);
+        } else {
+            for (int64_t i = 0; i < inner_n; i++, p += inner_step) {
+                bool zz = is_zero(&z, p);
+                zeros += zz;
+                gnz += !zz;
+                if (++gpos == 4) {
+                    if (gnz > 2)
+                        nm_ok = false;
+                    gpos = gnz = 0;
+                }
+            }
+        }
+        /* advance the odometer over dims [0, last) */
+        int k = last - 1;
+        while (k >= 0 && ++idx[k] == shape[k]) {
+            idx[k] = 0;
+            k--;
+        }
+        bool done = k < 0;
+        if (check_nm && (done || k < nouter)) {
+            /* a row ended: close its tail group */
+            if (gnz > 2)
+                nm_ok = false;
+            gpos = gnz = 0;
+        }
+        if (done)
+            break;
+    }
+    out->zeros = zeros;
+    if (check_nm)
+        out->nm_ok = nm_ok ? 1 : 0;
+}
+
+static void shape_str(const sp_tensor *t, char *buf, size_t len)
+{
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, len - n, "[");
+    for (int d = 0; d < t->ndim && n < len; d++)
+        n += (size_t)snprintf(buf + n, len - n, d ? ", %lld" : "%lld", (long long)t->shape[d]);
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
+}
+
+static int print_json(sp_ckpt *ck, const tstat *st, const size_t *owner, uint64_t params,
+                      uint64_t zeros, size_t nshared)
+{
+    size_t nt = sp_ckpt_num_tensors(ck), ns = sp_ckpt_num_storages(ck);
+    cJSON *root = cJSON_CreateObject();
+    if (!root)
+        goto oom;
+    cJSON_AddStringToObject(root, "format", sp_format_name(sp_ckpt_format(ck)));
+    cJSON_AddStringToObject(root, "path", sp_ckpt_path(ck));
+    cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
+    if (!arr)
+        goto oom;
+    for (size_t i = 0; i < nt; i++) {
+        const sp_tensor *t = sp_ckpt_tensor(ck, i);
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            goto oom;
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddStringToObject(o, "name", t->name);
+        cJSON_AddStringToObject(o, "dtype", sp_dtype_name(t->dtype));
+        cJSON *sh = cJSON_AddArrayToObject(o, "shape");
+        for (int d = 0; sh && d < t->ndim; d++)
+            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON_AddNumberToObject(o, "numel", (double)t->numel);
+        cJSON_AddNumberToObject(o, "zeros", (double)st[i].zeros);
+        cJSON_AddNumberToObject(o, "sparsity", t->numel ? (double)st[i].zeros / (double)t->numel : 0.0);
+        cJSON_AddNumberToObject(o, "storage", (double)t->storage);
+        if (st[i].nm_ok < 0)
+            cJSON_AddNullToObject(o, "satisfies_2_4");
+        else
+            cJSON_AddBoolToObject(o, "satisfies_2_4", st[i].nm_ok == 1);
+    }
+    cJSON *tot = cJSON_AddObjectToObject(root, "totals");
+    if (!tot)
+        goto oom;
+    cJSON_AddNumberToObject(tot, "tensors", (double)nt);
+    cJSON_AddNumberToObject(tot, "storages", (double)ns);
+    cJSON_AddNumberToObject(tot, "params", (double)params);
+    cJSON_AddNumberToObject(tot, "zeros", (double)zeros);
+    cJSON_AddNumberToObject(tot, "sparsity", params ? (double)zeros / (double)params : 0.0);
+    cJSON_AddNumberToObject(tot, "shared_tensors", (double)nshared);
+    cJSON *groups = cJSON_AddArrayToObject(root, "shared_storages");
+    if (!groups)
+        goto oom;
+    for (size_t s = 0; s < ns; s++) {
+        if (owner[s] == SIZE_MAX)
+            continue; /* fewer than two tensors */
+        cJSON *g = cJSON_CreateArray();
+        if (!g)
+            goto oom;
+        cJSON_AddItemToArray(groups, g);
+        for (size_t i = 0; i < nt; i++)
+            if (sp_ckpt_tensor(ck, i)->storage == s)
+                cJSON_AddItemToArray(g, cJSON_CreateString(sp_ckpt_tensor(ck, i)->name));
+    }
+    char *txt = cJSON_PrintUnformatted(root);
+    if (!txt)
+        goto oom;
+    fputs(txt, stdout);
+    fputc('\n', stdout);
+    free(txt);
+    cJSON_Delete(root);
+    return EXIT_OK;
+oom:
+    cJSON_Delete(root);
+    cli_error("out of memory");
+    return EXIT_FAILED;
+}
+
+static void print_table(sp_ckpt *ck, const tstat *st, const size_t *owner, uint64_t params,
+                        uint64_t zeros, size_t nshared)
+{
+    size_t nt = sp_ckpt_num_tensors(ck), ns = sp_ckpt_num_storages(ck);
+    int wname = 4, wshape = 5;
+    char buf[512];
+    for (size_t i = 0; i < nt; i++) {
+        const sp_tensor *t = sp_ckpt_tensor(ck, i);
+        int l = (int)strlen(t->name);
+        if (l > wname)
+            wname = l;
+        shape_str(t, buf, sizeof buf);
+        if ((int)strlen(buf) > wshape)
+            wshape = (int)strlen(buf);
+    }
+    if (wname > 80)
+        wname = 80;
+    printf("%-*s  %-8s  %-*s  %12s  %12s  %8s  %3s\n", wname, "name", "dtype", wshape, "shape",
+           "numel", "zeros", "sparsity", "2:4");
+    for (size_t i = 0; i < nt; i++) {
+        const sp_tensor *t = sp_ckpt_tensor(ck, i);
+        shape_str(t, buf, sizeof buf);
+        double sp = t->numel ? 100.0 * (double)st[i].zeros / (double)t->numel : 0.0;
+        printf("%-*s  %-8s  %-*s  %12lld  %12llu  %7.2f%%  %3s\n", wname, t->name,
+               sp_dtype_name(t->dtype), wshape, buf, (long long)t->numel,
+               (unsigned long long)st[i].zeros, sp,
+               st[i].nm_ok < 0 ? "-" : st[i].nm_ok ? "yes" : "no");
+    }
+    printf("\nformat:   %s\n", sp_format_name(sp_ckpt_format(ck)));
+    printf("tensors:  %zu (%zu storages)\n", nt, ns);
+    printf("params:   %llu\n", (unsigned long long)params);
+    printf("zeros:    %llu (%.2f%%)\n", (unsigned long long)zeros,
+           params ? 100.0 * (double)zeros / (double)params : 0.0);
+    printf("shared:   %zu tensors share a storage with another\n", nshared);
+    for (size_t s = 0; s < ns; s++) {
+        if (owner[s] == SIZE_MAX)
+            continue;
+        printf("  storage %zu:", s);
+        for (size_t i = 0; i < nt; i++)
+            if (sp_ckpt_tensor(ck, i)->storage == s)
+                printf(" %s", sp_ckpt_tensor(ck, i)->name);
+        printf("\n");
+    }
+}
 
 int cmd_inspect(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("'inspect' is not built yet");
-    return EXIT_FAILED;
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool json = false;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'h': fputs(usage_text, stdout); return EXIT_OK;
+        default:
+            return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    /* allow options after the path too */
+    const char *path = NULL;
+    for (int i = optind; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(usage_text, stdout);
+            return EXIT_OK;
+        } else if (argv[i][0] == '-' && argv[i][1])
+            return cli_usage_error("inspect", "unknown option '%s'", argv[i]);
+        else if (path)
+            return cli_usage_error("inspect", "expected one FILE or DIR, got '%s' and '%s'", path, argv[i]);
+        else
+            path = argv[i];
+    }
+    if (!path)
+        return cli_usage_error("inspect", "missing FILE or DIR");
+
+    sp_error err = {0};
+    sp_ckpt *ck = NULL;
+    tstat *st = NULL;
+    size_t *order = NULL, *owner = NULL;
+    int rc = EXIT_OK;
+    if (sp_ckpt_open(&ck, path, &err) != SP_OK)
+        return cli_fail(&err);
+    size_t nt = sp_ckpt_num_tensors(ck), ns = sp_ckpt_num_storages(ck);
+    st = calloc(nt ? nt : 1, sizeof *st);
+    order = malloc((nt ? nt : 1) * sizeof *order);
+    owner = malloc((ns ? ns : 1) * sizeof *owner);
+    if (!st || !order || !owner) {
+        cli_error("out of memory");
+        rc = EXIT_FAILED;
+        goto out;
+    }
+    /* tensors grouped by storage (counting sort), so each storage is loaded
+     * once and released before the next */
+    size_t *start = calloc(ns + 1, sizeof *start);
+    if (!start) {
+        cli_error("out of memory");
+        rc = EXIT_FAILED;
+        goto out;
+    }
+    for (size_t i = 0; i < nt; i++)
+        start[sp_ckpt_tensor(ck, i)->storage + 1]++;
+    for (size_t s = 0; s < ns; s++)
+        start[s + 1] += start[s];
+    for (size_t i = 0; i < nt; i++)
+        order[start[sp_ckpt_tensor(ck, i)->storage]++] = i;
+    /* start[s] now marks the end of storage s's run */
+    size_t k = 0, nshared = 0;
+    uint64_t params = 0, zeros = 0;
+    for (size_t s = 0; s < ns; s++) {
+        size_t end = start[s], cnt = end - k;
+        owner[s] = cnt >= 2 ? s : SIZE_MAX;
+        if (cnt >= 2)
+            nshared += cnt;
+        if (cnt == 0)
+            continue;
+        const void *data;
+        if (sp_ckpt_storage_data(ck, s, &data, &err) != SP_OK) {
+            free(start);
+            rc = cli_fail(&err);
+            goto out;
+        }
+        for (; k < end; k++) {
+            size_t i = order[k];
+            const sp_tensor *t = sp_ckpt_tensor(ck, i);
+            const unsigned char *base = (const unsigned char *)data +
+                                        (size_t)t->offset * sp_dtype_size(t->dtype);
+            walk(base, t->dtype, t, sp_dtype_is_float(t->dtype), &st[i]);
+        }
+        sp_ckpt_storage_release(ck, s);
+    }
+    free(start);
+    for (size_t i = 0; i < nt; i++) {
+        params += (uint64_t)sp_ckpt_tensor(ck, i)->numel;
+        zeros += st[i].zeros;
+    }
+    if (json)
+        rc = print_json(ck, st, owner, params, zeros, nshared);
+    else
+        print_table(ck, st, owner, params, zeros, nshared);
+    if (fflush(stdout) != 0 && rc == EXIT_OK) {
+        cli_error("cannot write to stdout");
+        rc = EXIT_FAILED;
+    }
+out:
+    free(st);
+    free(order);
+    free(owner);
+    sp_ckpt_close(ck);
+    return rc;
 }
