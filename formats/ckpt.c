@@ -26,21 +26,6 @@ const char *sp_format_name(sp_format f)
     return "unknown";
 }
 
-/* Weak defaults so the library links while a backend is being built; the
- * real ones live in torch.c / safetensors.c / hf.c / spz.c. */
-__attribute__((weak)) sp_status sp_torch_open(sp_ckpt *ck, sp_error *err)
-{
-    return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': torch checkpoints are not supported in this build", ck->path);
-}
-__attribute__((weak)) sp_status sp_safetensors_open(sp_ckpt *ck, sp_error *err)
-{
-    return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': safetensors is not supported in this build", ck->path);
-}
-__attribute__((weak)) sp_status sp_hf_folder_open(sp_ckpt *ck, sp_error *err)
-{
-    return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': folders are not supported in this build", ck->path);
-}
-
 sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
 {
     *out = NULL;
@@ -55,9 +40,9 @@ sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
     }
     sp_status s;
     if (S_ISDIR(st.st_mode)) {
-        s = sp_hf_folder_open(ck, err);
+        s = sp_ct_folder_detect(path) ? sp_ct_folder_open(ck, err) : sp_hf_folder_open(ck, err);
     } else {
-        unsigned char head[8] = {0};
+        unsigned char head[9] = {0}; /* safetensors: u64 length + '{' */
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             s = sp_error_set(err, SP_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
@@ -73,13 +58,17 @@ sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
             s = sp_error_set(err, SP_ERR_FORMAT, "'%s': empty file", path);
             goto out;
         }
+        /* safetensors first: a small u64 header length (whose low byte may
+         * be 0x80, like a pickle's) followed by the header's '{' */
+        if (n == 9 && head[7] == 0 && head[6] == 0 && head[5] == 0 && head[8] == '{')
+            s = sp_safetensors_open(ck, err);
         /* zip (torch >= 1.6, TorchScript) or pickle protocol 2 (legacy) */
-        if ((n >= 4 && !memcmp(head, "PK\x03\x04", 4)) || (n >= 4 && !memcmp(head, "PK\x05\x06", 4)) ||
+        else if ((n >= 4 && !memcmp(head, "PK\x03\x04", 4)) || (n >= 4 && !memcmp(head, "PK\x05\x06", 4)) ||
             head[0] == 0x80)
             s = sp_torch_open(ck, err);
         else if (n >= 8 && !memcmp(head, "SPZ", 3))
-            s = sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': .spz is read by 'sparsify densify'", path);
-        else if (n == 8 && head[7] == 0 && head[6] == 0 && head[5] == 0)
+            s = sp_spz_open(ck, err);
+        else if (n >= 8 && head[7] == 0 && head[6] == 0 && head[5] == 0)
             s = sp_safetensors_open(ck, err); /* u64 header length, small */
         else
             s = sp_error_set(err, SP_ERR_FORMAT,

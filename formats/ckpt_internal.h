@@ -45,6 +45,11 @@ sp_status sp_ckpt_validate_tensor(const sp_ckpt *ck, const sp_tensor *t, sp_erro
 sp_status sp_torch_open(sp_ckpt *ck, sp_error *err);        /* zip, legacy, TorchScript */
 sp_status sp_safetensors_open(sp_ckpt *ck, sp_error *err);  /* one .safetensors file */
 sp_status sp_hf_folder_open(sp_ckpt *ck, sp_error *err);    /* a directory */
+sp_status sp_spz_open(sp_ckpt *ck, sp_error *err);          /* .spz (spz.c) */
+/* compressed-tensors folders (ctensors.c): detect = a config.json whose
+ * sparsity_config format is sparse-bitmask or sparse-24-bitmask. */
+bool sp_ct_folder_detect(const char *path);
+sp_status sp_ct_folder_open(sp_ckpt *ck, sp_error *err);
 
 /* ---- read-only file mapping ---- */
 typedef struct sp_mapfile {
