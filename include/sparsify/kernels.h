@@ -1,0 +1,212 @@
+/*
+ * sparsify — sparse x dense matrix products on the CPU (docs/kernels.md).
+ *
+ *   Y[M x N] = W[M x K] . X[K x N] (+ bias[M] broadcast along N)
+ *
+ * W is sparse (packed once into an sp_spmat), X and Y are dense fp32,
+ * row-major with leading dimensions ldx >= N and ldy >= N. This is the
+ * product of a pruned Linear layer (W = weight [out, in], X = activations
+ * transposed, one column per token) or a 1x1 convolution (X = [C_in, H*W]).
+ *
+ * Layers:
+ *   sp_spmat           packed weights: CSR (unstructured), BCSR (RxC blocks),
+ *                      N:M (values + packed in-group offsets), or dense.
+ *   ukernels           one function per (layout, tile, ISA), listed in
+ *                      kernels/f32-spmm.inc; they never allocate, print or
+ *                      fail; preconditions are asserts.
+ *   sp_spmm_plan       the dispatcher: validates, picks a ukernel from cpuid,
+ *                      N and the layout, splits rows over threads (balanced by
+ *                      nonzeros) and falls back to a dense GEMM when that is
+ *                      faster. Backends: CPU now; a CUDA slot is reserved.
+ */
+#ifndef SPARSIFY_KERNELS_H
+#define SPARSIFY_KERNELS_H
+
+#include "sparsify/common.h"
+#include "sparsify/prune.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Where a product runs. Only SP_BACKEND_CPU is implemented; a plan asked for
+ * CUDA fails with SP_ERR_UNSUPPORTED until that backend lands. */
+typedef enum sp_backend {
+    SP_BACKEND_CPU = 0,
+    SP_BACKEND_CUDA = 1,
+} sp_backend;
+
+/* Instruction sets, in increasing order of preference. */
+typedef enum sp_isa {
+    SP_ISA_SCALAR = 0,
+    SP_ISA_AVX2 = 1,   /* AVX2 + FMA */
+    SP_ISA_AVX512 = 2, /* AVX-512 F + BW + VL + DQ */
+    SP_ISA_COUNT
+} sp_isa;
+
+/* "scalar", "avx2", "avx512"; "?" when out of range. */
+const char *sp_isa_name(sp_isa isa);
+/* True when this CPU (and OS) can run code compiled for isa (cpuid). */
+bool sp_isa_supported(sp_isa isa);
+/* The best supported ISA of this machine. */
+sp_isa sp_isa_best(void);
+
+typedef enum sp_layout {
+    SP_LAYOUT_DENSE = 0, /* row-major M x K values */
+    SP_LAYOUT_CSR = 1,   /* unstructured */
+    SP_LAYOUT_BCSR = 2,  /* r x c blocks */
+    SP_LAYOUT_NM = 3,    /* at most n nonzeros in every m along K */
+} sp_layout;
+
+/* "dense", "csr", "bcsr", "nm". */
+const char *sp_layout_name(sp_layout l);
+
+/*
+ * Packed weights. Read-only after sp_spmat_pack; kernels read the arrays
+ * directly, so the layout is the contract (docs/kernels.md):
+ *
+ *  CSR   columns are cut into npanels K-panels of kc columns (kc =
+ *        SP_CSR_KC, or cols when smaller); nonzeros are stored panel by
+ *        panel, row by row, column by column. Row m of panel p is
+ *        [row_ptr[p*rows + m], row_ptr[p*rows + m + 1]) of values[] and
+ *        col_idx[] (the column, uint16, so cols <= 65536). With one panel
+ *        this is plain CSR. Panels let a kernel keep kc rows of X in L1.
+ *  BCSR  block row i covers rows [i*br, i*br + br); row_ptr[nbrows + 1]
+ *        indexes blocks; col_idx[b] is the first column of block b (a
+ *        multiple of bc); values[b*br*bc ...] is the block, row-major.
+ *        Edge blocks (ragged rows/cols) are zero-padded; kernels never read
+ *        X rows >= cols nor write Y rows >= rows.
+ *  NM    groups = ceil(cols / m) per row, each with exactly n slots: value
+ *        values[(row*groups + g)*n + s] at column g*m + off, where off is
+ *        stored in nm_bits bits (ceil(log2 m), 1..4) at bit position
+ *        (g*n + s)*nm_bits of the row's bit string nm_idx + row*nm_stride
+ *        (LSB first). Empty slots hold value 0 and off 0. 2:4 is one byte per
+ *        two groups: values + 2-bit indices.
+ *  DENSE values[rows*cols], row-major.
+ */
+/* Columns per CSR K-panel: 128 rows of a 64-float X tile are 32 KiB (L1). */
+#define SP_CSR_KC 128
+
+typedef struct sp_spmat {
+    sp_layout layout;
+    size_t rows, cols;   /* M, K */
+    size_t br, bc;       /* BCSR block shape (CSR: 1x1) */
+    int n, m;            /* NM */
+    size_t nnz;          /* nonzeros of the source (the useful FLOPs / 2N) */
+    size_t nstored;      /* stored values, padding included */
+    size_t nbrows;       /* CSR, NM: rows; BCSR: ceil(rows/br) */
+    size_t kc, npanels;  /* CSR K-panels */
+    size_t nblocks;      /* BCSR */
+    uint32_t *row_ptr;   /* CSR (npanels*rows + 1), BCSR (nbrows + 1) */
+    uint16_t *col_idx;   /* CSR, BCSR */
+    float *values;       /* every layout */
+    uint8_t *nm_idx;     /* NM */
+    size_t nm_groups, nm_stride;
+    int nm_bits;
+} sp_spmat;
+
+/*
+ * Pack a dense, masked, row-major rows x cols weight: zeros are pruned.
+ * pattern: NULL for the dense layout; unstructured -> CSR; RxC -> BCSR
+ * (any block containing a nonzero is stored whole); N:M -> NM (m <= 16).
+ * Returns a new object in *out; caller frees with sp_spmat_free.
+ * Errors: SP_ERR_INVALID_ARG (a group of an N:M pattern holds more than n
+ * nonzeros: the message names the row and group; NaN/Inf is not checked),
+ * SP_ERR_UNSUPPORTED (cols > 65536 for CSR/BCSR, m > 16, more than 2^32-1
+ * stored values), SP_ERR_NOMEM.
+ */
+sp_status sp_spmat_pack(sp_spmat **out, const float *w, size_t rows, size_t cols,
+                        const sp_pattern *pattern, sp_error *err);
+/* Write the dense rows x cols matrix back (pruned entries as +0). */
+void sp_spmat_unpack(const sp_spmat *s, float *w);
+/* Bytes of the packed arrays. */
+size_t sp_spmat_bytes(const sp_spmat *s);
+/* Accepts NULL. */
+void sp_spmat_free(sp_spmat *s);
+
+/*
+ * A ukernel computes Y rows of the panels [p0, p1) for all n columns:
+ * panels are rows (CSR, NM, dense) or block rows (BCSR). Y is overwritten
+ * (bias[row] added when bias is not NULL). It never allocates or fails.
+ */
+typedef void (*sp_f32_spmm_ukernel_fn)(const sp_spmat *restrict w, size_t p0,
+                                       size_t p1, size_t n,
+                                       const float *restrict x, size_t ldx,
+                                       float *restrict y, size_t ldy,
+                                       const float *restrict bias);
+
+/* The registry (kernels/f32-spmm.inc): every compiled ukernel. */
+typedef struct sp_ukernel_info {
+    const char *name;   /* "sp_f32_spmm_csr_ukernel_1x64__avx512" */
+    sp_isa isa;
+    sp_layout layout;
+    bool spmv;          /* tuned for n == 1 (correct for any n) */
+    bool reference;     /* the scalar reference of its layout */
+    sp_f32_spmm_ukernel_fn fn;
+} sp_ukernel_info;
+
+size_t sp_ukernel_count(void);
+/* Borrowed, static; NULL when i is out of range. */
+const sp_ukernel_info *sp_ukernel_at(size_t i);
+/* By name; NULL when unknown. */
+const sp_ukernel_info *sp_ukernel_find(const char *name);
+
+/* Dense product supplied by the caller (e.g. cblas_sgemm), so that the
+ * library itself does not depend on a BLAS: y[m x n] = w[m x k] . x[k x n]. */
+typedef void (*sp_dense_gemm_fn)(void *ctx, size_t m, size_t n, size_t k,
+                                 const float *w, const float *x, size_t ldx,
+                                 float *y, size_t ldy, int threads);
+
+typedef enum sp_fallback {
+    SP_FALLBACK_AUTO = 0,    /* estimate from layout, density and n */
+    SP_FALLBACK_NEVER = 1,   /* always the sparse kernel */
+    SP_FALLBACK_ALWAYS = 2,  /* always dense */
+    SP_FALLBACK_MEASURE = 3, /* time both once in sp_spmm_plan_new */
+} sp_fallback;
+
+typedef struct sp_spmm_opts {
+    sp_backend backend;     /* SP_BACKEND_CPU */
+    int threads;            /* 0: every online core */
+    sp_isa max_isa;         /* cap (SP_ISA_COUNT: the best supported) */
+    const char *kernel;     /* force a ukernel by name (NULL: choose) */
+    sp_fallback fallback;
+    sp_dense_gemm_fn dense; /* dense path; NULL: the built-in dense ukernel */
+    void *dense_ctx;
+} sp_spmm_opts;
+
+/* Defaults: CPU, all threads, best ISA, auto fallback, built-in dense. */
+void sp_spmm_opts_init(sp_spmm_opts *o);
+
+typedef struct sp_spmm_plan sp_spmm_plan;
+
+/*
+ * Choose how to run w . X for X with n columns. w is borrowed until
+ * sp_spmm_plan_free. The plan may keep a dense copy of w (dense fallback).
+ * Errors: SP_ERR_INVALID_ARG (n == 0, threads < 0, unknown or unsupported
+ * forced kernel, kernel of another layout), SP_ERR_UNSUPPORTED (backend),
+ * SP_ERR_NOMEM.
+ */
+sp_status sp_spmm_plan_new(sp_spmm_plan **out, const sp_spmat *w, size_t n,
+                           const sp_spmm_opts *opts, sp_error *err);
+/* Name of the ukernel that runs (a sp_f32_gemm_* one when the built-in
+ * dense path was chosen), or "dense-fallback" for the caller's dense. */
+const char *sp_spmm_plan_kernel(const sp_spmm_plan *p);
+bool sp_spmm_plan_is_dense(const sp_spmm_plan *p);
+int sp_spmm_plan_threads(const sp_spmm_plan *p);
+/* Y = W . X (+ bias). A plan owns its worker threads (started once, in
+ * sp_spmm_plan_new) and runs one product at a time: do not call this on the
+ * same plan from two threads at once. Errors: SP_ERR_INVALID_ARG (NULL x/y, ldx or ldy < n,
+ * aliasing x and y). */
+sp_status sp_spmm_plan_run(const sp_spmm_plan *p, const float *x, size_t ldx,
+                           float *y, size_t ldy, const float *bias, sp_error *err);
+void sp_spmm_plan_free(sp_spmm_plan *p); /* accepts NULL */
+
+/* One call: plan, run, free. */
+sp_status sp_spmm(const sp_spmat *w, size_t n, const float *x, size_t ldx,
+                  float *y, size_t ldy, const float *bias,
+                  const sp_spmm_opts *opts, sp_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
