@@ -1,10 +1,510 @@
-/* sparsify finetune — placeholder until its issue lands; refuses to run. */
+/*
+ * sparsify finetune — sparse transfer-learning fine-tune of a TorchScript
+ * model through libtorch (train/train.h). This file parses options, draws
+ * progress, writes the JSON-lines log and maps statuses to exit codes; the
+ * training itself is in train/. docs/finetune.md is the reference.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
 #include "cmd/cli.h"
+
+#ifdef SP_HAVE_TORCH
+#include <cjson/cJSON.h>
+
+#include "train/train.h"
+#endif
+
+static const char usage_text[] =
+    "usage: sparsify finetune MODEL -o OUT --data TRAIN [options]\n"
+    "       sparsify finetune MODEL --val VAL --eval-only\n"
+    "\n"
+    "Fine-tune a TorchScript model (torch.jit.save) through libtorch, keeping\n"
+    "its pruning masks (every pruned weight stays exactly zero) or changing them\n"
+    "on a recipe's schedule. Writes a TorchScript model that torch.jit.load runs.\n"
+    "\n"
+    "data:\n"
+    "  --data FILE            training data: CSV (optional header row) or a .pt /\n"
+    "                         .safetensors file with tensors 'inputs' and 'labels'\n"
+    "  --val FILE             validation data, evaluated after every epoch\n"
+    "  --label-column C       CSV label column: header name or index (default: last)\n"
+    "  --task T               classification (cross-entropy; default) | regression (MSE)\n"
+    "training:\n"
+    "  -o, --output OUT       TorchScript model to write\n"
+    "  --epochs N             default 1; 0 evaluates only\n"
+    "  --eval-only            evaluate MODEL on --val (or --data) and stop\n"
+    "  --batch-size N         default 32\n"
+    "  --lr X                 peak learning rate (default 1e-3)\n"
+    "  --optimizer O          adamw (default) | sgd\n"
+    "  --momentum X           SGD momentum (default 0.9)\n"
+    "  --weight-decay X       default 0\n"
+    "  --lr-schedule S        constant (default) | linear | cosine\n"
+    "  --warmup-epochs X      linear warm-up, in (fractional) epochs\n"
+    "  --warmup-steps N       ... or in steps\n"
+    "  --seed N               shuffling and fresh weights (default 0); CPU runs repeat exactly\n"
+    "  --device D             cpu (default) | cuda | cuda:N\n"
+    "  --threads N            CPU threads for libtorch (default: its own choice)\n"
+    "masks:\n"
+    "  (no recipe)            every prunable weight keeps its current zeros\n"
+    "  --recipe R             a recipe file or bundled name: GMPruningModifier,\n"
+    "                         MovementPruningModifier, ConstantPruningModifier, ...\n"
+    "  --no-masks             train every weight (dense baseline)\n"
+    "distillation and new tasks:\n"
+    "  --teacher DENSE.pt     distil from a TorchScript teacher\n"
+    "  --distill-hardness H   weight of the distillation loss (default 0.5)\n"
+    "  --distill-temperature T  softening temperature (default 2.0)\n"
+    "  --reset-head NAME      replace Linear submodule NAME by a fresh one ...\n"
+    "  --num-classes K        ... with K outputs\n"
+    "output:\n"
+    "  --log FILE.jsonl       one JSON object per epoch and per mask update\n"
+    "  --save-every N         checkpoint every N epochs into OUT.ckpt/\n"
+    "  --resume DIR           continue from a checkpoint folder (OUT.ckpt)\n"
+    "  --json                 print the final summary as JSON on stdout\n"
+    "  -q, --quiet            no progress on stderr\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "exit codes: 0 ok, 1 training failed, 2 usage or bad input\n";
+
+#ifndef SP_HAVE_TORCH
 
 int cmd_finetune(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("'finetune' is not built yet");
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(usage_text, stdout);
+            return EXIT_OK;
+        }
+    cli_error("this sparsify was built without libtorch, so it cannot fine-tune; install "
+              "libtorch-dev (Debian/Ubuntu) or point -Dtorch_prefix at a libtorch, then "
+              "reconfigure with 'meson setup --reconfigure -Dtorch=enabled'");
     return EXIT_FAILED;
 }
+
+#else
+
+typedef struct ft_ui {
+    bool tty, quiet;
+    FILE *log;
+    const char *log_path;
+    bool log_failed;
+    double last_draw;
+    int epochs;
+} ft_ui;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void log_obj(ft_ui *ui, cJSON *o)
+{
+    if (ui->log) {
+        char *s = cJSON_PrintUnformatted(o);
+        if (!s || fprintf(ui->log, "%s\n", s) < 0 || fflush(ui->log) != 0)
+            ui->log_failed = true;
+        free(s);
+    }
+    cJSON_Delete(o);
+}
+
+static void clear_bar(ft_ui *ui)
+{
+    if (ui->tty && !ui->quiet && ui->last_draw > 0) {
+        fputs("\r\033[K", stderr);
+        ui->last_draw = 0;
+    }
+}
+
+static void on_event(void *ctx, const sp_train_event *ev)
+{
+    ft_ui *ui = ctx;
+    switch (ev->kind) {
+    case SP_TRAIN_EV_START:
+        if (!ui->quiet)
+            fprintf(stderr,
+                    "finetune: %lld training samples, %lld validation, %lld steps/epoch, "
+                    "device %s, %zu masked tensors at %.2f%% sparsity\n",
+                    (long long)ev->train_n, (long long)ev->val_n,
+                    (long long)ev->steps_per_epoch, ev->message, ev->ntensors,
+                    100.0 * ev->sparsity);
+        if (!ui->quiet && ev->epoch > 0)
+            fprintf(stderr, "finetune: resuming after epoch %d of %d\n", ev->epoch, ev->epochs);
+        break;
+    case SP_TRAIN_EV_STEP: {
+        if (!ui->tty || ui->quiet)
+            break;
+        double t = mono_s();
+        if (ev->step != ev->steps_per_epoch && t - ui->last_draw < 0.1)
+            break;
+        ui->last_draw = t;
+        int width = 30, filled = (int)(width * ev->step / ev->steps_per_epoch);
+        char bar[64];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < filled ? '#' : '.';
+        bar[width] = '\0';
+        fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %lld/%lld loss %.4f lr %.3g", ev->epoch,
+                ev->epochs, bar, (long long)ev->step, (long long)ev->steps_per_epoch,
+                ev->train_loss, ev->lr);
+        break;
+    }
+    case SP_TRAIN_EV_EPOCH: {
+        clear_bar(ui);
+        if (!ui->quiet) {
+            fprintf(stderr, "epoch %d/%d: train loss %.4f", ev->epoch, ev->epochs,
+                    ev->train_loss);
+            if (ev->has_val) {
+                fprintf(stderr, ", val loss %.4f", ev->val_loss);
+                if (ev->val_accuracy >= 0)
+                    fprintf(stderr, ", val accuracy %.2f%%", 100.0 * ev->val_accuracy);
+            }
+            fprintf(stderr, ", sparsity %.2f%%, %.3f ms/step\n", 100.0 * ev->sparsity,
+                    ev->step_ms);
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "epoch");
+        cJSON_AddNumberToObject(o, "epoch", ev->epoch);
+        cJSON_AddNumberToObject(o, "epochs", ev->epochs);
+        cJSON_AddNumberToObject(o, "step", (double)ev->global_step);
+        cJSON_AddNumberToObject(o, "lr", ev->lr);
+        cJSON_AddNumberToObject(o, "train_loss", ev->train_loss);
+        if (ev->has_val) {
+            cJSON_AddNumberToObject(o, "val_loss", ev->val_loss);
+            if (ev->val_accuracy >= 0)
+                cJSON_AddNumberToObject(o, "val_accuracy", ev->val_accuracy);
+        }
+        cJSON_AddNumberToObject(o, "sparsity", ev->sparsity);
+        cJSON_AddNumberToObject(o, "masked_zeros", (double)ev->masked_zeros);
+        cJSON_AddNumberToObject(o, "masked_numel", (double)ev->masked_numel);
+        cJSON_AddNumberToObject(o, "step_ms", ev->step_ms);
+        log_obj(ui, o);
+        break;
+    }
+    case SP_TRAIN_EV_MASK: {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "mask");
+        cJSON_AddNumberToObject(o, "epoch", ev->epoch_f);
+        cJSON_AddNumberToObject(o, "step", (double)ev->global_step);
+        cJSON_AddNumberToObject(o, "sparsity", ev->sparsity);
+        cJSON *ts = cJSON_AddObjectToObject(o, "tensors");
+        for (size_t i = 0; i < ev->ntensors; i++) {
+            const sp_train_tensor_info *t = &ev->tensors[i];
+            cJSON *e = cJSON_AddObjectToObject(ts, t->name);
+            cJSON_AddNumberToObject(e, "sparsity",
+                                    t->numel ? (double)t->zeros / (double)t->numel : 0);
+            cJSON_AddNumberToObject(e, "zeros", (double)t->zeros);
+            cJSON_AddNumberToObject(e, "numel", (double)t->numel);
+            if (t->target >= 0)
+                cJSON_AddNumberToObject(e, "target", t->target);
+        }
+        log_obj(ui, o);
+        break;
+    }
+    case SP_TRAIN_EV_CHECKPOINT: {
+        clear_bar(ui);
+        if (!ui->quiet)
+            fprintf(stderr, "checkpoint: epoch %d in '%s'\n", ev->epoch, ev->message);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "checkpoint");
+        cJSON_AddNumberToObject(o, "epoch", ev->epoch);
+        cJSON_AddStringToObject(o, "path", ev->message);
+        log_obj(ui, o);
+        break;
+    }
+    case SP_TRAIN_EV_WARNING:
+        clear_bar(ui);
+        cli_warn("%s", ev->message);
+        break;
+    }
+}
+
+static bool pick(const char *opt, const char *val, const char *const *names, int n, int *out)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(val, names[i])) {
+            *out = i;
+            return true;
+        }
+    cli_error("option '%s': unknown value '%s'", opt, val);
+    return false;
+}
+
+enum {
+    OPT_DATA = 256, OPT_VAL, OPT_LABEL, OPT_TASK, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIM,
+    OPT_MOMENTUM, OPT_WD, OPT_SCHED, OPT_WARM_E, OPT_WARM_S, OPT_SEED, OPT_DEVICE,
+    OPT_THREADS, OPT_RECIPE, OPT_NO_MASKS, OPT_TEACHER, OPT_HARD, OPT_TEMP, OPT_HEAD,
+    OPT_CLASSES, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_EVAL, OPT_JSON,
+};
+
+int cmd_finetune(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"output", required_argument, NULL, 'o'},
+        {"data", required_argument, NULL, OPT_DATA},
+        {"val", required_argument, NULL, OPT_VAL},
+        {"label-column", required_argument, NULL, OPT_LABEL},
+        {"task", required_argument, NULL, OPT_TASK},
+        {"epochs", required_argument, NULL, OPT_EPOCHS},
+        {"batch-size", required_argument, NULL, OPT_BATCH},
+        {"lr", required_argument, NULL, OPT_LR},
+        {"optimizer", required_argument, NULL, OPT_OPTIM},
+        {"momentum", required_argument, NULL, OPT_MOMENTUM},
+        {"weight-decay", required_argument, NULL, OPT_WD},
+        {"lr-schedule", required_argument, NULL, OPT_SCHED},
+        {"warmup-epochs", required_argument, NULL, OPT_WARM_E},
+        {"warmup-steps", required_argument, NULL, OPT_WARM_S},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"device", required_argument, NULL, OPT_DEVICE},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"recipe", required_argument, NULL, OPT_RECIPE},
+        {"no-masks", no_argument, NULL, OPT_NO_MASKS},
+        {"teacher", required_argument, NULL, OPT_TEACHER},
+        {"distill-hardness", required_argument, NULL, OPT_HARD},
+        {"distill-temperature", required_argument, NULL, OPT_TEMP},
+        {"reset-head", required_argument, NULL, OPT_HEAD},
+        {"num-classes", required_argument, NULL, OPT_CLASSES},
+        {"log", required_argument, NULL, OPT_LOG},
+        {"save-every", required_argument, NULL, OPT_SAVE},
+        {"resume", required_argument, NULL, OPT_RESUME},
+        {"eval-only", no_argument, NULL, OPT_EVAL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static const char *const tasks[] = {"classification", "regression"};
+    static const char *const optims[] = {"sgd", "adamw"};
+    static const char *const scheds[] = {"constant", "linear", "cosine"};
+
+    sp_train_opts o;
+    sp_train_opts_init(&o);
+    ft_ui ui = {.tty = cli_stderr_is_tty()};
+    bool eval_only = false, json = false;
+    long lv;
+    double dv;
+    int iv;
+
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'o': o.out = optarg; break;
+        case 'q': ui.quiet = true; break;
+        case 'h': fputs(usage_text, stdout); return EXIT_OK;
+        case OPT_DATA: o.data = optarg; break;
+        case OPT_VAL: o.val = optarg; break;
+        case OPT_LABEL: o.label_column = optarg; break;
+        case OPT_TASK:
+            if (!pick("--task", optarg, tasks, 2, &iv))
+                return EXIT_USAGE;
+            o.task = (sp_task)iv;
+            break;
+        case OPT_OPTIM:
+            if (!pick("--optimizer", optarg, optims, 2, &iv))
+                return EXIT_USAGE;
+            o.optimizer = (sp_optimizer)iv;
+            break;
+        case OPT_SCHED:
+            if (!pick("--lr-schedule", optarg, scheds, 3, &iv))
+                return EXIT_USAGE;
+            o.lr_schedule = (sp_lr_schedule)iv;
+            break;
+        case OPT_EPOCHS:
+            if (!cli_parse_long("--epochs", optarg, &lv))
+                return EXIT_USAGE;
+            if (lv < 0 || lv > 1000000) {
+                cli_error("option '--epochs': %ld is out of range", lv);
+                return EXIT_USAGE;
+            }
+            o.epochs = (int)lv;
+            break;
+        case OPT_BATCH:
+            if (!cli_parse_long("--batch-size", optarg, &lv))
+                return EXIT_USAGE;
+            o.batch_size = lv;
+            break;
+        case OPT_LR:
+            if (!cli_parse_double("--lr", optarg, &o.lr))
+                return EXIT_USAGE;
+            break;
+        case OPT_MOMENTUM:
+            if (!cli_parse_double("--momentum", optarg, &o.momentum))
+                return EXIT_USAGE;
+            break;
+        case OPT_WD:
+            if (!cli_parse_double("--weight-decay", optarg, &o.weight_decay))
+                return EXIT_USAGE;
+            break;
+        case OPT_WARM_E:
+            if (!cli_parse_double("--warmup-epochs", optarg, &o.warmup_epochs))
+                return EXIT_USAGE;
+            break;
+        case OPT_WARM_S:
+            if (!cli_parse_long("--warmup-steps", optarg, &lv))
+                return EXIT_USAGE;
+            o.warmup_steps = lv;
+            break;
+        case OPT_SEED:
+            if (!cli_parse_long("--seed", optarg, &lv))
+                return EXIT_USAGE;
+            o.seed = (uint64_t)lv;
+            break;
+        case OPT_DEVICE: o.device = optarg; break;
+        case OPT_THREADS:
+            if (!cli_parse_long("--threads", optarg, &lv))
+                return EXIT_USAGE;
+            if (lv < 0 || lv > 4096) {
+                cli_error("option '--threads': %ld is out of range", lv);
+                return EXIT_USAGE;
+            }
+            o.threads = (int)lv;
+            break;
+        case OPT_RECIPE: o.recipe = optarg; break;
+        case OPT_NO_MASKS: o.no_masks = true; break;
+        case OPT_TEACHER: o.teacher = optarg; break;
+        case OPT_HARD:
+            if (!cli_parse_double("--distill-hardness", optarg, &dv))
+                return EXIT_USAGE;
+            if (dv < 0 || dv > 1) {
+                cli_error("option '--distill-hardness': %g is out of range [0, 1]", dv);
+                return EXIT_USAGE;
+            }
+            o.distill_hardness = dv;
+            break;
+        case OPT_TEMP:
+            if (!cli_parse_double("--distill-temperature", optarg, &dv))
+                return EXIT_USAGE;
+            if (!(dv > 0)) {
+                cli_error("option '--distill-temperature': %g must be > 0", dv);
+                return EXIT_USAGE;
+            }
+            o.distill_temperature = dv;
+            break;
+        case OPT_HEAD: o.reset_head = optarg; break;
+        case OPT_CLASSES:
+            if (!cli_parse_long("--num-classes", optarg, &lv))
+                return EXIT_USAGE;
+            if (lv < 1) {
+                cli_error("option '--num-classes': %ld must be at least 1", lv);
+                return EXIT_USAGE;
+            }
+            o.num_classes = lv;
+            break;
+        case OPT_LOG: ui.log_path = optarg; break;
+        case OPT_SAVE:
+            if (!cli_parse_long("--save-every", optarg, &lv))
+                return EXIT_USAGE;
+            if (lv < 0 || lv > 1000000) {
+                cli_error("option '--save-every': %ld is out of range", lv);
+                return EXIT_USAGE;
+            }
+            o.save_every = (int)lv;
+            break;
+        case OPT_RESUME: o.resume = optarg; break;
+        case OPT_EVAL: eval_only = true; break;
+        case OPT_JSON: json = true; break;
+        case ':':
+            return cli_usage_error("finetune", "option '%s' needs a value", argv[optind - 1]);
+        default:
+            return cli_usage_error("finetune", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc && !o.resume)
+        return cli_usage_error("finetune", "no model given");
+    if (argc - optind > 1)
+        return cli_usage_error("finetune", "one model only, got '%s' too", argv[optind + 1]);
+    o.model = optind < argc ? argv[optind] : NULL;
+    if (eval_only) {
+        if (!o.val && !o.data)
+            return cli_usage_error("finetune", "--eval-only needs --val (or --data)");
+        o.epochs = 0;
+    }
+    if (o.epochs > 0 && !o.data)
+        return cli_usage_error("finetune", "training needs --data FILE");
+    if (o.epochs > 0 && !o.out)
+        return cli_usage_error("finetune", "training needs -o OUT (or --eval-only)");
+    if (o.reset_head && !o.num_classes)
+        return cli_usage_error("finetune", "--reset-head needs --num-classes K");
+    if (strcmp(o.device, "cpu") && strcmp(o.device, "cuda") && strncmp(o.device, "cuda:", 5))
+        return cli_usage_error("finetune", "--device '%s': expected cpu, cuda or cuda:N",
+                               o.device);
+
+    if (ui.log_path) {
+        ui.log = fopen(ui.log_path, o.resume ? "a" : "w");
+        if (!ui.log) {
+            cli_error("cannot open '%s': %s", ui.log_path, strerror(errno));
+            return EXIT_FAILED;
+        }
+    }
+    ui.epochs = o.epochs;
+
+    sp_error err;
+    sp_train_result r;
+    memset(&r, 0, sizeof r);
+    sp_status st = sp_train_run(&o, on_event, &ui, &r, &err);
+    clear_bar(&ui);
+    if (st == SP_OK) {
+        cJSON *o2 = cJSON_CreateObject();
+        cJSON_AddStringToObject(o2, "event", "done");
+        cJSON_AddNumberToObject(o2, "epochs_run", r.epochs_run);
+        cJSON_AddNumberToObject(o2, "steps", (double)r.steps);
+        if (r.steps)
+            cJSON_AddNumberToObject(o2, "train_loss", r.train_loss);
+        if (r.has_val) {
+            cJSON_AddNumberToObject(o2, "val_loss", r.val_loss);
+            if (r.val_accuracy >= 0)
+                cJSON_AddNumberToObject(o2, "val_accuracy", r.val_accuracy);
+            cJSON_AddNumberToObject(o2, "val_samples", (double)r.val_n);
+        }
+        cJSON_AddNumberToObject(o2, "step_ms", r.step_ms);
+        cJSON_AddNumberToObject(o2, "masked_tensors", (double)r.masked_tensors);
+        cJSON_AddNumberToObject(o2, "masked_zeros", (double)r.masked_zeros);
+        cJSON_AddNumberToObject(o2, "masked_numel", (double)r.masked_numel);
+        cJSON_AddNumberToObject(o2, "sparsity",
+                                r.masked_numel ? (double)r.masked_zeros / (double)r.masked_numel
+                                               : 0.0);
+        if (o.out)
+            cJSON_AddStringToObject(o2, "output", o.out);
+        if (json) {
+            char *s = cJSON_PrintUnformatted(o2);
+            if (s)
+                printf("%s\n", s);
+            free(s);
+        } else {
+            if (r.has_val) {
+                printf("%s: loss %.4f", o.val ? "val" : "data", r.val_loss);
+                if (r.val_accuracy >= 0)
+                    printf(", accuracy %.2f%%", 100.0 * r.val_accuracy);
+                printf(" (%lld samples)\n", (long long)r.val_n);
+            }
+            if (r.masked_tensors)
+                printf("sparsity: %.2f%% (%lld of %lld weights zero in %zu masked tensors)\n",
+                       r.masked_numel ? 100.0 * (double)r.masked_zeros / (double)r.masked_numel
+                                      : 0.0,
+                       (long long)r.masked_zeros, (long long)r.masked_numel, r.masked_tensors);
+            if (r.steps)
+                printf("trained %d epoch(s), %lld steps, %.3f ms/step (median)\n", r.epochs_run,
+                       (long long)r.steps, r.step_ms);
+            if (o.out)
+                printf("wrote '%s'\n", o.out);
+        }
+        log_obj(&ui, o2);
+    }
+    if (ui.log && fclose(ui.log) != 0)
+        ui.log_failed = true;
+    if (st != SP_OK)
+        return cli_fail(&err);
+    if (ui.log_failed) {
+        cli_error("cannot write '%s'", ui.log_path);
+        return EXIT_FAILED;
+    }
+    return EXIT_OK;
+}
+
+#endif

@@ -1,0 +1,1217 @@
+/*
+ * The libtorch training loop behind train.h. The only translation unit that
+ * includes libtorch headers (they compile slowly): keep it that way.
+ *
+ * Masks: every masked parameter has a `pruned` bool tensor and a `keep`
+ * float tensor (1 kept, 0 pruned). When a mask changes, the pruned weights
+ * are set to +0.0 (masked_fill, never -0.0) and their optimizer state (SGD
+ * momentum, Adam moments) is zeroed. After every backward the gradient is
+ * multiplied by `keep` (a vectorised mul, ~5x cheaper than masked_fill).
+ * With a zero gradient and zero state, SGD (momentum, dampening, weight
+ * decay) and AdamW move a +0.0 weight by exactly +0.0, so pruned weights stay
+ * exactly +0.0 after every step without a second pass over the weights; that
+ * halves the masking cost (docs/finetune.md). It is verified after every
+ * epoch (a pruned weight that moved is an internal error, never silently
+ * fixed) and the masks are applied once more before every save. Which entries are
+ * pruned comes from the C pruning engine (sp_mask_select / sp_global_*) on a
+ * CPU float copy of the weight, on the recipe's schedule
+ * (sp_modifier_sparsity_at); with no recipe the zeros of the input model are
+ * held (like SparseML's ConstantPruningModifier).
+ */
+#include "train/train.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/optim.h>
+#include <torch/script.h>
+#include <torch/serialize.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sparsify/prune.h"
+#include "sparsify/recipe.h"
+#include "train/data.h"
+
+namespace {
+
+/* Thrown after sp_error_set has filled the caller's error. */
+struct Failed {
+    sp_status st;
+};
+
+[[noreturn]] void fail(sp_error *err, sp_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+[[noreturn]] void fail(sp_error *err, sp_status st, const char *fmt, ...)
+{
+    char buf[SP_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    sp_error_set(err, st, "%s", buf);
+    throw Failed{st};
+}
+
+/* The useful line of a libtorch/TorchScript error: the last non-empty line
+ * without the backtrace ("mat1 and mat2 shapes cannot be multiplied ..."). */
+std::string torch_msg(const std::exception &e)
+{
+    std::string s;
+    if (auto *ce = dynamic_cast<const c10::Error *>(&e))
+        s = ce->what_without_backtrace();
+    else
+        s = e.what();
+    std::vector<std::string> lines;
+    size_t p = 0;
+    while (p <= s.size()) {
+        size_t nl = s.find('\n', p);
+        if (nl == std::string::npos)
+            nl = s.size();
+        std::string line = s.substr(p, nl - p);
+        while (!line.empty() && (line.back() == ' ' || line.back() == '\r'))
+            line.pop_back();
+        size_t b = line.find_first_not_of(' ');
+        if (b != std::string::npos)
+            lines.push_back(line.substr(b));
+        p = nl + 1;
+    }
+    std::string out = lines.empty() ? std::string("unknown libtorch error") : lines.back();
+    if (lines.size() > 1 && out.find("Exception raised from") == 0)
+        out = lines[lines.size() - 2];
+    return out;
+}
+
+std::string shape_str(at::IntArrayRef s)
+{
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); i++)
+        r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+struct Masked {
+    std::string name;
+    torch::Tensor param;  /* the model's parameter (on the device) */
+    torch::Tensor pruned; /* bool, true = pruned; undefined = no mask */
+    torch::Tensor keep;   /* param's dtype, 1 = kept, 0 = pruned */
+    torch::Tensor score;  /* movement scores (float, device) or undefined */
+    int mod = -1;         /* recipe modifier index; -1 = held zeros */
+    double target = -1;   /* last applied scheduled sparsity */
+    bool active = false;  /* pruned has a true element */
+};
+
+double now_ms()
+{
+    using namespace std::chrono;
+    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v)
+{
+    if (v.empty())
+        return 0;
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* splitmix64: the shuffle depends on (seed, epoch) only, so a resumed run
+ * sees the same batches as an uninterrupted one. */
+uint64_t splitmix(uint64_t &s)
+{
+    uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+std::vector<int64_t> permutation(int64_t n, uint64_t seed, int epoch)
+{
+    std::vector<int64_t> p((size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        p[(size_t)i] = i;
+    uint64_t s = seed * 0x100000001b3ULL + (uint64_t)epoch * 0x9e3779b97f4a7c15ULL + 1;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(splitmix(s) % (uint64_t)(i + 1));
+        std::swap(p[(size_t)i], p[(size_t)j]);
+    }
+    return p;
+}
+
+class Trainer {
+  public:
+    Trainer(const sp_train_opts *o, sp_train_cb cb, void *ctx, sp_error *err)
+        : o_(o), cb_(cb), cbctx_(ctx), err_(err), device_(torch::kCPU)
+    {
+    }
+    ~Trainer()
+    {
+        sp_dataset_release(&train_);
+        sp_dataset_release(&val_);
+        sp_recipe_free(recipe_);
+    }
+    void run(sp_train_result *res);
+
+  private:
+    const sp_train_opts *o_;
+    sp_train_cb cb_;
+    void *cbctx_;
+    sp_error *err_;
+    torch::Device device_;
+    sp_dataset train_{}, val_{};
+    bool have_train_ = false, have_val_ = false;
+    torch::Tensor xtr_, ytr_, xva_, yva_;
+    torch::jit::Module model_, teacher_;
+    bool have_teacher_ = false;
+    double hardness_ = 0.5, temperature_ = 2.0;
+    const char *teacher_path_ = nullptr; /* --teacher, else the recipe's */
+    sp_recipe *recipe_ = nullptr;
+    std::vector<Masked> masked_;
+    std::unique_ptr<torch::optim::Optimizer> opt_;
+    std::vector<double> global_target_; /* per modifier, global scope */
+    int start_epoch_ = 0;
+    int64_t global_step_ = 0;
+    int64_t out_dim_ = 0;
+
+    void emit(sp_train_event &ev)
+    {
+        if (cb_)
+            cb_(cbctx_, &ev);
+    }
+    void warn(const std::string &msg)
+    {
+        sp_train_event ev{};
+        ev.kind = SP_TRAIN_EV_WARNING;
+        ev.epochs = o_->epochs;
+        ev.message = msg.c_str();
+        emit(ev);
+    }
+
+    void check_opts();
+    void pick_device();
+    void load_data();
+    torch::Tensor labels_tensor(const sp_dataset &ds);
+    void load_models();
+    void reset_head();
+    void check_model();
+    void setup_masks();
+    void make_optimizer();
+    void select(const std::vector<size_t> &idx, const sp_modifier &m, double s);
+    bool update_masks(double epoch, bool final_pass);
+    void apply_masks_to_weights();
+    void zero_state(Masked &m);
+    void verify_masks(int epoch);
+    void mask_report(int epoch, double epoch_f);
+    torch::Tensor loss_of(const torch::Tensor &out, const torch::Tensor &y,
+                          const torch::Tensor &xb);
+    void evaluate(const torch::Tensor &x, const torch::Tensor &y, double *loss, double *acc);
+    double lr_at(int64_t step, int64_t total, int64_t spe) const;
+    void save_model(const std::string &path);
+    void save_checkpoint(int epochs_done);
+    void load_checkpoint();
+    void counts(int64_t *zeros, int64_t *numel) const;
+};
+
+void Trainer::check_opts()
+{
+    const sp_train_opts *o = o_;
+    if (!o->model && !o->resume)
+        fail(err_, SP_ERR_INVALID_ARG, "no model given");
+    if (o->epochs < 0)
+        fail(err_, SP_ERR_INVALID_ARG, "--epochs: %d is negative", o->epochs);
+    if (o->epochs > 0 && !o->data)
+        fail(err_, SP_ERR_INVALID_ARG, "training needs --data");
+    if (o->epochs == 0 && !o->val && !o->data)
+        fail(err_, SP_ERR_INVALID_ARG, "nothing to do: give --data to train or --val to evaluate");
+    if (o->batch_size < 1)
+        fail(err_, SP_ERR_INVALID_ARG, "--batch-size: %lld must be at least 1",
+             (long long)o->batch_size);
+    if (!(o->lr >= 0) || !std::isfinite(o->lr))
+        fail(err_, SP_ERR_INVALID_ARG, "--lr: %g must be a finite number >= 0", o->lr);
+    if (!(o->momentum >= 0 && o->momentum < 1))
+        fail(err_, SP_ERR_INVALID_ARG, "--momentum: %g is out of range [0, 1)", o->momentum);
+    if (!(o->weight_decay >= 0) || !std::isfinite(o->weight_decay))
+        fail(err_, SP_ERR_INVALID_ARG, "--weight-decay: %g must be >= 0", o->weight_decay);
+    if (!(o->warmup_epochs >= 0) || o->warmup_steps < 0)
+        fail(err_, SP_ERR_INVALID_ARG, "warm-up length must be >= 0");
+    if (o->distill_hardness > 1)
+        fail(err_, SP_ERR_INVALID_ARG, "--distill-hardness: %g is out of range [0, 1]",
+             o->distill_hardness);
+    if (o->distill_temperature == 0)
+        fail(err_, SP_ERR_INVALID_ARG, "--distill-temperature: must be > 0");
+    if (o->reset_head && o->num_classes < 1)
+        fail(err_, SP_ERR_INVALID_ARG, "--reset-head needs --num-classes K (K >= 1)");
+    if (o->save_every < 0)
+        fail(err_, SP_ERR_INVALID_ARG, "--save-every: %d is negative", o->save_every);
+    if (o->save_every > 0 && !o->out)
+        fail(err_, SP_ERR_INVALID_ARG, "--save-every needs -o (checkpoints go to OUT.ckpt/)");
+    if (o->recipe && o->no_masks)
+        fail(err_, SP_ERR_INVALID_ARG, "--recipe and --no-masks exclude each other");
+}
+
+void Trainer::pick_device()
+{
+    std::string d = o_->device ? o_->device : "cpu";
+    if (d == "cpu") {
+        device_ = torch::Device(torch::kCPU);
+    } else if (d == "cuda" || d.rfind("cuda:", 0) == 0) {
+        if (!torch::cuda::is_available())
+            fail(err_, SP_ERR_UNSUPPORTED,
+                 "--device %s: the libtorch in use (%s) has no CUDA or sees no GPU; "
+                 "rebuild with -Dtorch_prefix=<a CUDA libtorch> or use --device cpu",
+                 d.c_str(), TORCH_VERSION);
+        try {
+            device_ = torch::Device(d);
+        } catch (const std::exception &e) {
+            fail(err_, SP_ERR_INVALID_ARG, "--device '%s': %s", d.c_str(), torch_msg(e).c_str());
+        }
+        if (device_.has_index() && device_.index() >= (int)torch::cuda::device_count())
+            fail(err_, SP_ERR_INVALID_ARG, "--device '%s': only %zu CUDA device(s)", d.c_str(),
+                 (size_t)torch::cuda::device_count());
+    } else {
+        fail(err_, SP_ERR_INVALID_ARG, "--device '%s': expected cpu, cuda or cuda:N", d.c_str());
+    }
+}
+
+torch::Tensor Trainer::labels_tensor(const sp_dataset &ds)
+{
+    std::vector<int64_t> shape{ds.n};
+    for (int d = 0; d < ds.label_ndim; d++)
+        shape.push_back(ds.label_shape[d]);
+    torch::Tensor y = torch::from_blob(ds.y, shape, torch::kFloat).clone();
+    if (o_->task == SP_TASK_CLASSIFICATION)
+        y = y.to(torch::kLong);
+    return y.to(device_);
+}
+
+void Trainer::load_data()
+{
+    auto load = [&](sp_dataset *ds, const char *path) {
+        sp_status st = sp_dataset_load(ds, path, o_->label_column, err_);
+        if (st != SP_OK)
+            throw Failed{st};
+        if (o_->task == SP_TASK_CLASSIFICATION) {
+            if (ds->label_width != 1)
+                fail(err_, SP_ERR_INVALID_ARG,
+                     "'%s': classification needs one label per sample, got %lld", path,
+                     (long long)ds->label_width);
+            if (!ds->labels_integral)
+                fail(err_, SP_ERR_INVALID_ARG,
+                     "'%s': classification labels must be whole numbers >= 0 "
+                     "(use --task regression for real-valued targets)",
+                     path);
+        }
+    };
+    if (o_->data) {
+        load(&train_, o_->data);
+        have_train_ = true;
+    }
+    if (o_->val) {
+        load(&val_, o_->val);
+        have_val_ = true;
+        if (have_train_ &&
+            (val_.width != train_.width || val_.label_width != train_.label_width))
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "'%s': samples have %lld inputs and %lld labels, but '%s' has %lld and %lld",
+                 o_->val, (long long)val_.width, (long long)val_.label_width, o_->data,
+                 (long long)train_.width, (long long)train_.label_width);
+    }
+    auto inputs = [&](const sp_dataset &ds) {
+        std::vector<int64_t> shape{ds.n};
+        for (int d = 0; d < ds.sample_ndim; d++)
+            shape.push_back(ds.sample_shape[d]);
+        return torch::from_blob(ds.x, shape, torch::kFloat).clone().to(device_);
+    };
+    if (have_train_) {
+        xtr_ = inputs(train_);
+        ytr_ = labels_tensor(train_);
+    }
+    if (have_val_) {
+        xva_ = inputs(val_);
+        yva_ = labels_tensor(val_);
+    }
+}
+
+void Trainer::load_models()
+{
+    std::string path = o_->resume ? std::string(o_->resume) + "/model.pt" : o_->model;
+    if (access(path.c_str(), R_OK) != 0)
+        fail(err_, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO, "cannot open '%s': %s",
+             path.c_str(), strerror(errno));
+    try {
+        model_ = torch::jit::load(path, torch::Device(torch::kCPU));
+    } catch (const std::exception &e) {
+        fail(err_, SP_ERR_FORMAT, "'%s': not a TorchScript archive that libtorch can load: %s",
+             path.c_str(), torch_msg(e).c_str());
+    }
+    if (teacher_path_) {
+        if (access(teacher_path_, R_OK) != 0)
+            fail(err_, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO, "cannot open '%s': %s",
+                 teacher_path_, strerror(errno));
+        try {
+            teacher_ = torch::jit::load(teacher_path_, torch::Device(torch::kCPU));
+        } catch (const std::exception &e) {
+            fail(err_, SP_ERR_FORMAT, "'%s': not a TorchScript archive that libtorch can load: %s",
+                 teacher_path_, torch_msg(e).c_str());
+        }
+        teacher_.eval();
+        teacher_.to(device_);
+        have_teacher_ = true;
+    }
+}
+
+void Trainer::reset_head()
+{
+    std::string name = o_->reset_head;
+    torch::jit::Module sub = model_;
+    size_t p = 0;
+    while (p <= name.size()) {
+        size_t dot = name.find('.', p);
+        if (dot == std::string::npos)
+            dot = name.size();
+        std::string part = name.substr(p, dot - p);
+        if (!sub.hasattr(part) || !sub.attr(part).isModule())
+            fail(err_, SP_ERR_NOT_FOUND, "--reset-head '%s': the model has no submodule '%s'",
+                 name.c_str(), part.c_str());
+        sub = sub.attr(part).toModule();
+        p = dot + 1;
+    }
+    if (!sub.hasattr("weight") || !sub.attr("weight").isTensor() ||
+        sub.attr("weight").toTensor().dim() != 2)
+        fail(err_, SP_ERR_INVALID_ARG,
+             "--reset-head '%s': not a Linear layer (no 2-D 'weight' parameter)", name.c_str());
+    torch::Tensor w = sub.attr("weight").toTensor();
+    int64_t in = w.size(1), k = o_->num_classes;
+    double bound = 1.0 / std::sqrt((double)in); /* nn.Linear's default init */
+    torch::NoGradGuard ng;
+    torch::Tensor nw = torch::empty({k, in}, w.options()).uniform_(-bound, bound);
+    sub.register_parameter("weight", nw, false);
+    if (sub.hasattr("bias") && sub.attr("bias").isTensor()) {
+        torch::Tensor b = sub.attr("bias").toTensor();
+        sub.register_parameter("bias", torch::empty({k}, b.options()).uniform_(-bound, bound),
+                               false);
+    }
+}
+
+/* Run the model on two samples: the input width, the output shape and the
+ * labels must fit, else a clear error before any training. */
+void Trainer::check_model()
+{
+    const sp_dataset &ds = have_train_ ? train_ : val_;
+    const torch::Tensor &x = have_train_ ? xtr_ : xva_;
+    const char *path = have_train_ ? o_->data : o_->val;
+    torch::Tensor xb = x.narrow(0, 0, std::min<int64_t>(2, ds.n));
+    torch::Tensor out;
+    model_.eval();
+    try {
+        torch::NoGradGuard ng;
+        auto r = model_.forward({xb});
+        if (!r.isTensor())
+            fail(err_, SP_ERR_UNSUPPORTED,
+                 "model '%s': forward must return one tensor (it returns %s)",
+                 o_->model ? o_->model : o_->resume, r.tagKind().c_str());
+        out = r.toTensor();
+    } catch (const Failed &) {
+        throw;
+    } catch (const std::exception &e) {
+        fail(err_, SP_ERR_INVALID_ARG, "'%s': the model does not accept inputs of shape %s "
+             "(%lld values per sample): %s",
+             path, shape_str(xb.sizes()).c_str(), (long long)ds.width, torch_msg(e).c_str());
+    }
+    if (o_->task == SP_TASK_CLASSIFICATION) {
+        if (out.dim() != 2)
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "classification needs model outputs of shape [batch, classes], got %s",
+                 shape_str(out.sizes()).c_str());
+        out_dim_ = out.size(1);
+        auto check_labels = [&](const sp_dataset &d, const char *p) {
+            if (d.label_max >= out_dim_)
+                fail(err_, SP_ERR_INVALID_ARG,
+                     "'%s': label %lld does not fit the model's %lld outputs "
+                     "(for a new task use --reset-head NAME --num-classes K)",
+                     p, (long long)d.label_max, (long long)out_dim_);
+        };
+        if (have_train_)
+            check_labels(train_, o_->data);
+        if (have_val_)
+            check_labels(val_, o_->val);
+    } else {
+        if (out.numel() != xb.size(0) * ds.label_width)
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "regression: the model gives %lld outputs per sample but '%s' has %lld targets",
+                 (long long)(out.numel() / std::max<int64_t>(1, xb.size(0))), path,
+                 (long long)ds.label_width);
+    }
+    if (have_teacher_) {
+        torch::Tensor t;
+        try {
+            torch::NoGradGuard ng;
+            t = teacher_.forward({xb}).toTensor();
+        } catch (const std::exception &e) {
+            fail(err_, SP_ERR_INVALID_ARG, "teacher '%s' does not accept inputs of shape %s: %s",
+                 teacher_path_, shape_str(xb.sizes()).c_str(), torch_msg(e).c_str());
+        }
+        if (t.sizes() != out.sizes())
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "teacher '%s' gives outputs of shape %s, the student %s", teacher_path_,
+                 shape_str(t.sizes()).c_str(), shape_str(out.sizes()).c_str());
+    }
+}
+
+/* CPU float copy of a tensor (contiguous). */
+torch::Tensor host(const torch::Tensor &t)
+{
+    return t.detach().to(torch::kCPU, torch::kFloat).contiguous();
+}
+
+/* Install a mask (bool, true = pruned; undefined: none). */
+void set_mask(Masked &m, const torch::Tensor &pruned)
+{
+    m.pruned = pruned;
+    m.active = pruned.defined() && pruned.any().item<bool>();
+    m.keep = m.active ? pruned.logical_not().to(m.param.scalar_type()) : torch::Tensor();
+}
+
+void set_pruned(Masked &m, const std::vector<uint8_t> &keep, torch::Device dev)
+{
+    torch::Tensor k = torch::from_blob(const_cast<uint8_t *>(keep.data()), m.param.sizes(),
+                                       torch::kUInt8);
+    set_mask(m, k.eq(0).to(dev));
+    torch::NoGradGuard ng;
+    if (m.active)
+        m.param.masked_fill_(m.pruned, 0.0);
+}
+
+void Trainer::setup_masks()
+{
+    if (o_->no_masks)
+        return;
+    std::vector<std::string> taken;
+    for (const auto &p : model_.named_parameters(true)) {
+        const torch::Tensor &t = p.value;
+        if (!t.is_floating_point())
+            continue;
+        int ndim = (int)t.dim();
+        Masked m;
+        m.name = p.name;
+        m.param = t;
+        if (!recipe_) {
+            if (!sp_select_default(p.name.c_str(), SP_F32, ndim))
+                continue;
+        } else {
+            for (size_t i = 0; i < recipe_->nmods; i++) {
+                const sp_modifier &mod = recipe_->mods[i];
+                if (mod.type == SP_MOD_DISTILLATION)
+                    continue;
+                if (sp_modifier_targets(&mod, p.name.c_str(), SP_F32, ndim)) {
+                    m.mod = (int)i;
+                    break;
+                }
+            }
+            if (m.mod < 0)
+                continue;
+        }
+        masked_.push_back(m);
+    }
+    /* Held masks (no recipe, ConstantPruningModifier): the current zeros. */
+    for (auto &m : masked_) {
+        bool held = m.mod < 0 || recipe_->mods[m.mod].type == SP_MOD_CONSTANT;
+        if (held) {
+            set_mask(m, m.param.detach().eq(0));
+        }
+        if (m.mod >= 0 && recipe_->mods[m.mod].type == SP_MOD_MOVEMENT)
+            m.score = torch::zeros_like(m.param.detach());
+    }
+    if (recipe_)
+        global_target_.assign(recipe_->nmods, -1.0);
+}
+
+void Trainer::select(const std::vector<size_t> &idx, const sp_modifier &mod, double s)
+{
+    bool movement = mod.type == SP_MOD_MOVEMENT;
+    std::vector<torch::Tensor> w(idx.size()), sc(idx.size());
+    std::vector<std::vector<int64_t>> shapes(idx.size());
+    for (size_t k = 0; k < idx.size(); k++) {
+        Masked &m = masked_[idx[k]];
+        w[k] = host(m.param);
+        shapes[k] = m.param.sizes().vec();
+        /* Scores start at zero: before any step, fall back to magnitude. */
+        if (movement && m.score.defined() && m.score.abs().sum().item<double>() > 0)
+            sc[k] = host(m.score);
+    }
+    auto name_fail = [&](size_t k) {
+        sp_error_prefix(err_, "tensor '%s'", masked_[idx[k]].name.c_str());
+        throw Failed{err_ ? err_->code : SP_ERR_INVALID_ARG};
+    };
+    bool global = mod.global_sparsity && mod.mask_type.kind != SP_PATTERN_NM && idx.size() > 1;
+    if (!global) {
+        for (size_t k = 0; k < idx.size(); k++) {
+            std::vector<uint8_t> keep((size_t)w[k].numel());
+            if (sp_mask_select(keep.data(), SP_F32, w[k].data_ptr<float>(),
+                               sc[k].defined() ? sc[k].data_ptr<float>() : nullptr,
+                               (int)shapes[k].size(), shapes[k].data(), &mod.mask_type, s,
+                               mod.block_score, err_) != SP_OK)
+                name_fail(k);
+            set_pruned(masked_[idx[k]], keep, device_);
+            zero_state(masked_[idx[k]]);
+        }
+        return;
+    }
+    sp_global *g = nullptr;
+    if (sp_global_new(&g, &mod.mask_type, s, mod.block_score, idx.size(), err_) != SP_OK)
+        throw Failed{err_ ? err_->code : SP_ERR_INVALID_ARG};
+    std::unique_ptr<sp_global, void (*)(sp_global *)> guard(g, sp_global_free);
+    /* Global scores must be comparable across tensors: use scores for all
+     * tensors or for none. */
+    bool use_scores = movement;
+    for (size_t k = 0; k < idx.size(); k++)
+        use_scores = use_scores && sc[k].defined();
+    for (int pass = 1; pass <= 2; pass++)
+        for (size_t k = 0; k < idx.size(); k++)
+            if (sp_global_add(g, pass, k, SP_F32, w[k].data_ptr<float>(),
+                              use_scores ? sc[k].data_ptr<float>() : nullptr,
+                              (int)shapes[k].size(), shapes[k].data(), err_) != SP_OK)
+                name_fail(k);
+    for (size_t k = 0; k < idx.size(); k++) {
+        std::vector<uint8_t> keep((size_t)w[k].numel());
+        if (sp_global_mask(g, k, keep.data(), SP_F32, w[k].data_ptr<float>(),
+                           use_scores ? sc[k].data_ptr<float>() : nullptr, (int)shapes[k].size(),
+                           shapes[k].data(), err_) != SP_OK)
+            name_fail(k);
+        set_pruned(masked_[idx[k]], keep, device_);
+        zero_state(masked_[idx[k]]);
+    }
+}
+
+/* The invariant of the loop: every pruned weight is exactly +0.0. */
+void Trainer::verify_masks(int epoch)
+{
+    torch::NoGradGuard ng;
+    for (const auto &m : masked_) {
+        if (!m.active)
+            continue;
+        torch::Tensor moved = m.param.masked_select(m.pruned);
+        int64_t bad = moved.ne(0).sum().item<int64_t>() + moved.signbit().sum().item<int64_t>();
+        if (bad)
+            fail(err_, SP_ERR_INTERNAL,
+                 "epoch %d: %lld pruned weights of '%s' are no longer +0.0 (optimizer bug)", epoch,
+                 (long long)bad, m.name.c_str());
+    }
+}
+
+/* Zero the optimizer state of the pruned entries, so the next steps leave
+ * them at exactly zero. */
+void Trainer::zero_state(Masked &m)
+{
+    if (!opt_ || !m.active)
+        return;
+    auto &state = opt_->state();
+    auto it = state.find(c10::guts::to_string(m.param.unsafeGetTensorImpl()));
+    if (it == state.end())
+        return;
+    torch::NoGradGuard ng;
+    auto zero = [&](torch::Tensor t) {
+        if (t.defined() && t.sizes() == m.param.sizes())
+            t.masked_fill_(m.pruned, 0.0);
+    };
+    if (auto *a = dynamic_cast<torch::optim::AdamWParamState *>(it->second.get())) {
+        zero(a->exp_avg());
+        zero(a->exp_avg_sq());
+        zero(a->max_exp_avg_sq());
+    } else if (auto *g = dynamic_cast<torch::optim::SGDParamState *>(it->second.get())) {
+        zero(g->momentum_buffer());
+    }
+}
+
+/* Apply the recipe's schedule at `epoch` (fractional). final_pass: every
+ * pruning modifier jumps to its final sparsity (end of training). Returns
+ * whether any mask changed. */
+bool Trainer::update_masks(double epoch, bool final_pass)
+{
+    if (!recipe_)
+        return false;
+    bool changed = false;
+    for (size_t mi = 0; mi < recipe_->nmods; mi++) {
+        const sp_modifier &mod = recipe_->mods[mi];
+        if (!sp_modifier_prunes(&mod))
+            continue;
+        std::vector<size_t> idx;
+        for (size_t k = 0; k < masked_.size(); k++)
+            if (masked_[k].mod == (int)mi)
+                idx.push_back(k);
+        if (idx.empty())
+            continue;
+        if (!mod.leave_enabled && !final_pass && epoch >= mod.end_epoch &&
+            mod.end_epoch > mod.start_epoch) {
+            for (size_t k : idx) {
+                if (masked_[k].pruned.defined())
+                    changed = true;
+                set_mask(masked_[k], torch::Tensor());
+                masked_[k].target = -2;
+            }
+            continue;
+        }
+        bool global = mod.global_sparsity && mod.mask_type.kind != SP_PATTERN_NM && idx.size() > 1;
+        if (global) {
+            const char *n0 = masked_[idx[0]].name.c_str();
+            double s = final_pass ? sp_modifier_final_for(&mod, n0)
+                                  : sp_modifier_sparsity_at(&mod, n0, epoch);
+            if (s > 0 && s != global_target_[mi]) {
+                select(idx, mod, s);
+                global_target_[mi] = s;
+                for (size_t k : idx)
+                    masked_[k].target = s;
+                changed = true;
+            }
+            continue;
+        }
+        for (size_t k : idx) {
+            Masked &m = masked_[k];
+            double s = final_pass ? sp_modifier_final_for(&mod, m.name.c_str())
+                                  : sp_modifier_sparsity_at(&mod, m.name.c_str(), epoch);
+            if (s > 0 && s != m.target) {
+                select({k}, mod, s);
+                m.target = s;
+                changed = true;
+            }
+        }
+    }
+    return changed;
+}
+
+void Trainer::counts(int64_t *zeros, int64_t *numel) const
+{
+    int64_t z = 0, n = 0;
+    for (const auto &m : masked_) {
+        z += m.param.detach().eq(0).sum().item<int64_t>();
+        n += m.param.numel();
+    }
+    *zeros = z;
+    *numel = n;
+}
+
+void Trainer::mask_report(int epoch, double epoch_f)
+{
+    std::vector<sp_train_tensor_info> info;
+    for (const auto &m : masked_) {
+        sp_train_tensor_info t{};
+        t.name = m.name.c_str();
+        t.numel = m.param.numel();
+        t.zeros = m.param.detach().eq(0).sum().item<int64_t>();
+        t.target = m.target >= 0 ? m.target : -1;
+        info.push_back(t);
+    }
+    sp_train_event ev{};
+    ev.kind = SP_TRAIN_EV_MASK;
+    ev.epoch = epoch;
+    ev.epochs = o_->epochs;
+    ev.epoch_f = epoch_f;
+    ev.global_step = global_step_;
+    counts(&ev.masked_zeros, &ev.masked_numel);
+    ev.sparsity = ev.masked_numel ? (double)ev.masked_zeros / ev.masked_numel : 0;
+    ev.tensors = info.data();
+    ev.ntensors = info.size();
+    emit(ev);
+}
+
+void Trainer::make_optimizer()
+{
+    std::vector<torch::Tensor> params;
+    for (const auto &p : model_.parameters(true))
+        if (p.requires_grad())
+            params.push_back(p);
+    if (o_->optimizer == SP_OPTIM_SGD)
+        opt_ = std::make_unique<torch::optim::SGD>(
+            params, torch::optim::SGDOptions(o_->lr)
+                        .momentum(o_->momentum)
+                        .weight_decay(o_->weight_decay));
+    else
+        opt_ = std::make_unique<torch::optim::AdamW>(
+            params, torch::optim::AdamWOptions(o_->lr).weight_decay(o_->weight_decay));
+}
+
+double Trainer::lr_at(int64_t step, int64_t total, int64_t spe) const
+{
+    int64_t warm = std::max<int64_t>(o_->warmup_steps, (int64_t)std::llround(o_->warmup_epochs * spe));
+    if (warm > 0 && step < warm)
+        return o_->lr * (double)(step + 1) / (double)warm;
+    double p = total > warm ? (double)(step - warm) / (double)(total - warm) : 0.0;
+    p = std::min(1.0, std::max(0.0, p));
+    switch (o_->lr_schedule) {
+    case SP_LR_LINEAR:
+        return o_->lr * (1.0 - p);
+    case SP_LR_COSINE:
+        return o_->lr * 0.5 * (1.0 + std::cos(M_PI * p));
+    case SP_LR_CONSTANT:
+        break;
+    }
+    return o_->lr;
+}
+
+torch::Tensor Trainer::loss_of(const torch::Tensor &out, const torch::Tensor &y,
+                               const torch::Tensor &xb)
+{
+    torch::Tensor task;
+    if (o_->task == SP_TASK_CLASSIFICATION)
+        task = torch::nll_loss(torch::log_softmax(out, 1), y);
+    else
+        task = torch::mse_loss(out, y.reshape(out.sizes()));
+    if (!have_teacher_ || hardness_ <= 0)
+        return task;
+    torch::Tensor t;
+    {
+        torch::NoGradGuard ng;
+        t = teacher_.forward({xb}).toTensor();
+    }
+    double T = temperature_;
+    /* KL(softmax(teacher/T) || softmax(student/T)), batch mean, times T^2
+     * so gradients keep their scale (Hinton et al.; SparseML). */
+    torch::Tensor kl = torch::kl_div(torch::log_softmax(out / T, -1), torch::softmax(t / T, -1),
+                                     at::Reduction::Sum) /
+                       (double)out.size(0);
+    return (1.0 - hardness_) * task + hardness_ * T * T * kl;
+}
+
+void Trainer::evaluate(const torch::Tensor &x, const torch::Tensor &y, double *loss, double *acc)
+{
+    torch::NoGradGuard ng;
+    model_.eval();
+    int64_t n = x.size(0), bs = std::max<int64_t>(o_->batch_size, 256);
+    double total = 0;
+    int64_t correct = 0;
+    for (int64_t i = 0; i < n; i += bs) {
+        int64_t b = std::min(bs, n - i);
+        torch::Tensor xb = x.narrow(0, i, b), yb = y.narrow(0, i, b);
+        torch::Tensor out = model_.forward({xb}).toTensor();
+        if (o_->task == SP_TASK_CLASSIFICATION) {
+            total += torch::nll_loss(torch::log_softmax(out, 1), yb, {}, at::Reduction::Sum)
+                         .item<double>();
+            correct += out.argmax(1).eq(yb).sum().item<int64_t>();
+        } else {
+            total += torch::mse_loss(out, yb.reshape(out.sizes()), at::Reduction::Sum)
+                         .item<double>() /
+                     std::max<int64_t>(1, out.numel() / std::max<int64_t>(1, b));
+        }
+    }
+    *loss = total / (double)n;
+    *acc = o_->task == SP_TASK_CLASSIFICATION ? (double)correct / (double)n : -1.0;
+    model_.train();
+}
+
+void Trainer::save_model(const std::string &path)
+{
+    apply_masks_to_weights();
+    std::string tmp = path + ".partial";
+    try {
+        if (device_.is_cpu()) {
+            model_.save(tmp);
+        } else {
+            model_.to(torch::kCPU);
+            model_.save(tmp);
+            model_.to(device_);
+        }
+    } catch (const std::exception &e) {
+        unlink(tmp.c_str());
+        fail(err_, SP_ERR_IO, "cannot write '%s': %s", path.c_str(), torch_msg(e).c_str());
+    }
+    if (rename(tmp.c_str(), path.c_str()) != 0) {
+        int e = errno;
+        unlink(tmp.c_str());
+        fail(err_, SP_ERR_IO, "cannot write '%s': %s", path.c_str(), strerror(e));
+    }
+}
+
+/* OUT.ckpt/: model.pt (TorchScript), state.pt (optimizer state, masks,
+ * movement scores, positions), state.json (for people). Each file is written
+ * atomically; state.json last. */
+void Trainer::save_checkpoint(int epochs_done)
+{
+    std::string dir = std::string(o_->out) + ".ckpt";
+    if (mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
+        fail(err_, SP_ERR_IO, "cannot create '%s': %s", dir.c_str(), strerror(errno));
+    save_model(dir + "/model.pt");
+    std::string st = dir + "/state.pt", tmp = st + ".partial";
+    try {
+        torch::serialize::OutputArchive a, oa;
+        opt_->save(oa);
+        a.write("optimizer", oa);
+        a.write("epoch", c10::IValue((int64_t)epochs_done));
+        a.write("global_step", c10::IValue(global_step_));
+        a.write("num_masked", c10::IValue((int64_t)masked_.size()));
+        for (size_t i = 0; i < masked_.size(); i++) {
+            const Masked &m = masked_[i];
+            std::string k = std::to_string(i);
+            a.write("name_" + k, c10::IValue(m.name));
+            a.write("target_" + k, c10::IValue(m.target));
+            if (m.pruned.defined())
+                a.write("pruned_" + k, m.pruned.to(torch::kCPU), true);
+            if (m.score.defined())
+                a.write("score_" + k, m.score.to(torch::kCPU), true);
+        }
+        for (size_t i = 0; i < global_target_.size(); i++)
+            a.write("global_target_" + std::to_string(i), c10::IValue(global_target_[i]));
+        a.save_to(tmp);
+    } catch (const std::exception &e) {
+        unlink(tmp.c_str());
+        fail(err_, SP_ERR_IO, "cannot write '%s': %s", st.c_str(), torch_msg(e).c_str());
+    }
+    if (rename(tmp.c_str(), st.c_str()) != 0)
+        fail(err_, SP_ERR_IO, "cannot write '%s': %s", st.c_str(), strerror(errno));
+    std::string js = dir + "/state.json", jtmp = js + ".partial";
+    FILE *f = fopen(jtmp.c_str(), "w");
+    if (!f)
+        fail(err_, SP_ERR_IO, "cannot write '%s': %s", js.c_str(), strerror(errno));
+    fprintf(f, "{\"format\": \"sparsify-finetune-checkpoint\", \"version\": 1, \"epoch\": %d, "
+               "\"epochs\": %d, \"global_step\": %lld, \"seed\": %llu}\n",
+            epochs_done, o_->epochs, (long long)global_step_, (unsigned long long)o_->seed);
+    if (fclose(f) != 0 || rename(jtmp.c_str(), js.c_str()) != 0) {
+        unlink(jtmp.c_str());
+        fail(err_, SP_ERR_IO, "cannot write '%s': %s", js.c_str(), strerror(errno));
+    }
+    sp_train_event ev{};
+    ev.kind = SP_TRAIN_EV_CHECKPOINT;
+    ev.epoch = epochs_done;
+    ev.epochs = o_->epochs;
+    ev.global_step = global_step_;
+    ev.message = dir.c_str();
+    emit(ev);
+}
+
+void Trainer::load_checkpoint()
+{
+    std::string st = std::string(o_->resume) + "/state.pt";
+    try {
+        torch::serialize::InputArchive a, oa;
+        a.load_from(st);
+        a.read("optimizer", oa);
+        opt_->load(oa);
+        c10::IValue v;
+        a.read("epoch", v);
+        start_epoch_ = (int)v.toInt();
+        a.read("global_step", v);
+        global_step_ = v.toInt();
+        a.read("num_masked", v);
+        if ((size_t)v.toInt() != masked_.size())
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "'%s': the checkpoint has %lld masked tensors, this run %zu "
+                 "(resume with the same --recipe)",
+                 st.c_str(), (long long)v.toInt(), masked_.size());
+        for (size_t i = 0; i < masked_.size(); i++) {
+            Masked &m = masked_[i];
+            std::string k = std::to_string(i);
+            a.read("name_" + k, v);
+            if (v.toStringRef() != m.name)
+                fail(err_, SP_ERR_INVALID_ARG, "'%s': masked tensor %zu is '%s', expected '%s'",
+                     st.c_str(), i, v.toStringRef().c_str(), m.name.c_str());
+            a.read("target_" + k, v);
+            m.target = v.toDouble();
+            torch::Tensor t;
+            if (a.try_read("pruned_" + k, t, true)) {
+                set_mask(m, t.to(device_));
+            } else {
+                set_mask(m, torch::Tensor());
+            }
+            torch::Tensor s;
+            if (a.try_read("score_" + k, s, true))
+                m.score = s.to(device_);
+        }
+        for (size_t i = 0; i < global_target_.size(); i++) {
+            a.read("global_target_" + std::to_string(i), v);
+            global_target_[i] = v.toDouble();
+        }
+    } catch (const Failed &) {
+        throw;
+    } catch (const std::exception &e) {
+        fail(err_, SP_ERR_FORMAT, "'%s': cannot resume from this checkpoint: %s", st.c_str(),
+             torch_msg(e).c_str());
+    }
+    if (start_epoch_ > o_->epochs)
+        fail(err_, SP_ERR_INVALID_ARG,
+             "'%s': the checkpoint is at epoch %d, past --epochs %d", o_->resume, start_epoch_,
+             o_->epochs);
+}
+
+void Trainer::run(sp_train_result *res)
+{
+    check_opts();
+    pick_device();
+    if (o_->threads > 0)
+        at::set_num_threads(o_->threads);
+    torch::manual_seed(o_->seed);
+    if (o_->recipe) {
+        sp_status st = sp_recipe_load(&recipe_, o_->recipe, err_);
+        if (st != SP_OK)
+            throw Failed{st};
+    }
+    /* distillation settings: CLI, else the recipe, else SparseML's defaults */
+    if (recipe_)
+        for (size_t i = 0; i < recipe_->nmods; i++)
+            if (recipe_->mods[i].type == SP_MOD_DISTILLATION) {
+                hardness_ = recipe_->mods[i].hardness;
+                temperature_ = recipe_->mods[i].temperature;
+                /* SparseML's "teacher": a path, "self" (the starting
+                 * model) or "disable" */
+                const char *t = recipe_->mods[i].teacher;
+                if (t && !strcmp(t, "self"))
+                    teacher_path_ = o_->model;
+                else if (t && strcmp(t, "disable"))
+                    teacher_path_ = t;
+            }
+    if (o_->teacher)
+        teacher_path_ = o_->teacher;
+    if (o_->distill_hardness >= 0)
+        hardness_ = o_->distill_hardness;
+    if (o_->distill_temperature > 0)
+        temperature_ = o_->distill_temperature;
+    load_data();
+    load_models();
+    if (o_->reset_head && !o_->resume)
+        reset_head();
+    model_.to(device_);
+    model_.train();
+    check_model();
+    setup_masks();
+    make_optimizer();
+    if (o_->resume)
+        load_checkpoint();
+    else
+        apply_masks_to_weights();
+
+    int64_t n = have_train_ ? xtr_.size(0) : 0;
+    int64_t bs = o_->batch_size;
+    int64_t spe = n ? (n + bs - 1) / bs : 0;
+    int64_t total = spe * o_->epochs;
+    sp_train_event ev{};
+    ev.kind = SP_TRAIN_EV_START;
+    ev.epochs = o_->epochs;
+    ev.epoch = start_epoch_;
+    ev.steps_per_epoch = spe;
+    ev.train_n = n;
+    ev.val_n = have_val_ ? xva_.size(0) : 0;
+    std::string devname = device_.str();
+    ev.message = devname.c_str();
+    counts(&ev.masked_zeros, &ev.masked_numel);
+    ev.ntensors = masked_.size();
+    ev.sparsity = ev.masked_numel ? (double)ev.masked_zeros / ev.masked_numel : 0;
+    emit(ev);
+
+    if (recipe_ && update_masks((double)start_epoch_, false))
+        mask_report(start_epoch_, start_epoch_);
+
+    std::vector<double> all_ms;
+    double last_loss = 0;
+    sp_train_result r{};
+    for (int epoch = start_epoch_; epoch < o_->epochs; epoch++) {
+        std::vector<int64_t> perm = permutation(n, o_->seed, epoch);
+        torch::Tensor permt = torch::from_blob(perm.data(), {n}, torch::kLong).to(device_);
+        torch::manual_seed(o_->seed * 1000003ULL + (uint64_t)epoch);
+        model_.train();
+        std::vector<double> ms;
+        double loss_sum = 0;
+        int64_t seen = 0;
+        for (int64_t s = 0; s < spe; s++) {
+            double ef = epoch + (double)s / (double)spe;
+            if (recipe_ && update_masks(ef, false))
+                mask_report(epoch + 1, ef);
+            double t0 = now_ms();
+            int64_t b = std::min(bs, n - s * bs);
+            torch::Tensor idx = permt.narrow(0, s * bs, b);
+            torch::Tensor xb = xtr_.index_select(0, idx), yb = ytr_.index_select(0, idx);
+            double lr = lr_at(global_step_, total, spe);
+            for (auto &g : opt_->param_groups())
+                g.options().set_lr(lr);
+            opt_->zero_grad();
+            torch::Tensor out = model_.forward({xb}).toTensor();
+            torch::Tensor loss = loss_of(out, yb, xb);
+            loss.backward();
+            {
+                torch::NoGradGuard ng;
+                for (auto &m : masked_) {
+                    torch::Tensor g = m.param.grad();
+                    if (!g.defined())
+                        continue;
+                    if (m.score.defined())
+                        m.score.sub_(m.param * g); /* movement: S += -W * dL/dW */
+                    if (m.active)
+                        g.mul_(m.keep);
+                }
+            }
+            opt_->step();
+            double lv = loss.item<double>();
+            if (!std::isfinite(lv))
+                fail(err_, SP_ERR_CHECK,
+                     "epoch %d step %lld: the loss is %g (try a smaller --lr)", epoch + 1,
+                     (long long)(s + 1), lv);
+            ms.push_back(now_ms() - t0);
+            loss_sum += lv * (double)b;
+            seen += b;
+            global_step_++;
+            sp_train_event se{};
+            se.kind = SP_TRAIN_EV_STEP;
+            se.epoch = epoch + 1;
+            se.epochs = o_->epochs;
+            se.epoch_f = epoch + (double)(s + 1) / (double)spe;
+            se.step = s + 1;
+            se.steps_per_epoch = spe;
+            se.global_step = global_step_;
+            se.lr = lr;
+            se.train_loss = loss_sum / (double)seen;
+            se.train_n = n;
+            emit(se);
+        }
+        last_loss = seen ? loss_sum / (double)seen : 0;
+        verify_masks(epoch + 1);
+        all_ms.insert(all_ms.end(), ms.begin(), ms.end());
+        sp_train_event ee{};
+        ee.kind = SP_TRAIN_EV_EPOCH;
+        ee.epoch = epoch + 1;
+        ee.epochs = o_->epochs;
+        ee.epoch_f = epoch + 1;
+        ee.steps_per_epoch = spe;
+        ee.global_step = global_step_;
+        ee.lr = lr_at(std::max<int64_t>(0, global_step_ - 1), total, spe);
+        ee.train_loss = last_loss;
+        ee.train_n = n;
+        ee.step_ms = median(ms);
+        if (have_val_) {
+            ee.has_val = true;
+            ee.val_n = xva_.size(0);
+            evaluate(xva_, yva_, &ee.val_loss, &ee.val_accuracy);
+        }
+        counts(&ee.masked_zeros, &ee.masked_numel);
+        ee.sparsity = ee.masked_numel ? (double)ee.masked_zeros / ee.masked_numel : 0;
+        ee.ntensors = masked_.size();
+        emit(ee);
+        r.epochs_run++;
+        if (o_->save_every > 0 && (epoch + 1) % o_->save_every == 0 && epoch + 1 < o_->epochs)
+            save_checkpoint(epoch + 1);
+    }
+
+    /* The final model meets every modifier's final sparsity exactly, even
+     * when the run ended before a schedule did. */
+    if (recipe_ && o_->epochs > 0) {
+        for (size_t i = 0; i < recipe_->nmods; i++) {
+            const sp_modifier &m = recipe_->mods[i];
+            if (sp_modifier_prunes(&m) && m.end_epoch > o_->epochs) {
+                char buf[256];
+                snprintf(buf, sizeof buf,
+                         "recipe modifier %zu (%s) ends at epoch %g, after --epochs %d; its "
+                         "final sparsity was applied at the end",
+                         i, sp_modifier_type_str(m.type), m.end_epoch, o_->epochs);
+                warn(buf);
+            }
+        }
+        if (update_masks((double)o_->epochs, true) && have_val_) {
+            double l, a;
+            evaluate(xva_, yva_, &l, &a);
+            r.val_loss = l;
+            r.val_accuracy = a;
+        }
+    }
+
+    r.steps = (int64_t)all_ms.size();
+    r.train_loss = last_loss;
+    r.step_ms = median(all_ms);
+    r.masked_tensors = masked_.size();
+    counts(&r.masked_zeros, &r.masked_numel);
+    if (have_val_) {
+        r.has_val = true;
+        r.val_n = xva_.size(0);
+        evaluate(xva_, yva_, &r.val_loss, &r.val_accuracy);
+    } else if (o_->epochs == 0 && have_train_) {
+        r.has_val = true;
+        r.val_n = xtr_.size(0);
+        evaluate(xtr_, ytr_, &r.val_loss, &r.val_accuracy);
+    }
+    if (!masked_.empty())
+        mask_report(o_->epochs, o_->epochs);
+    if (o_->out)
+        save_model(o_->out);
+    if (res)
+        *res = r;
+}
+
+void Trainer::apply_masks_to_weights()
+{
+    torch::NoGradGuard ng;
+    for (auto &m : masked_)
+        if (m.active)
+            m.param.masked_fill_(m.pruned, 0.0);
+}
+
+} // namespace
+
+extern "C" {
+
+void sp_train_opts_init(sp_train_opts *o)
+{
+    std::memset(o, 0, sizeof *o);
+    o->task = SP_TASK_CLASSIFICATION;
+    o->epochs = 1;
+    o->batch_size = 32;
+    o->lr = 1e-3;
+    o->optimizer = SP_OPTIM_ADAMW;
+    o->momentum = 0.9;
+    o->lr_schedule = SP_LR_CONSTANT;
+    o->device = "cpu";
+    o->distill_hardness = -1;
+    o->distill_temperature = -1;
+}
+
+sp_status sp_train_run(const sp_train_opts *opts, sp_train_cb cb, void *ctx,
+                       sp_train_result *res, sp_error *err)
+{
+    sp_error_clear(err);
+    /* Flush denormals to zero while training: Adam's second moments of tiny
+     * gradients otherwise fall into denormal range and slow every step down
+     * several times (measured: docs/finetune.md). The caller's floating-point
+     * mode is restored on return. */
+#if defined(__SSE__)
+    unsigned int csr = _mm_getcsr();
+#endif
+    at::globalContext().setFlushDenormal(true);
+    sp_status st = SP_OK;
+    try {
+        Trainer t(opts, cb, ctx, err);
+        t.run(res);
+    } catch (const Failed &f) {
+        st = f.st;
+    } catch (const std::bad_alloc &) {
+        st = sp_error_set(err, SP_ERR_NOMEM, "out of memory during fine-tuning");
+    } catch (const std::exception &e) {
+        st = sp_error_set(err, SP_ERR_INTERNAL, "libtorch: %s", torch_msg(e).c_str());
+    }
+#if defined(__SSE__)
+    _mm_setcsr(csr);
+#endif
+    return st;
+}
+
+bool sp_train_cuda_available(void)
+{
+    try {
+        return torch::cuda::is_available();
+    } catch (...) {
+        return false;
+    }
+}
+
+const char *sp_train_torch_version(void) { return TORCH_VERSION; }
+
+} // extern "C"
