@@ -1,0 +1,87 @@
+/* Options shared by `prune` and `check` (see rules.h). */
+#include "cmd/rules.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int rules_build(rules *r, const rules_opts *o, const char *cmd)
+{
+    sp_error err = {0};
+    memset(r, 0, sizeof *r);
+    if (o->recipe) {
+        if (o->sparsity || o->pattern || o->scope || o->ninclude || o->nexclude)
+            return cli_usage_error(cmd, "--recipe cannot be combined with --sparsity, --pattern, "
+                                        "--scope, --include or --exclude");
+        sp_status s = sp_recipe_load(&r->recipe, o->recipe, &err);
+        if (s)
+            return cli_fail(&err); /* the message names the recipe */
+        r->rules = calloc(r->recipe->nmods ? r->recipe->nmods : 1, sizeof *r->rules);
+        if (!r->rules) {
+            cli_error("out of memory");
+            return EXIT_FAILED;
+        }
+        r->n = sp_prune_rules_from_recipe(r->recipe, r->rules);
+        if (r->n == 0)
+            return cli_usage_error(cmd, "recipe '%s' has no pruning modifier", o->recipe);
+        return EXIT_OK;
+    }
+
+    sp_prune_rule rule = {0};
+    if (sp_pattern_parse(&rule.pattern, o->pattern ? o->pattern : "unstructured", &err)) {
+        sp_error_prefix(&err, "--pattern");
+        return cli_fail(&err);
+    }
+    double implied = sp_pattern_implied_sparsity(&rule.pattern);
+    if (o->sparsity) {
+        double s;
+        if (!cli_parse_double("--sparsity", o->sparsity, &s))
+            return EXIT_USAGE;
+        if (!(s >= 0.0 && s <= 1.0))
+            return cli_usage_error(cmd, "--sparsity %s is out of range [0, 1]", o->sparsity);
+        if (implied >= 0 && fabs(s - implied) > 1e-9)
+            return cli_usage_error(cmd,
+                                   "--sparsity %s does not match pattern %s (it implies %g: at "
+                                   "most N nonzeros in every M weights)",
+                                   o->sparsity, o->pattern, implied);
+        rule.sparsity = s;
+    } else if (implied >= 0) {
+        rule.sparsity = implied;
+    } else {
+        return cli_usage_error(cmd, "--sparsity or --recipe is required");
+    }
+    if (o->scope && strcmp(o->scope, "layer") && strcmp(o->scope, "global"))
+        return cli_usage_error(cmd, "--scope must be 'layer' or 'global', not '%s'", o->scope);
+    rule.global = o->scope && !strcmp(o->scope, "global");
+    if (rule.global && implied >= 0)
+        return cli_usage_error(cmd, "--scope global does not apply to N:M patterns");
+    if (o->block_score) {
+        if (!strcmp(o->block_score, "l1"))
+            rule.bscore = SP_BLOCK_SCORE_L1;
+        else if (!strcmp(o->block_score, "l2"))
+            rule.bscore = SP_BLOCK_SCORE_L2;
+        else
+            return cli_usage_error(cmd, "--block-score must be 'l1' or 'l2'");
+    }
+    if (sp_selector_init(&r->selector, o->include, o->ninclude, o->exclude, o->nexclude, &err))
+        return cli_fail(&err);
+    r->have_selector = true;
+    rule.selector = &r->selector;
+    r->rules = malloc(sizeof *r->rules);
+    if (!r->rules) {
+        cli_error("out of memory");
+        return EXIT_FAILED;
+    }
+    r->rules[0] = rule;
+    r->n = 1;
+    return EXIT_OK;
+}
+
+void rules_release(rules *r)
+{
+    if (r->have_selector)
+        sp_selector_release(&r->selector);
+    sp_recipe_free(r->recipe);
+    free(r->rules);
+    memset(r, 0, sizeof *r);
+}
