@@ -27,6 +27,17 @@ ninja -C "$BUILD"
 
 case "${1:-}" in
   example) exec bash examples/digits/run.sh "$BUILD/sparsify" ;;
-  test)    exec meson test -C "$BUILD" --print-errorlogs --num-processes 2 ;;
+  test)
+    rc=0
+    meson test -C "$BUILD" --print-errorlogs --num-processes 2 || rc=$?
+    # plain summary line from meson's JSON log (one object per test)
+    log="$BUILD/meson-logs/testlog.json"
+    if [ -f "$log" ]; then
+      ok=$(grep -c '"result": "OK"' "$log" || true)
+      bad=$(grep -c -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log" || true)
+      skip=$(grep -c '"result": "SKIP"' "$log" || true)
+      echo "tests: $ok passed, $bad failed, $skip skipped"
+    fi
+    exit $rc ;;
   *) echo "usage: bash scripts/bootstrap.sh example|test" >&2; exit 2 ;;
 esac
