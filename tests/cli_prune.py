@@ -359,6 +359,27 @@ def main():
         check(read_safetensors(P("hf90/model-00002-of-00002.safetensors"))["norm.weight"].equal(st["norm.weight"]),
               "second shard untouched tensor identical")
 
+    # --- 11. interrupted runs leave no partial output -----------------------
+    import signal
+    import time
+    torch.manual_seed(7)
+    big = {f"l{i}.weight": torch.randn(512, 512) for i in range(24)}
+    torch.save(big, P("big.pt"))
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2):
+        target = P(f"int{delay}.pt")
+        proc = subprocess.Popen([SPARSIFY, "prune", P("big.pt"), "-o", target, "--sparsity", "0.9", "-q"])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        leftovers = [f for f in os.listdir(tmp) if "sparsify-tmp" in f]
+        ok = not leftovers
+        if os.path.exists(target):  # finished before the kill: must be whole
+            try:
+                ok = ok and int((torch.load(target)["l0.weight"] == 0).sum()) == nz_round(0.9, 512 * 512)
+            except Exception:  # noqa: BLE001
+                ok = False
+        check(ok, f"killed after {delay}s: no partial output, no temp files")
+
     print(f"{passed} passed, {len(failures)} failed")
     return 1 if failures else 0
 
