@@ -6,7 +6,10 @@
  */
 #include "sparsify/prune_ckpt.h"
 
+#include "prune/internal.h"
+
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,20 +278,75 @@ out:
     return s;
 }
 
+/* The common case, fused: a storage with one distinct target whose view is
+ * contiguous. The target's bytes are pruned straight from orig into out in
+ * one streaming step (select, write, count); the storage's other bytes are
+ * copied. No mask is built for f32 unstructured/N:M and nothing is compared
+ * afterwards: the pruner says whether a byte changed. */
+static sp_status fused_storage(job *j, size_t first, const void *orig, void *out, uint64_t nb,
+                               bool *changed, sp_error *err)
+{
+    const target *tg = &j->targets[first];
+    const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
+    const sp_prune_rule *rule = &j->rules[tg->rule];
+    const size_t es = sp_dtype_size(t->dtype);
+    const size_t off = (size_t)t->offset * es, len = (size_t)t->numel * es;
+    const unsigned char *src = (const unsigned char *)orig + off;
+    unsigned char *dst = (unsigned char *)out + off;
+    sp__prune_stats ps;
+    sp_status s;
+    if (off)
+        memcpy(out, orig, off);
+    if (off + len < nb)
+        memcpy(dst + len, src + len, (size_t)nb - off - len);
+    if (rule->global && j->globals[tg->rule])
+        s = sp__global_apply(j->globals[tg->rule], tg->gslot, dst, src, t->dtype, t->ndim,
+                             t->shape, &ps, err);
+    else
+        s = sp__prune_tensor(dst, src, t->dtype, t->ndim, t->shape, &rule->pattern,
+                             tg->sparsity, rule->bscore, &ps, err);
+    if (s) {
+        sp_error_prefix(err, "tensor '%s'", t->name);
+        return s;
+    }
+    /* the target and its tied copies (same view) */
+    for (size_t k = first; k < j->ntargets; k++) {
+        const target *o = &j->targets[k];
+        if (sp_ckpt_tensor(j->ck, o->tensor)->storage != t->storage)
+            continue;
+        sp_prune_entry *e = &j->rep->entries[o->entry];
+        e->zeros_before = ps.zeros_before;
+        e->zeros_after = ps.zeros_after;
+    }
+    *changed = ps.changed;
+    return SP_OK;
+}
+
 static sp_status rewrite_cb(void *ctx, sp_ckpt *ck, size_t storage, const void *orig, void *out,
                             bool *changed, sp_error *err)
 {
     job *j = ctx;
-    bool any = false;
+    size_t first = SIZE_MAX, nprimary = 0;
     for (size_t k = 0; k < j->ntargets; k++) {
+        if (sp_ckpt_tensor(ck, j->targets[k].tensor)->storage != storage)
+            continue;
+        if (first == SIZE_MAX)
+            first = k;
+        nprimary += !j->targets[k].dup;
+    }
+    if (first == SIZE_MAX)
+        return SP_OK;
+    if (nprimary == 1 && !j->targets[first].dup &&
+        sp_tensor_is_contiguous(sp_ckpt_tensor(ck, j->targets[first].tensor)))
+        return fused_storage(j, first, orig, out, sp_ckpt_storage(ck, storage)->nbytes, changed,
+                             err);
+    /* general case: several targets on one storage, or strided views */
+    memcpy(out, orig, sp_ckpt_storage(ck, storage)->nbytes);
+    for (size_t k = first; k < j->ntargets; k++) {
         target *tg = &j->targets[k];
         const sp_tensor *t = sp_ckpt_tensor(ck, tg->tensor);
         if (t->storage != storage)
             continue;
-        if (!any) {
-            memcpy(out, orig, sp_ckpt_storage(ck, storage)->nbytes);
-            any = true;
-        }
         sp_prune_entry *e = &j->rep->entries[tg->entry];
         e->zeros_before = view_zeros(t, orig);
         if (!tg->dup) {
@@ -301,8 +359,7 @@ static sp_status rewrite_cb(void *ctx, sp_ckpt *ck, size_t storage, const void *
         }
         e->zeros_after = view_zeros(t, out);
     }
-    if (any)
-        *changed = memcmp(out, orig, sp_ckpt_storage(ck, storage)->nbytes) != 0;
+    *changed = memcmp(out, orig, sp_ckpt_storage(ck, storage)->nbytes) != 0;
     return SP_OK;
 }
 

@@ -14,6 +14,8 @@
 
 #include "prune/internal.h"
 
+#define PAR_MIN 65536
+
 #define HBITS 20
 #define HSHIFT (64 - HBITS)
 
@@ -134,6 +136,192 @@ static sp_status finish_pass2(sp_global *g, sp_error *err)
     return SP_OK;
 }
 
+
+/* ---- f32 magnitudes: no key arrays ----
+ * The key of an f32 element with absolute bit pattern a (internal.h) is
+ * key_f32(a), strictly increasing in a. For a normal float its top HBITS
+ * bits are (a >> 15) + GB_OFF: the double's sign flag, exponent (the float's
+ * + 896) and top 8 mantissa bits. Zeros and subnormals are computed. */
+#define GB_OFF ((1u << 19) + (896u << 8))
+#define NB16 65536u
+
+static inline uint64_t key_f32(uint32_t a)
+{
+    if (!a)
+        return 0;
+    float f;
+    memcpy(&f, &a, 4);
+    return sp__score_key((double)f);
+}
+
+static inline uint64_t gbucket_f32(uint32_t a)
+{
+    if (a >= 0x00800000u)
+        return (uint64_t)(a >> 15) + GB_OFF;
+    return key_f32(a) >> HSHIFT;
+}
+
+static bool fast_f32(const sp_global *g, sp_dtype dtype, const float *scores, size_t n)
+{
+    return dtype == SP_F32 && !scores && g->pattern.kind == SP_PATTERN_UNSTRUCTURED &&
+           n <= UINT32_MAX;
+}
+
+static sp_status add_f32(sp_global *g, int pass, size_t tensor, const uint32_t *w, size_t n,
+                         sp_error *err)
+{
+    const int nt = n > PAR_MIN ? sp__nthreads() : 1;
+    const size_t nc = (size_t)nt;
+    int nan = 0, inf = 0, nomem = 0;
+    if (pass == 1) {
+        uint32_t *hist = calloc(nc * NB16, sizeof(uint32_t));
+        if (!hist)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        size_t nz = 0, bad = 0;
+        uint64_t *gh = g->hist;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static, 1) reduction(+ : nz, bad)
+        for (size_t c = 0; c < nc; c++) {
+            uint32_t *h = hist + c * NB16;
+            size_t z = 0;
+            for (size_t i = c * n / nc, e = (c + 1) * n / nc; i < e; i++) {
+                uint32_t a = w[i] & 0x7fffffffu;
+                h[a >> 15]++;
+                z += a == 0;
+                if (a < 0x00800000u && a) { /* subnormal: its own bucket */
+                    uint64_t b = key_f32(a) >> HSHIFT;
+#pragma omp atomic
+                    gh[b]++;
+                }
+            }
+            nz += z;
+            for (size_t fb = 0x7f800000u >> 15; fb < NB16; fb++)
+                bad += h[fb]; /* Inf, NaN */
+        }
+        if (bad) {
+            free(hist);
+            for (size_t i = 0; i < n; i++) {
+                uint32_t a = w[i] & 0x7fffffffu;
+                nan |= a > 0x7f800000u;
+                inf |= a == 0x7f800000u;
+            }
+            return sp_error_set(err, SP_ERR_INVALID_ARG, "contains %s", nan ? "NaN" : "Inf");
+        }
+        /* normal floats: bucket = (a >> 15) + GB_OFF */
+        for (size_t c = 0; c < nc; c++) {
+            const uint32_t *h = hist + c * NB16;
+            for (size_t fb = 0x00800000u >> 15; fb < (0x7f800000u >> 15); fb++)
+                gh[fb + GB_OFF] += h[fb];
+        }
+        free(hist);
+        gh[0] += nz;
+        g->units[tensor] = n;
+        g->total += n;
+        g->nzero += nz;
+        g->seen1++;
+        return SP_OK;
+    }
+    if (n != g->units[tensor])
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "global selection: tensor %zu has %zu units in pass 2, %zu in pass 1",
+                            tensor, n, g->units[tensor]);
+    if (g->k > 0 && g->k < g->total) {
+        cand **loc = calloc(nc, sizeof *loc);
+        size_t *cnt = calloc(nc, sizeof *cnt);
+        if (!loc || !cnt) {
+            free(loc);
+            free(cnt);
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        }
+        const uint64_t B = g->bucket;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static, 1) reduction(| : nomem)
+        for (size_t c = 0; c < nc; c++) {
+            size_t m = 0, cap = 0;
+            cand *v = NULL;
+            for (size_t i = c * n / nc, e = (c + 1) * n / nc; i < e; i++) {
+                uint32_t a = w[i] & 0x7fffffffu;
+                if (gbucket_f32(a) != B)
+                    continue;
+                if (m == cap) {
+                    size_t nc2 = cap ? 2 * cap : 1024;
+                    cand *v2 = realloc(v, nc2 * sizeof(cand));
+                    if (!v2) {
+                        nomem = 1;
+                        break;
+                    }
+                    v = v2;
+                    cap = nc2;
+                }
+                v[m++] = (cand){key_f32(a), tensor, i};
+            }
+            loc[c] = v;
+            cnt[c] = m;
+        }
+        size_t add = 0;
+        for (size_t c = 0; c < nc; c++)
+            add += cnt[c];
+        if (!nomem && g->ncands + add > g->cap) {
+            size_t cap = g->cap ? g->cap : 1024;
+            while (cap < g->ncands + add)
+                cap *= 2;
+            cand *c2 = realloc(g->cands, cap * sizeof(cand));
+            if (c2) {
+                g->cands = c2;
+                g->cap = cap;
+            } else {
+                nomem = 1;
+            }
+        }
+        for (size_t c = 0; c < nc; c++) {
+            if (!nomem && cnt[c])
+                memcpy(g->cands + g->ncands, loc[c], cnt[c] * sizeof(cand));
+            if (!nomem)
+                g->ncands += cnt[c];
+            free(loc[c]);
+        }
+        free(loc);
+        free(cnt);
+        if (nomem)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    }
+    g->seen2++;
+    return SP_OK;
+}
+
+/* Smallest a in [0, 0x7f800000] with key_f32(a) >= K (0x7f800000 if none). */
+static uint32_t first_ge(uint64_t K)
+{
+    uint32_t lo = 0, hi = 0x7f800000u;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (key_f32(mid) >= K)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* The cut of tensor `tensor` (n elements) under the final threshold. */
+static void cut_f32(const sp_global *g, size_t tensor, size_t n, sp__cut32 *c)
+{
+    if (g->k == 0) {
+        *c = (sp__cut32){n, 0, 0};
+        return;
+    }
+    if (g->k >= g->total) {
+        *c = (sp__cut32){n, 0x80000000u, 0x80000000u};
+        return;
+    }
+    const cand t = g->thr;
+    uint32_t le = first_ge(t.key + 1), lt = first_ge(t.key);
+    if (tensor < t.tensor)
+        *c = (sp__cut32){n, le, le};
+    else if (tensor > t.tensor)
+        *c = (sp__cut32){n, lt, lt};
+    else
+        *c = (sp__cut32){(size_t)t.index + 1, le, lt};
+}
+
 static sp_status tensor_keys(sp_global *g, size_t tensor, uint64_t **keys, size_t *nunits,
                              size_t *nzero, sp_dtype dtype, const void *data, const float *scores,
                              int ndim, const int64_t *shape, sp_error *err)
@@ -174,6 +362,13 @@ sp_status sp_global_add(sp_global *g, int pass, size_t tensor, sp_dtype dtype, c
         return sp_error_set(err, SP_ERR_INVALID_ARG,
                             "global selection: tensor %zu added twice in pass %d", tensor, pass);
 
+    size_t numel = sp__unit_count(ndim, shape, &g->pattern);
+    if (fast_f32(g, dtype, scores, numel)) {
+        if ((st = add_f32(g, pass, tensor, data, numel, err)))
+            return st;
+        g->seen[tensor] |= bit;
+        return SP_OK;
+    }
     uint64_t *keys;
     size_t n, nzero = 0;
     if ((st = tensor_keys(g, tensor, &keys, &n, &nzero, dtype, data, scores, ndim, shape, err)))
@@ -228,6 +423,21 @@ sp_status sp_global_mask(sp_global *g, size_t tensor, uint8_t *mask, sp_dtype dt
         return sp_error_set(err, SP_ERR_INVALID_ARG, "global selection: pass 2 has not run");
     if (g->state == 2 && (st = finish_pass2(g, err)))
         return st;
+    size_t numel = sp__unit_count(ndim, shape, &g->pattern);
+    if (fast_f32(g, dtype, scores, numel)) {
+        if (numel != g->units[tensor])
+            return sp_error_set(err, SP_ERR_INVALID_ARG,
+                                "global selection: tensor %zu has %zu units, %zu in pass 1",
+                                tensor, numel, g->units[tensor]);
+        sp__cut32 c;
+        cut_f32(g, tensor, numel, &c);
+        const uint32_t *w = data;
+        const int nt = numel > PAR_MIN ? sp__nthreads() : 1;
+#pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+        for (size_t i = 0; i < numel; i++)
+            mask[i] = (w[i] & 0x7fffffffu) >= (i < c.split ? c.lo : c.hi);
+        return SP_OK;
+    }
     uint64_t *keys;
     size_t n, nzero = 0;
     if ((st = tensor_keys(g, tensor, &keys, &n, &nzero, dtype, data, scores, ndim, shape, err)))
@@ -262,4 +472,42 @@ sp_status sp_global_mask(sp_global *g, size_t tensor, uint8_t *mask, sp_dtype dt
     }
     free(keys);
     return SP_OK;
+}
+
+sp_status sp__global_apply(sp_global *g, size_t tensor, void *dst, const void *src,
+                           sp_dtype dtype, int ndim, const int64_t *shape, sp__prune_stats *st,
+                           sp_error *err)
+{
+    memset(st, 0, sizeof *st);
+    size_t numel = 1;
+    for (int d = 0; d < ndim; d++)
+        numel *= (size_t)shape[d];
+    if (tensor < g->ntensors && g->state >= 2 && fast_f32(g, dtype, NULL, numel)) {
+        sp_status s;
+        if (g->state == 2 && (s = finish_pass2(g, err)))
+            return s;
+        if (numel != g->units[tensor])
+            return sp_error_set(err, SP_ERR_INVALID_ARG,
+                                "global selection: tensor %zu has %zu units, %zu in pass 1",
+                                tensor, numel, g->units[tensor]);
+        sp__cut32 c;
+        cut_f32(g, tensor, numel, &c);
+        const uint32_t *w = src;
+        size_t zb = 0;
+        const int nt = numel > PAR_MIN ? sp__nthreads() : 1;
+#pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static) reduction(+ : zb)
+        for (size_t i = 0; i < numel; i++)
+            zb += (w[i] & 0x7fffffffu) == 0;
+        st->zeros_before = zb;
+        sp__apply_cut32(dst, src, numel, &c, st);
+        return SP_OK;
+    }
+    uint8_t *mask = malloc(numel ? numel : 1);
+    if (!mask)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory (%zu elements)", numel);
+    sp_status s = sp_global_mask(g, tensor, mask, dtype, src, NULL, ndim, shape, err);
+    if (!s)
+        sp__apply_mask(dst, src, dtype, numel, mask, st);
+    free(mask);
+    return s;
 }

@@ -44,4 +44,45 @@ void sp__block_mask_expand(uint8_t *mask, const uint8_t *bkeep, int ndim,
 /* Clamp-free exact count: floor(s * n + 0.5). */
 size_t sp__round_count(double s, size_t n);
 
+/* Threads for the parallel passes: OMP_NUM_THREADS when set, else at most
+ * 2. Results never depend on it. */
+int sp__nthreads(void);
+
+/* ---- fused select + apply (the checkpoint pruner's hot path) ---- */
+
+/* What a fused prune did to one tensor. */
+typedef struct sp__prune_stats {
+    uint64_t zeros_before, zeros_after; /* +0 and -0 */
+    bool changed;                       /* some byte of dst differs from src */
+} sp__prune_stats;
+
+/* Per-layer prune of one dense row-major tensor: reads src and writes all of
+ * dst (which may alias src): pruned elements +0.0, kept elements copied
+ * bit-identical. Exactly the mask sp_mask_select computes (magnitudes, no
+ * scores); streams the data instead of building key arrays where it can
+ * (f32 unstructured: a histogram select, 3 passes; f32 N:M: 1 pass). Errors
+ * as sp_mask_select. */
+sp_status sp__prune_tensor(void *dst, const void *src, sp_dtype dtype, int ndim,
+                           const int64_t *shape, const sp_pattern *p, double sparsity,
+                           sp_block_score bscore, sp__prune_stats *st, sp_error *err);
+
+/* f32 cut: element i is pruned iff (|bits| of w[i]) < (i < split ? lo : hi). */
+typedef struct sp__cut32 {
+    size_t split;
+    uint32_t lo, hi; /* exclusive bounds on the absolute bit pattern, <= 2^31 */
+} sp__cut32;
+
+/* dst = src with the cut applied (f32); stats as above (zeros_before not
+ * touched). dst may alias src. */
+void sp__apply_cut32(uint32_t *dst, const uint32_t *src, size_t n, const sp__cut32 *c,
+                     sp__prune_stats *st);
+/* dst = src with a per-element keep-mask applied; fills all of st. */
+void sp__apply_mask(void *dst, const void *src, sp_dtype dtype, size_t n, const uint8_t *mask,
+                    sp__prune_stats *st);
+
+/* Global scope: dst = src pruned by g's threshold (as sp_global_mask). */
+sp_status sp__global_apply(sp_global *g, size_t tensor, void *dst, const void *src,
+                           sp_dtype dtype, int ndim, const int64_t *shape, sp__prune_stats *st,
+                           sp_error *err);
+
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "sparsify/prune.h"
+#include "prune/internal.h"
 
 /* ---- helpers */
 
@@ -764,6 +765,206 @@ START_TEST(test_global)
 }
 END_TEST
 
+/* ---- fused select + apply (prune/internal.h, the checkpoint pruner) */
+
+/* expected dst and stats from sp_mask_select's mask */
+static void expect_apply(void *dst, sp__prune_stats *st, sp_dtype t, const void *src,
+                         const uint8_t *mask, size_t n)
+{
+    size_t es = sp_dtype_size(t);
+    memcpy(dst, src, n * es);
+    sp_mask_apply(dst, t, n, mask);
+    st->zeros_before = sp_count_zeros(t, src, n);
+    st->zeros_after = sp_count_zeros(t, dst, n);
+    st->changed = memcmp(dst, src, n * es) != 0;
+}
+
+/* f32 -> f16 (truncating; tiny values flush to a signed zero) and bf16 */
+static uint16_t to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    int e = (int)((u >> 23) & 0xff) - 127 + 15;
+    if (e <= 0)
+        return sign;
+    if (e >= 31)
+        return (uint16_t)(sign | 0x7c00);
+    return (uint16_t)(sign | (e << 10) | ((u >> 13) & 0x3ff));
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
+static void fill_dtype(void *buf, sp_dtype t, const float *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (t) {
+        case SP_F32: ((float *)buf)[i] = w[i]; break;
+        case SP_F64: ((double *)buf)[i] = w[i]; break;
+        case SP_F16: ((uint16_t *)buf)[i] = to_f16(w[i]); break;
+        default: ((uint16_t *)buf)[i] = to_bf16(w[i]); break;
+        }
+    }
+}
+
+static void check_fused_one(sp_dtype t, int ndim, const int64_t *shape, const char *pat,
+                            double s, const float *w)
+{
+    size_t n = numel_of(ndim, shape), es = sp_dtype_size(t);
+    void *src = malloc(n * es), *dst = malloc(n * es), *exp = malloc(n * es);
+    uint8_t *mask = malloc(n);
+    sp_pattern p;
+    sp_error err = {0};
+    ck_assert_int_eq(sp_pattern_parse(&p, pat, &err), SP_OK);
+    fill_dtype(src, t, w, n);
+    ck_assert_int_eq(sp_mask_select(mask, t, src, NULL, ndim, shape, &p, s, 0, &err), SP_OK);
+    sp__prune_stats want, got;
+    expect_apply(exp, &want, t, src, mask, n);
+    memset(dst, 0xa5, n * es);
+    ck_assert_msg(sp__prune_tensor(dst, src, t, ndim, shape, &p, s, 0, &got, &err) == SP_OK,
+                  "%s", err.msg);
+    ck_assert_msg(!memcmp(dst, exp, n * es), "%s %s s=%g n=%zu", sp_dtype_name(t), pat, s, n);
+    ck_assert_uint_eq(got.zeros_before, want.zeros_before);
+    ck_assert_uint_eq(got.zeros_after, want.zeros_after);
+    ck_assert_int_eq(got.changed, want.changed);
+    /* in place (dst == src) gives the same */
+    ck_assert_int_eq(sp__prune_tensor(src, src, t, ndim, shape, &p, s, 0, &got, &err), SP_OK);
+    ck_assert(!memcmp(src, exp, n * es));
+    ck_assert_uint_eq(got.zeros_after, want.zeros_after);
+    free(src);
+    free(dst);
+    free(exp);
+    free(mask);
+}
+
+START_TEST(test_prune_tensor_fused)
+{
+    const sp_dtype dts[] = {SP_F32, SP_F16, SP_BF16, SP_F64};
+    const char *pats[] = {"unstructured", "4x1", "3x5", "2:4", "1:4", "3:7"};
+    const double ss[] = {0.0, 0.3, 0.5, 0.9, 1.0};
+    int64_t shape[] = {37, 71};
+    size_t n = 37 * 71;
+    float *w = rand_f32(n, 77);
+    /* ties, zeros, negative zeros, subnormals, a ragged tail group */
+    for (size_t i = 0; i < n; i += 7)
+        w[i] = (i & 8) ? -0.375f : 0.375f;
+    for (size_t i = 3; i < n; i += 29)
+        w[i] = 0.0f;
+    for (size_t i = 5; i < n; i += 31)
+        w[i] = -0.0f;
+    for (size_t i = 11; i < n; i += 97)
+        w[i] = 1e-40f * (float)(i % 5 + 1);
+    for (size_t d = 0; d < 4; d++)
+        for (size_t p = 0; p < 6; p++)
+            for (size_t k = 0; k < 5; k++)
+                check_fused_one(dts[d], 2, shape, pats[p], ss[k], w);
+    /* conv geometry (strided N:M groups) and a large tensor (threads) */
+    int64_t conv[] = {8, 12, 3, 3};
+    check_fused_one(SP_F32, 4, conv, "2:4", 0, w);
+    check_fused_one(SP_F32, 4, conv, "unstructured", 0.6, w);
+    int64_t big[] = {640, 800};
+    float *wb = rand_f32(640 * 800, 78);
+    for (size_t i = 0; i < 640 * 800; i += 5)
+        wb[i] = 0.25f * (float)((i / 5) % 3);
+    const double bs[] = {0.2, 0.5, 0.9, 0.97};
+    for (size_t k = 0; k < 4; k++) {
+        check_fused_one(SP_F32, 2, big, "unstructured", bs[k], wb);
+        check_fused_one(SP_F32, 2, big, "4x1", bs[k], wb);
+    }
+    check_fused_one(SP_F32, 2, big, "2:4", 0, wb);
+    check_fused_one(SP_F16, 2, big, "unstructured", 0.9, wb);
+    /* errors: NaN, Inf, bad sparsity */
+    sp_error err = {0};
+    sp__prune_stats st;
+    sp_pattern un = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0}, nm = {SP_PATTERN_NM, 1, 1, 2, 4};
+    wb[1234] = NAN;
+    ck_assert_int_eq(sp__prune_tensor(wb, wb, SP_F32, 2, big, &un, 0.5, 0, &st, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_str_eq(err.msg, "contains NaN");
+    ck_assert_int_eq(sp__prune_tensor(wb, wb, SP_F32, 2, big, &nm, 0, 0, &st, &err),
+                     SP_ERR_INVALID_ARG);
+    wb[1234] = -INFINITY;
+    ck_assert_int_eq(sp__prune_tensor(wb, wb, SP_F32, 2, big, &un, 0.5, 0, &st, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_str_eq(err.msg, "contains Inf");
+    ck_assert_int_eq(sp__prune_tensor(wb, wb, SP_F32, 2, big, &un, 1.5, 0, &st, &err),
+                     SP_ERR_INVALID_ARG);
+    free(w);
+    free(wb);
+}
+END_TEST
+
+START_TEST(test_global_apply)
+{
+    /* large tensors (threaded passes), cross-tensor ties, subnormals, zeros */
+    const int64_t shapes[3][2] = {{300, 400}, {512, 300}, {7, 9}};
+    float *ws[3];
+    uint8_t *masks[3];
+    for (int t = 0; t < 3; t++) {
+        size_t n = (size_t)(shapes[t][0] * shapes[t][1]);
+        ws[t] = rand_f32(n, 40 + (uint64_t)t);
+        for (size_t i = 0; i < n; i += 11)
+            ws[t][i] = 0.5f;
+        for (size_t i = 1; i < n; i += 53)
+            ws[t][i] = 3e-39f * (float)(i % 7);
+        masks[t] = malloc(n);
+    }
+    ws[2][4] = -0.0f;
+    const double ss[] = {0.0, 0.4, 0.61, 0.9, 1.0};
+    sp_pattern p = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    for (size_t si = 0; si < 5; si++) {
+        sp_global *g;
+        ck_assert_int_eq(sp_global_new(&g, &p, ss[si], 0, 3, &err), SP_OK);
+        run_global(g, 3, ws, shapes, masks);
+        size_t pruned = 0, total = 0;
+        for (int t = 0; t < 3; t++) {
+            size_t n = (size_t)(shapes[t][0] * shapes[t][1]);
+            float *dst = malloc(n * 4), *exp = malloc(n * 4);
+            sp__prune_stats want, got;
+            expect_apply(exp, &want, SP_F32, ws[t], masks[t], n);
+            ck_assert_int_eq(sp__global_apply(g, (size_t)t, dst, ws[t], SP_F32, 2, shapes[t],
+                                              &got, &err),
+                             SP_OK);
+            ck_assert(!memcmp(dst, exp, n * 4));
+            ck_assert_uint_eq(got.zeros_before, want.zeros_before);
+            ck_assert_uint_eq(got.zeros_after, want.zeros_after);
+            ck_assert_int_eq(got.changed, want.changed);
+            pruned += count_pruned(masks[t], n);
+            total += n;
+            free(dst);
+            free(exp);
+        }
+        size_t nz = 0, k = ref_round(ss[si], total);
+        for (int t = 0; t < 3; t++)
+            nz += sp_count_zeros(SP_F32, ws[t], (size_t)(shapes[t][0] * shapes[t][1]));
+        ck_assert_uint_eq(pruned, k > nz ? k : nz);
+        sp_global_free(g);
+        /* the masks equal the brute-force order (score, tensor, index) */
+        size_t j = 0;
+        gref *ref = malloc(total * sizeof *ref);
+        for (size_t t = 0; t < 3; t++)
+            for (size_t i = 0; i < (size_t)(shapes[t][0] * shapes[t][1]); i++) {
+                double v = ws[t][i];
+                ref[j++] = (gref){v == 0 ? -INFINITY : fabs(v), t, i};
+            }
+        qsort(ref, total, sizeof *ref, gref_cmp);
+        for (size_t i = 0; i < total; i++)
+            ck_assert_int_eq(masks[ref[i].tensor][ref[i].idx], i >= pruned);
+        free(ref);
+    }
+    for (int t = 0; t < 3; t++) {
+        free(ws[t]);
+        free(masks[t]);
+    }
+}
+END_TEST
+
 START_TEST(test_global_blocks_and_errors)
 {
     const int64_t shapes[2][2] = {{33, 70}, {16, 20}};
@@ -1073,6 +1274,8 @@ static Suite *prune_suite(void)
         {"count_zeros", test_count_zeros},
         {"global", test_global},
         {"global_blocks_errors", test_global_blocks_and_errors},
+        {"prune_tensor_fused", test_prune_tensor_fused},
+        {"global_apply", test_global_apply},
         {"mask_check", test_mask_check},
         {"select_default", test_select_default},
         {"selector_init", test_selector_init},
