@@ -340,9 +340,8 @@ void sp_outdir_abort(sp_outdir *od)
     od->tmp_path = od->path = NULL;
 }
 
-uint32_t sp_crc32(uint32_t crc, const void *buf, uint64_t len)
+static uint32_t crc32_serial(uint32_t crc, const unsigned char *p, uint64_t len)
 {
-    const unsigned char *p = buf;
     while (len > 0) {
         uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
         crc = (uint32_t)crc32(crc, p, n);
@@ -350,4 +349,22 @@ uint32_t sp_crc32(uint32_t crc, const void *buf, uint64_t len)
         len -= n;
     }
     return crc;
+}
+
+uint32_t sp_crc32(uint32_t crc, const void *buf, uint64_t len)
+{
+    const unsigned char *p = buf;
+    /* big buffers: two halves on two threads, joined with crc32_combine */
+    if (len < ((uint64_t)4 << 20))
+        return crc32_serial(crc, p, len);
+    uint64_t h = len / 2;
+    uint32_t c1 = crc, c2 = 0;
+#pragma omp parallel sections num_threads(2)
+    {
+#pragma omp section
+        c1 = crc32_serial(crc, p, h);
+#pragma omp section
+        c2 = crc32_serial(0, p + h, len - h);
+    }
+    return (uint32_t)crc32_combine64(c1, c2, (z_off64_t)(len - h));
 }

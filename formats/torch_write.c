@@ -77,8 +77,6 @@ static sp_status call_fn(sp_ckpt *ck, size_t si, sp_rewrite_fn fn, void *ctx,
     if (!*scratch)
         return sp_error_set(err, SP_ERR_NOMEM, "'%s': out of memory for storage '%s'", ck->path,
                             ck->storages[si].key);
-    if (nb)
-        memcpy(*scratch, *orig, (size_t)nb);
     return fn(ctx, ck, si, *orig, *scratch, changed, err);
 }
 

@@ -243,6 +243,7 @@ sp_status sp_zip_open(sp_zip *z, const char *path, sp_error *err)
     }
     z->n = n;
     sort_names(z);
+    sp_mapfile_drop(&z->mf, 0, z->mf.size); /* headers read: let their pages go */
 out:
     if (s)
         sp_zip_close(z);

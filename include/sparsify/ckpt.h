@@ -91,8 +91,9 @@ sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data,
  * Rewrite: write ck to out_path in its own format (torch legacy is written as
  * torch zip), replacing the bytes of some storages. For every storage, in
  * file order, fn is called with the original bytes and a scratch buffer of
- * the same size; if fn fills `out` and sets *changed = true, the new bytes
- * are written instead. Everything else is copied unchanged (zip: every other
+ * the same size whose contents are undefined (not a copy: copying a 94 MB
+ * storage nobody changes would double peak memory); if fn fills all of `out`
+ * and sets *changed = true, the new bytes are written instead. Everything else is copied unchanged (zip: every other
  * record byte for byte; only replaced records get a new CRC-32).
  * fn may be NULL (plain copy). The output is written to a temporary file in
  * the same directory and renamed over out_path on success; on any failure no
