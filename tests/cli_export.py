@@ -14,32 +14,14 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import torch
 
-SPARSIFY = os.environ.get("SPARSIFY", "build/sparsify")
-failures = []
-passed = 0
-
-
-def check(cond, what):
-    global passed
-    if cond:
-        passed += 1
-    else:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-
-
-def run(*args, expect=None):
-    p = subprocess.run([SPARSIFY, *map(str, args)], capture_output=True, text=True)
-    if expect is not None and p.returncode != expect:
-        print("command:", args, "rc", p.returncode, "stderr:", p.stderr[-2000:], flush=True)
-    return p
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import check, run, summary  # noqa: E402
 
 
 def bits_equal(a, b):
@@ -146,8 +128,7 @@ def main():
         body(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, len(failures)))
-    return 1 if failures else 0
+    return summary()
 
 
 def body(tmp):

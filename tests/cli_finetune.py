@@ -9,38 +9,16 @@ kept small so the whole file runs in well under a minute on two cores.
 import json
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import torch
 
-SPARSIFY = os.environ.get("SPARSIFY", "build/sparsify")
-SRC = os.environ.get("SPARSIFY_SRC", os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import SRC, check, nz_round, run, summary  # noqa: E402
 DIGITS = os.path.join(SRC, "examples", "digits")
-failures = []
-passed = 0
 
-
-def check(cond, what):
-    global passed
-    if cond:
-        passed += 1
-    else:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-
-
-def run(*args, expect=None):
-    p = subprocess.run([SPARSIFY, *map(str, args)], capture_output=True, text=True)
-    if expect is not None and p.returncode != expect:
-        print("command:", args, "rc", p.returncode, "stderr:", p.stderr[-2000:], flush=True)
-    return p
-
-
-def nz_round(s, n):
-    return int(s * n + 0.5)
 
 
 def split(tmp):
@@ -359,8 +337,7 @@ def main():
         p = run("finetune", "--help")
         check(p.returncode == 0 and "--recipe" in p.stdout, "--help")
 
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ conformance, untouched tensors and non-tensor content identical, tied
 storage still tied, determinism, atomic outputs, and exit codes.
 """
 import collections
-import io
 import json
 import os
 import subprocess
@@ -18,29 +17,9 @@ import zipfile
 import torch
 import torch.nn.utils.prune  # noqa: F401  (submodule used as torch.nn.utils.prune)
 
-SPARSIFY = os.environ.get("SPARSIFY", "build/sparsify")
-failures = []
-passed = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import SPARSIFY, check, nz_round, run, summary  # noqa: E402
 
-
-def check(cond, what):
-    global passed
-    if cond:
-        passed += 1
-    else:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-
-
-def run(*args, expect=None):
-    p = subprocess.run([SPARSIFY, *map(str, args)], capture_output=True, text=True)
-    if expect is not None and p.returncode != expect:
-        print("command:", args, "rc", p.returncode, "stderr:", p.stderr[-2000:], flush=True)
-    return p
-
-
-def nz_round(s, n):
-    return int(s * n + 0.5)
 
 
 ST_DT = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64", torch.int64: "I64"}
@@ -198,7 +177,7 @@ def main():
     run("prune", P("blk.pt"), "-o", P("blk44.pt"), "--pattern", "4x4", "--sparsity", "0.5", "-q", expect=0)
     w = torch.load(P("blk44.pt"))["layer.weight"]
     w0 = b["layer.weight"]
-    scores, zero_blocks = [], 0
+    scores = []
     for r0 in range(0, 33, 4):
         for c0 in range(0, 70, 4):
             blk = w[r0:r0 + 4, c0:c0 + 4]
@@ -380,8 +359,7 @@ def main():
                 ok = False
         check(ok, f"killed after {delay}s: no partial output, no temp files")
 
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":
