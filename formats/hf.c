@@ -97,7 +97,7 @@ static sp_status list_dir(const char *dir, namelist *out, sp_error *err)
             break;
     }
     closedir(d);
-    if (!s)
+    if (!s && out->n)
         qsort(out->v, out->n, sizeof *out->v, cmp_cstr);
     return s;
 }

@@ -1353,6 +1353,9 @@ static sp_status load_mask(const sp_ckpt *ck, const spz_impl *im, const char *na
         if (s)
             return s;
         int k = (int)(sc->param & 0xff), inv = (int)((sc->param >> 8) & 1);
+        if (k > 31)
+            return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s': mask rice parameter %d out of range",
+                                ck->path, name, k);
         uint64_t cnt = inv ? nbits - ones : ones;
         char what[300];
         snprintf(what, sizeof what, "'%s': tensor '%s'", ck->path, name);
