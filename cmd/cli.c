@@ -6,11 +6,24 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* One line on stderr: control bytes in the message (a tensor name or path
+ * taken from a damaged file may hold a newline) are written as \xNN. */
 static void vmsg(const char *kind, const char *fmt, va_list ap)
 {
+    char *msg = NULL;
     fprintf(stderr, "sparsify: %s: ", kind);
-    vfprintf(stderr, fmt, ap);
+    if (vasprintf(&msg, fmt, ap) < 0) {
+        fputs("(message lost: out of memory)\n", stderr);
+        return;
+    }
+    for (const unsigned char *c = (const unsigned char *)msg; *c; c++) {
+        if (*c < 0x20 || *c == 0x7f)
+            fprintf(stderr, "\\x%02x", *c);
+        else
+            fputc(*c, stderr);
+    }
     fputc('\n', stderr);
+    free(msg);
 }
 
 void cli_error(const char *fmt, ...)

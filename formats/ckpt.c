@@ -93,6 +93,9 @@ void sp_ckpt_close(sp_ckpt *ck)
         free(ck->tensors[i].name);
     for (size_t i = 0; i < ck->nstorages; i++)
         free(ck->storages[i].key);
+    for (size_t i = 0; i < ck->aligned_n; i++)
+        free(ck->aligned[i]);
+    free(ck->aligned);
     free(ck->tensors);
     free(ck->storages);
     free(ck->path);
@@ -126,11 +129,42 @@ sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_erro
 {
     if (i >= ck->nstorages)
         return sp_error_set(err, SP_ERR_INVALID_ARG, "'%s': no storage %zu", ck->path, i);
-    return ck->be->storage_data(ck, i, data, err);
+    if (i < ck->aligned_n && ck->aligned[i]) {
+        *data = ck->aligned[i];
+        return SP_OK;
+    }
+    sp_status s = ck->be->storage_data(ck, i, data, err);
+    uint64_t nb = ck->storages[i].nbytes;
+    size_t es = sp_dtype_size(ck->storages[i].dtype);
+    if (s || !nb || es <= 1 || (uintptr_t)*data % es == 0)
+        return s;
+    /* A mapped file can hold a storage at any offset (legacy torch, a
+     * safetensors tensor after an odd-sized one): callers get a copy that
+     * is aligned for its elements, until release. */
+    if (i >= ck->aligned_n) {
+        void **a = realloc(ck->aligned, ck->nstorages * sizeof *a);
+        if (!a)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        memset(a + ck->aligned_n, 0, (ck->nstorages - ck->aligned_n) * sizeof *a);
+        ck->aligned = a;
+        ck->aligned_n = ck->nstorages;
+    }
+    if (nb > SIZE_MAX || !(ck->aligned[i] = malloc((size_t)nb)))
+        return sp_error_set(err, SP_ERR_NOMEM, "'%s': out of memory for storage '%s'", ck->path,
+                            ck->storages[i].key);
+    memcpy(ck->aligned[i], *data, (size_t)nb);
+    if (ck->be->storage_release)
+        ck->be->storage_release(ck, i);
+    *data = ck->aligned[i];
+    return SP_OK;
 }
 
 void sp_ckpt_storage_release(sp_ckpt *ck, size_t i)
 {
+    if (i < ck->aligned_n && ck->aligned[i]) {
+        free(ck->aligned[i]);
+        ck->aligned[i] = NULL;
+    }
     if (i < ck->nstorages && ck->be->storage_release)
         ck->be->storage_release(ck, i);
 }

@@ -29,6 +29,10 @@ struct sp_ckpt {
     size_t nstorages, storages_cap;
     const sp_ckpt_backend *be;
     void *impl; /* backend state */
+    /* ckpt.c: per storage, an element-aligned copy of bytes the backend
+     * returned misaligned (legacy torch, safetensors), else NULL. */
+    void **aligned;
+    size_t aligned_n;
 };
 
 /* Append a tensor / storage; name/key are copied. Return the new index in

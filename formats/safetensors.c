@@ -416,7 +416,7 @@ sp_status sp_st_shard_rewrite(sp_ckpt *ck, sp_st_impl *im, size_t shard, const c
     const sp_st_shard *sh = &im->shards[shard];
     sp_outfile of;
     size_t *ix = NULL, cnt = 0;
-    unsigned char *scratch = NULL;
+    unsigned char *scratch = NULL, *abuf = NULL;
     sp_status s = sp_outfile_open(&of, out_path, err);
     if (s)
         return s;
@@ -442,6 +442,17 @@ sp_status sp_st_shard_rewrite(sp_ckpt *ck, sp_st_impl *im, size_t shard, const c
             goto out;
         const unsigned char *orig = sh->mf.data + sh->data_start + b;
         bool changed = false;
+        size_t es = sp_dtype_size(ck->storages[i].dtype);
+        if (fn && nb && es > 1 && (uintptr_t)orig % es) {
+            /* fn gets element-aligned bytes, as from sp_ckpt_storage_data */
+            if (!abuf && !(abuf = malloc((size_t)maxb))) {
+                s = sp_error_set(err, SP_ERR_NOMEM, "out of memory (%llu bytes for one tensor)",
+                                 (unsigned long long)maxb);
+                goto out;
+            }
+            memcpy(abuf, orig, (size_t)nb);
+            orig = abuf;
+        }
         if (fn) {
             s = fn(ctx, ck, i, orig, scratch, &changed, err);
             if (s)
@@ -464,6 +475,7 @@ out:
     if (s)
         sp_outfile_abort(&of);
     free(scratch);
+    free(abuf);
     free(ix);
     return s;
 }

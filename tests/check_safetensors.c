@@ -333,6 +333,52 @@ START_TEST(test_open_truncated_everywhere)
 }
 END_TEST
 
+/* Storages at odd file offsets come back element-aligned (a copy), from
+ * sp_ckpt_storage_data and in the bytes a rewrite callback gets. */
+static sp_status check_aligned(void *ctx, sp_ckpt *ck, size_t storage, const void *orig, void *out,
+                               bool *changed, sp_error *err)
+{
+    int *misaligned = ctx;
+    if ((uintptr_t)orig % sp_dtype_size(sp_ckpt_storage(ck, storage)->dtype))
+        (*misaligned)++;
+    return SP_OK;
+}
+
+START_TEST(test_open_misaligned)
+{
+    /* 8 + 162 header bytes: data starts at file offset 170, so 'w'
+     * (f32) and 'd' (f64), after a 1-byte tensor, sit at odd offsets */
+    const char *hdr = "{\"b\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                      "\"w\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[1,25]},"
+                      "\"d\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[25,33]}}";
+    unsigned char data[33] = {5};
+    double dv = -0.25;
+    memcpy(data + 1, fdata, sizeof fdata);
+    memcpy(data + 25, &dv, 8);
+    write_raw(tp("m.safetensors"), hdr, data, sizeof data);
+    sp_error err = {0};
+    sp_ckpt *ck;
+    ck_assert_msg(sp_ckpt_open(&ck, tp("m.safetensors"), &err) == SP_OK, "%s", err.msg);
+    ck_assert_uint_eq(sp_ckpt_num_storages(ck), 3);
+    for (int round = 0; round < 2; round++) {
+        const void *d;
+        ck_assert_int_eq(sp_ckpt_storage_data(ck, 1, &d, &err), SP_OK);
+        ck_assert_uint_eq((uintptr_t)d % 4, 0);
+        ck_assert_int_eq(memcmp(d, fdata, sizeof fdata), 0);
+        ck_assert_int_eq(sp_ckpt_tensor_data(ck, 2, &d, &err), SP_OK);
+        ck_assert_uint_eq((uintptr_t)d % 8, 0);
+        ck_assert_int_eq(memcmp(d, &dv, 8), 0);
+        sp_ckpt_storage_release(ck, 1);
+    }
+    int misaligned = 0;
+    ck_assert_int_eq(sp_ckpt_rewrite(ck, tp("m2.safetensors"), check_aligned, &misaligned, &err),
+                     SP_OK);
+    ck_assert_int_eq(misaligned, 0);
+    ck_assert(files_equal(tp("m.safetensors"), tp("m2.safetensors")));
+    sp_ckpt_close(ck);
+}
+END_TEST
+
 /* ---- rewrite (sp_ckpt_rewrite on a safetensors file) ---- */
 
 static sp_status zero_ids(void *ctx, sp_ckpt *ck, size_t storage, const void *orig, void *out,
@@ -551,7 +597,8 @@ static Suite *suite(void)
     } cases[] = {
         {"sp_safetensors_save", {test_save_layout, test_save_rejects}},
         {"sp_safetensors_open",
-         {test_open_roundtrip, test_open_every_dtype_and_empty, test_open_header_len_0x80}},
+         {test_open_roundtrip, test_open_every_dtype_and_empty, test_open_header_len_0x80,
+          test_open_misaligned}},
         {"sp_safetensors_open_hostile", {test_open_hostile, test_open_truncated_everywhere}},
         {"sp_ckpt_rewrite", {test_rewrite}},
         {"sp_hf_folder_open", {test_hf_open, test_hf_open_bad}},

@@ -74,7 +74,8 @@ long sp_ckpt_find(const sp_ckpt *ck, const char *name);
 size_t sp_ckpt_num_storages(const sp_ckpt *ck);
 const sp_storage *sp_ckpt_storage(const sp_ckpt *ck, size_t i);
 
-/* The bytes of storage i (nbytes long, little-endian elements), borrowed
+/* The bytes of storage i (nbytes long, little-endian elements, aligned to
+ * the element size even where the file holds them unaligned), borrowed
  * until sp_ckpt_storage_release(ck, i) or sp_ckpt_close. Errors:
  * SP_ERR_FORMAT when the entry fails its CRC or inflates wrongly. */
 sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data,
@@ -90,7 +91,8 @@ sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data,
 /*
  * Rewrite: write ck to out_path in its own format (torch legacy is written as
  * torch zip), replacing the bytes of some storages. For every storage, in
- * file order, fn is called with the original bytes and a scratch buffer of
+ * file order, fn is called with the original bytes (element-aligned, as
+ * from sp_ckpt_storage_data) and a scratch buffer of
  * the same size whose contents are undefined (not a copy: copying a 94 MB
  * storage nobody changes would double peak memory); if fn fills all of `out`
  * and sets *changed = true, the new bytes are written instead. Everything else is copied unchanged (zip: every other
