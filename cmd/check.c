@@ -28,14 +28,14 @@ static const char usage_text[] =
     "\n"
     "exit codes: 0 all targets met, 1 a target missed, 2 usage or bad input\n";
 
-enum { OPT_SCOPE = 256, OPT_JSON };
+enum { OPT_JSON = RULES_OPT_END };
 
 int cmd_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"sparsity", required_argument, NULL, 's'},
         {"pattern", required_argument, NULL, 'p'},
-        {"scope", required_argument, NULL, OPT_SCOPE},
+        {"scope", required_argument, NULL, RULES_OPT_SCOPE},
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
@@ -48,21 +48,13 @@ int cmd_check(int argc, char **argv)
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:p:i:x:r:h", longopts, NULL)) != -1) {
+        int r = rules_opt(&ro, c, optarg, "check");
+        if (r >= 0) {
+            if (r)
+                return r;
+            continue;
+        }
         switch (c) {
-        case 's': ro.sparsity = optarg; break;
-        case 'p': ro.pattern = optarg; break;
-        case OPT_SCOPE: ro.scope = optarg; break;
-        case 'i':
-            if (ro.ninclude == RULES_MAX_RE)
-                return cli_usage_error("check", "too many --include options");
-            ro.include[ro.ninclude++] = optarg;
-            break;
-        case 'x':
-            if (ro.nexclude == RULES_MAX_RE)
-                return cli_usage_error("check", "too many --exclude options");
-            ro.exclude[ro.nexclude++] = optarg;
-            break;
-        case 'r': ro.recipe = optarg; break;
         case OPT_JSON: json = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         default: return cli_usage_error("check", "bad option");

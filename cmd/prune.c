@@ -42,7 +42,7 @@ static const char usage_text[] =
     "\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
-enum { OPT_SCOPE = 256, OPT_REPORT, OPT_JSON, OPT_IN_PLACE, OPT_BLOCK_SCORE };
+enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE };
 
 static bool same_file(const char *a, const char *b)
 {
@@ -153,8 +153,8 @@ int cmd_prune(int argc, char **argv)
         {"output", required_argument, NULL, 'o'},
         {"sparsity", required_argument, NULL, 's'},
         {"pattern", required_argument, NULL, 'p'},
-        {"scope", required_argument, NULL, OPT_SCOPE},
-        {"block-score", required_argument, NULL, OPT_BLOCK_SCORE},
+        {"scope", required_argument, NULL, RULES_OPT_SCOPE},
+        {"block-score", required_argument, NULL, RULES_OPT_BLOCK_SCORE},
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
@@ -171,23 +171,14 @@ int cmd_prune(int argc, char **argv)
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:s:p:i:x:r:qh", longopts, NULL)) != -1) {
+        int r = rules_opt(&ro, c, optarg, "prune");
+        if (r >= 0) {
+            if (r)
+                return r;
+            continue;
+        }
         switch (c) {
         case 'o': out = optarg; break;
-        case 's': ro.sparsity = optarg; break;
-        case 'p': ro.pattern = optarg; break;
-        case OPT_SCOPE: ro.scope = optarg; break;
-        case OPT_BLOCK_SCORE: ro.block_score = optarg; break;
-        case 'i':
-            if (ro.ninclude == RULES_MAX_RE)
-                return cli_usage_error("prune", "too many --include options");
-            ro.include[ro.ninclude++] = optarg;
-            break;
-        case 'x':
-            if (ro.nexclude == RULES_MAX_RE)
-                return cli_usage_error("prune", "too many --exclude options");
-            ro.exclude[ro.nexclude++] = optarg;
-            break;
-        case 'r': ro.recipe = optarg; break;
         case OPT_REPORT: report = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_IN_PLACE: in_place = true; break;

@@ -5,6 +5,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+int rules_opt(rules_opts *o, int c, const char *arg, const char *cmd)
+{
+    switch (c) {
+    case 's': o->sparsity = arg; return 0;
+    case 'p': o->pattern = arg; return 0;
+    case 'r': o->recipe = arg; return 0;
+    case RULES_OPT_SCOPE: o->scope = arg; return 0;
+    case RULES_OPT_BLOCK_SCORE: o->block_score = arg; return 0;
+    case 'i':
+        if (o->ninclude == RULES_MAX_RE)
+            return cli_usage_error(cmd, "too many --include options");
+        o->include[o->ninclude++] = arg;
+        return 0;
+    case 'x':
+        if (o->nexclude == RULES_MAX_RE)
+            return cli_usage_error(cmd, "too many --exclude options");
+        o->exclude[o->nexclude++] = arg;
+        return 0;
+    }
+    return -1;
+}
+
 int rules_build(rules *r, const rules_opts *o, const char *cmd)
 {
     sp_error err = {0};

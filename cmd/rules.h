@@ -30,6 +30,15 @@ typedef struct rules {
     size_t n;
 } rules;
 
+/* getopt codes of the long-only shared options; commands number theirs
+ * from RULES_OPT_END. */
+enum { RULES_OPT_SCOPE = 256, RULES_OPT_BLOCK_SCORE, RULES_OPT_END };
+
+/* Take one getopt result: returns -1 when c is not a rule option (the
+ * caller handles it), 0 when taken, or an exit code after an error. Rule
+ * options: -s -p -i -x -r, --scope, --block-score. */
+int rules_opt(rules_opts *o, int c, const char *arg, const char *cmd);
+
 /* Build rules; prints the error and returns an exit code != 0 on failure. */
 int rules_build(rules *r, const rules_opts *o, const char *cmd);
 void rules_release(rules *r);
