@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "sparsify/sparsify.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -30,36 +31,7 @@ static void teardown(void)
     ck_assert_int_eq(system(cmd), 0);
 }
 
-static const char *tp(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
-
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)n + 1);
-    ck_assert_int_eq(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
-
-static void spit(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fwrite(p, 1, n, f), n);
-    fclose(f);
-}
+static const char *tp(const char *name) { return tu_join(tmpdir, name); }
 
 /* xorshift: deterministic data */
 static uint64_t rng = 88172645463325252ull;
