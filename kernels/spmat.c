@@ -1,11 +1,12 @@
 /*
  * kernels/spmat.c — packing a dense masked weight into the layouts of
- * sp_spmat (include/sparsify/kernels.h documents them) and back.
+ * sp_spmat (include/sparsify/kernels.h documents them) and back, bf16
+ * rounding, and the SELL copies the dispatcher derives from other layouts.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "sparsify/kernels.h"
+#include "kernels/spmat-internal.h"
 
 const char *sp_layout_name(sp_layout l)
 {
@@ -14,8 +15,27 @@ const char *sp_layout_name(sp_layout l)
     case SP_LAYOUT_CSR: return "csr";
     case SP_LAYOUT_BCSR: return "bcsr";
     case SP_LAYOUT_NM: return "nm";
+    case SP_LAYOUT_SELL: return "sell";
     }
     return "?";
+}
+
+uint16_t sp_bf16_from_f32(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) == 0) /* zero or subnormal: signed zero */
+        return (uint16_t)((u >> 16) & 0x8000u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: quiet, high half kept */
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void sp_spmat_opts_init(sp_spmat_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->dtype = SP_F32;
 }
 
 void sp_spmat_free(sp_spmat *s)
@@ -25,19 +45,26 @@ void sp_spmat_free(sp_spmat *s)
     free(s->row_ptr);
     free(s->col_idx);
     free(s->values);
+    free(s->bvalues);
     free(s->nm_idx);
+    free(s->sell_ptr);
+    free(s->sell_steps);
+    free(s->sell_idx);
     free(s);
 }
 
 size_t sp_spmat_bytes(const sp_spmat *s)
 {
-    size_t b = s->nstored * sizeof(float);
+    size_t b = s->nstored * (s->dtype == SP_BF16 ? sizeof(uint16_t) : sizeof(float));
     if (s->layout == SP_LAYOUT_CSR)
         b += (s->npanels * s->rows + 1) * sizeof(uint32_t) + s->nstored * sizeof(uint16_t);
     else if (s->layout == SP_LAYOUT_BCSR)
         b += (s->nbrows + 1) * sizeof(uint32_t) + s->nblocks * sizeof(uint16_t);
     else if (s->layout == SP_LAYOUT_NM)
-        b += s->rows * s->nm_stride + 1;
+        b += s->rows * s->nm_stride;
+    else if (s->layout == SP_LAYOUT_SELL)
+        b += s->nstored + (s->sell_slices + 1) * sizeof(uint32_t) +
+             s->sell_slices * s->sell_windows;
     return b;
 }
 
@@ -176,8 +203,8 @@ static sp_status pack_nm(sp_spmat *s, const float *w, int n, int m, sp_error *er
     s->nm_stride = (slots * (size_t)bits + 7) / 8;
     s->nstored = M * slots;
     s->values = calloc(s->nstored ? s->nstored : 1, sizeof(float));
-    /* +1: kernels read the bit string through a 16-bit window. */
-    s->nm_idx = calloc(M * s->nm_stride + 1, 1);
+    /* +8: kernels read the bit string through 16-, 32- and 64-bit windows. */
+    s->nm_idx = calloc(M * s->nm_stride + 8, 1);
     if (!s->values || !s->nm_idx)
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix",
                             M, K);
@@ -210,20 +237,267 @@ static sp_status pack_nm(sp_spmat *s, const float *w, int n, int m, sp_error *er
     return SP_OK;
 }
 
+/* f32 values -> bf16 values (rounded by sp_bf16_from_f32). */
+static sp_status to_bf16(sp_spmat *s, sp_error *err)
+{
+    s->bvalues = malloc((s->nstored ? s->nstored : 1) * sizeof(uint16_t));
+    if (!s->bvalues)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix",
+                            s->rows, s->cols);
+    for (size_t i = 0; i < s->nstored; i++)
+        s->bvalues[i] = sp_bf16_from_f32(s->values[i]);
+    free(s->values);
+    s->values = NULL;
+    s->dtype = SP_BF16;
+    return SP_OK;
+}
+
+static float value_at(const sp_spmat *s, size_t i)
+{
+    return s->dtype == SP_BF16 ? sp_bf16_to_f32(s->bvalues[i]) : s->values[i];
+}
+
+/* Row r of a dense row-major matrix, nonzeros in column order. */
+static size_t dense_row(const void *ctx, size_t r, size_t cols, size_t *col, float *val)
+{
+    const float *w = (const float *)ctx + r * cols;
+    size_t n = 0;
+    for (size_t c = 0; c < cols; c++)
+        if (w[c] != 0.0f) {
+            col[n] = c;
+            val[n++] = w[c];
+        }
+    return n;
+}
+
+size_t sp_spmat_row(const sp_spmat *s, size_t r, size_t *col, float *val)
+{
+    const size_t M = s->rows, K = s->cols;
+    size_t n = 0;
+    switch (s->layout) {
+    case SP_LAYOUT_DENSE:
+        return dense_row(s->values, r, K, col, val);
+    case SP_LAYOUT_CSR:
+        for (size_t p = 0; p < s->npanels; p++)
+            for (size_t j = s->row_ptr[p * M + r]; j < s->row_ptr[p * M + r + 1]; j++)
+                if (s->values[j] != 0.0f) {
+                    col[n] = s->col_idx[j];
+                    val[n++] = s->values[j];
+                }
+        return n;
+    case SP_LAYOUT_BCSR: {
+        const size_t i = r / s->br, rr = r % s->br;
+        for (size_t b = s->row_ptr[i]; b < s->row_ptr[i + 1]; b++) {
+            const float *blk = s->values + b * s->br * s->bc + rr * s->bc;
+            for (size_t c = 0; c < s->bc && s->col_idx[b] + c < K; c++)
+                if (blk[c] != 0.0f) {
+                    col[n] = s->col_idx[b] + c;
+                    val[n++] = blk[c];
+                }
+        }
+        return n;
+    }
+    case SP_LAYOUT_NM: {
+        const size_t slots = s->nm_groups * (size_t)s->n;
+        const uint8_t *ix = s->nm_idx + r * s->nm_stride;
+        for (size_t sl = 0; sl < slots; sl++) {
+            const float v = value_at(s, r * slots + sl);
+            if (v == 0.0f)
+                continue;
+            col[n] = (sl / (size_t)s->n) * (size_t)s->m + sp_nm_offset(ix, sl, s->nm_bits);
+            val[n++] = v;
+        }
+        return n;
+    }
+    case SP_LAYOUT_SELL: {
+        const size_t P = (size_t)s->sell_slots, sl = r / SP_SELL_H, l = r % SP_SELL_H;
+        size_t step = s->sell_ptr[sl];
+        for (size_t w = 0; w < s->sell_windows; w++) {
+            const size_t ns = s->sell_steps[sl * s->sell_windows + w];
+            for (size_t j = 0; j < ns; j++)
+                for (size_t q = 0; q < P; q++) {
+                    const size_t i = (step + j) * SP_SELL_H * P + l * P + q;
+                    const float v = value_at(s, i);
+                    if (v != 0.0f) {
+                        col[n] = w * SP_SELL_W + s->sell_idx[i];
+                        val[n++] = v;
+                    }
+                }
+            step += ns;
+        }
+        return n;
+    }
+    }
+    return 0;
+}
+
+static size_t spmat_row_fn(const void *ctx, size_t r, size_t cols, size_t *col, float *val)
+{
+    (void)cols;
+    return sp_spmat_row(ctx, r, col, val);
+}
+
+typedef size_t (*row_fn)(const void *ctx, size_t r, size_t cols, size_t *col, float *val);
+
+/*
+ * SELL from any row source (s->rows, s->cols set): pass 1 counts each row's
+ * nonzeros per window and sizes the steps (the widest lane of the slice in
+ * each window), pass 2 places each nonzero in its slot.
+ */
+static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtype dtype,
+                           sp_error *err)
+{
+    const size_t M = s->rows, K = s->cols, H = SP_SELL_H, W = SP_SELL_W;
+    const size_t P = dtype == SP_BF16 ? 2 : 1;
+    sp_status st = SP_OK;
+    s->layout = SP_LAYOUT_SELL;
+    s->dtype = dtype;
+    s->br = s->bc = 1;
+    s->sell_slots = (int)P;
+    s->sell_slices = (M + H - 1) / H;
+    s->sell_windows = (K + W - 1) / W;
+    s->nbrows = s->sell_slices;
+    const size_t nsw = s->sell_slices * s->sell_windows;
+    size_t *col = malloc((K ? K : 1) * sizeof *col);
+    float *val = malloc((K ? K : 1) * sizeof *val);
+    uint32_t *cnt = calloc(s->sell_windows ? s->sell_windows : 1, sizeof *cnt);
+    uint32_t *wstart = malloc((s->sell_windows + 1) * sizeof *wstart);
+    s->sell_steps = calloc(nsw ? nsw : 1, 1);
+    s->sell_ptr = malloc((s->sell_slices + 1) * sizeof(uint32_t));
+    if (!col || !val || !cnt || !wstart || !s->sell_steps || !s->sell_ptr) {
+        st = sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix", M, K);
+        goto out;
+    }
+    /* Pass 1: steps per (slice, window). */
+    size_t steps = 0;
+    for (size_t sl = 0; sl < s->sell_slices; sl++) {
+        s->sell_ptr[sl] = (uint32_t)steps;
+        uint8_t *ns = s->sell_steps + sl * s->sell_windows;
+        for (size_t r = sl * H; r < M && r < sl * H + H; r++) {
+            memset(cnt, 0, s->sell_windows * sizeof *cnt);
+            const size_t n = rows_of(ctx, r, K, col, val);
+            for (size_t i = 0; i < n; i++)
+                cnt[col[i] / W]++;
+            for (size_t w = 0; w < s->sell_windows; w++) {
+                const size_t need = (cnt[w] + P - 1) / P;
+                if (need > ns[w])
+                    ns[w] = (uint8_t)need; /* <= 128 */
+            }
+        }
+        for (size_t w = 0; w < s->sell_windows; w++)
+            steps += ns[w];
+        if (steps > UINT32_MAX / (H * P)) {
+            st = sp_error_set(err, SP_ERR_UNSUPPORTED,
+                              "%zux%zu matrix: more than 2^32-1 SELL slots", M, K);
+            goto out;
+        }
+    }
+    s->sell_ptr[s->sell_slices] = (uint32_t)steps;
+    s->sell_nsteps = steps;
+    s->nstored = steps * H * P;
+    /* +64: the kernels load whole vectors at the last step. */
+    s->sell_idx = calloc(s->nstored + 64, 1);
+    if (dtype == SP_BF16)
+        s->bvalues = calloc(s->nstored + 32, sizeof(uint16_t));
+    else
+        s->values = calloc(s->nstored + 16, sizeof(float));
+    if (!s->sell_idx || (dtype == SP_BF16 ? !s->bvalues : !s->values)) {
+        st = sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix", M, K);
+        goto out;
+    }
+    /* Pass 2: place every nonzero. */
+    for (size_t sl = 0; sl < s->sell_slices; sl++) {
+        const uint8_t *ns = s->sell_steps + sl * s->sell_windows;
+        wstart[0] = s->sell_ptr[sl];
+        for (size_t w = 0; w < s->sell_windows; w++)
+            wstart[w + 1] = wstart[w] + ns[w];
+        for (size_t r = sl * H; r < M && r < sl * H + H; r++) {
+            const size_t l = r - sl * H;
+            memset(cnt, 0, s->sell_windows * sizeof *cnt);
+            const size_t n = rows_of(ctx, r, K, col, val);
+            for (size_t i = 0; i < n; i++) {
+                const size_t w = col[i] / W, j = cnt[w]++;
+                const size_t at = (wstart[w] + j / P) * H * P + l * P + j % P;
+                s->sell_idx[at] = (uint8_t)(col[i] - w * W);
+                if (dtype == SP_BF16)
+                    s->bvalues[at] = sp_bf16_from_f32(val[i]);
+                else
+                    s->values[at] = val[i];
+            }
+        }
+    }
+out:
+    free(col);
+    free(val);
+    free(cnt);
+    free(wstart);
+    return st;
+}
+
+sp_status sp_spmat_to_sell(const sp_spmat *src, sp_spmat **out, sp_error *err)
+{
+    *out = NULL;
+    sp_spmat *s = calloc(1, sizeof *s);
+    if (!s)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    s->rows = src->rows;
+    s->cols = src->cols;
+    s->nnz = src->nnz;
+    sp_status st = pack_sell(s, spmat_row_fn, src, src->dtype, err);
+    if (st != SP_OK) {
+        sp_spmat_free(s);
+        return st;
+    }
+    *out = s;
+    return SP_OK;
+}
+
 sp_status sp_spmat_pack(sp_spmat **out, const float *w, size_t rows, size_t cols,
                         const sp_pattern *pattern, sp_error *err)
 {
+    return sp_spmat_pack_ex(out, w, rows, cols, pattern, NULL, err);
+}
+
+sp_status sp_spmat_pack_ex(sp_spmat **out, const float *w, size_t rows, size_t cols,
+                           const sp_pattern *pattern, const sp_spmat_opts *opts,
+                           sp_error *err)
+{
     *out = NULL;
+    sp_spmat_opts def;
+    if (!opts) {
+        sp_spmat_opts_init(&def);
+        opts = &def;
+    }
+    if (opts->dtype != SP_F32 && opts->dtype != SP_BF16)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "values of type %s: the kernels take float32 or bfloat16",
+                            sp_dtype_name(opts->dtype));
+    if (opts->dtype == SP_BF16 && !pattern)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "bfloat16 values need a sparse pattern (the dense layout is "
+                            "float32)");
+    if (cols && rows > SIZE_MAX / sizeof(float) / cols)
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "%zux%zu matrix: too large", rows, cols);
     sp_status st = SP_OK;
     sp_spmat *s = calloc(1, sizeof *s);
     if (!s)
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
     s->rows = rows;
     s->cols = cols;
+    s->dtype = SP_F32;
     size_t nnz = 0;
     for (size_t i = 0; i < rows * cols; i++)
         nnz += w[i] != 0.0f;
-    if (!pattern) {
+    const bool nm = pattern && pattern->kind == SP_PATTERN_NM;
+    if (pattern && !nm && (opts->sell || opts->dtype == SP_BF16)) {
+        if (pattern->kind != SP_PATTERN_UNSTRUCTURED && pattern->kind != SP_PATTERN_BLOCK) {
+            st = sp_error_set(err, SP_ERR_INVALID_ARG, "unknown pattern kind %d",
+                              (int)pattern->kind);
+            goto out;
+        }
+        /* SELL stores nonzeros: any pattern is just its nonzeros here. */
+        st = pack_sell(s, dense_row, w, opts->dtype, err);
+    } else if (!pattern) {
         st = pack_dense(s, w, nnz, err);
     } else if (pattern->kind == SP_PATTERN_UNSTRUCTURED ||
                (pattern->kind == SP_PATTERN_BLOCK && pattern->r == 1 && pattern->c == 1)) {
@@ -237,9 +511,11 @@ sp_status sp_spmat_pack(sp_spmat **out, const float *w, size_t rows, size_t cols
         }
         s->layout = SP_LAYOUT_BCSR;
         st = pack_bcsr(s, w, (size_t)pattern->r, (size_t)pattern->c, err);
-    } else if (pattern->kind == SP_PATTERN_NM) {
+    } else if (nm) {
         s->layout = SP_LAYOUT_NM;
         st = pack_nm(s, w, pattern->n, pattern->m, err);
+        if (st == SP_OK && opts->dtype == SP_BF16)
+            st = to_bf16(s, err);
     } else {
         st = sp_error_set(err, SP_ERR_INVALID_ARG, "unknown pattern kind %d", (int)pattern->kind);
     }
@@ -279,15 +555,24 @@ void sp_spmat_unpack(const sp_spmat *s, float *w)
         for (size_t r = 0; r < M; r++) {
             const uint8_t *ix = s->nm_idx + r * s->nm_stride;
             for (size_t sl = 0; sl < slots; sl++) {
-                const float v = s->values[r * slots + sl];
-                if (v == 0.0f)
-                    continue;
-                unsigned off = 0;
-                for (int i = 0; i < s->nm_bits; i++) {
-                    const size_t bit = sl * (size_t)s->nm_bits + (size_t)i;
-                    off |= (unsigned)((ix[bit >> 3] >> (bit & 7)) & 1u) << i;
+                const float v = value_at(s, r * slots + sl);
+                if (v != 0.0f)
+                    w[r * K + (sl / (size_t)s->n) * (size_t)s->m + sp_nm_offset(ix, sl, s->nm_bits)] = v;
+            }
+        }
+    } else if (s->layout == SP_LAYOUT_SELL) {
+        const size_t P = (size_t)s->sell_slots, L = SP_SELL_H * P;
+        for (size_t sl = 0; sl < s->sell_slices; sl++) {
+            size_t step = s->sell_ptr[sl];
+            for (size_t win = 0; win < s->sell_windows; win++) {
+                const size_t ns = s->sell_steps[sl * s->sell_windows + win];
+                for (size_t i = step * L; i < (step + ns) * L; i++) {
+                    const float v = value_at(s, i);
+                    const size_t r = sl * SP_SELL_H + (i % L) / P;
+                    if (v != 0.0f && r < M)
+                        w[r * K + win * SP_SELL_W + s->sell_idx[i]] = v;
                 }
-                w[r * K + (sl / (size_t)s->n) * (size_t)s->m + off] = v;
+                step += ns;
             }
         }
     }
