@@ -203,6 +203,8 @@ struct sp_spmm_plan {
     bool is_dense;
     sp_pool *pool;              /* threads - 1 workers */
     sp_threadpool *own_pool;    /* set when the plan started them */
+    float *xt;                  /* K * n: X as contiguous columns, for
+                                   batch-1 kernels on other X */
     size_t nchunks;             /* row chunks handed to threads */
     size_t *bounds;             /* nchunks + 1 panel boundaries of mat */
 };
@@ -326,6 +328,48 @@ static void run_kernel(sp_pool *pool, const sp_ukernel_info *uk, const sp_spmat 
     sp_pool_run(pool, nc, run_chunk, &r);
 }
 
+/*
+ * Batch-1 kernels on several (or strided) columns: X is first copied, by
+ * the pool in row ranges, into the plan's scratch as contiguous columns;
+ * then each chunk is one (column, row range) pair, so a call is still one
+ * hand-out of work to the threads.
+ */
+typedef struct cols_ctx {
+    const sp_ukernel_info *uk;
+    const sp_spmat *mat;
+    const size_t *b;
+    size_t nc, n, K, ldx, ldy;
+    const float *x, *bias;
+    float *xt, *y;
+} cols_ctx;
+
+static void transpose_chunk(void *arg, size_t c)
+{
+    const cols_ctx *r = arg;
+    const size_t k0 = r->K * c / r->nc, k1 = r->K * (c + 1) / r->nc;
+    for (size_t k = k0; k < k1; k++)
+        for (size_t j = 0; j < r->n; j++)
+            r->xt[j * r->K + k] = r->x[k * r->ldx + j];
+}
+
+static void column_chunk(void *arg, size_t c)
+{
+    const cols_ctx *r = arg;
+    const size_t j = c / r->nc, i = c % r->nc;
+    if (r->b[i] < r->b[i + 1])
+        r->uk->fn(r->mat, r->b[i], r->b[i + 1], 1, r->xt + j * r->K, 1, r->y + j, r->ldy,
+                  r->bias);
+}
+
+static void run_columns(sp_pool *pool, const sp_ukernel_info *uk, const sp_spmat *mat,
+                        const size_t *b, size_t nc, size_t n, const float *x, size_t ldx,
+                        float *xt, float *y, size_t ldy, const float *bias)
+{
+    cols_ctx r = {uk, mat, b, nc, n, mat->cols, ldx, ldy, x, bias, xt, y};
+    sp_pool_run(pool, nc, transpose_chunk, &r);
+    sp_pool_run(pool, nc * n, column_chunk, &r);
+}
+
 static size_t at_least_1(size_t v) { return v ? v : 1; }
 
 static double now_s(void)
@@ -341,11 +385,13 @@ static double now_s(void)
  * kernels do one X load per FMA (CSR, N:M) or share it between br rows
  * (blocks), where a dense GEMM reuses X loads across a register tile; at
  * n == 1 the SELL and 2:4 kernels move fewer bytes than sgemv and need no
- * horizontal sums, so they win to higher densities; bf16 values at n > 1 run
- * the batch-1 kernels column by column.
+ * horizontal sums, so they win to higher densities (SELL up to 0.6); bf16
+ * values (and weights packed as SELL) at n > 1 run the batch-1 kernels
+ * column by column.
  */
-/* Density above which dense sgemv beats the SELL kernel at n == 1. */
-#define SP_AUTO_SELL_DENSITY 0.45
+/* Density above which dense sgemv beats the SELL kernel at n == 1 (the
+ * crossover measured at 3072x768 and 768x3072 is 0.6). */
+#define SP_AUTO_SELL_DENSITY 0.55
 
 static bool dense_is_faster(const sp_spmat *w, size_t n)
 {
@@ -353,6 +399,8 @@ static bool dense_is_faster(const sp_spmat *w, size_t n)
     if (total == 0)
         return false;
     const double density = (double)w->nnz / total;
+    /* bf16 at n > 1: the batch-1 kernels column by column (3072x768: at 90%
+     * sparse 1.7x dense at n = 64, 5x at n = 8; 0.6x at 60%) */
     if (w->dtype == SP_BF16)
         return n == 1 ? false : density > (n <= 8 ? 0.5 : 0.2);
     switch (w->layout) {
@@ -366,8 +414,8 @@ static bool dense_is_faster(const sp_spmat *w, size_t n)
         return density > (w->br >= 4 ? 0.7 : 0.55);
     case SP_LAYOUT_NM:
         return density > 0.8;
-    case SP_LAYOUT_SELL:
-        return density > (n == 1 ? SP_AUTO_SELL_DENSITY : 0.2);
+    case SP_LAYOUT_SELL: /* packed as SELL: f32 column by column at n > 1 */
+        return density > (n == 1 ? SP_AUTO_SELL_DENSITY : n <= 8 ? 0.4 : 0.08);
     }
     return false;
 }
@@ -476,6 +524,7 @@ static sp_status measure(sp_spmm_plan *p, const sp_spmm_opts *opts, sp_isa max_i
     dp.dense_w = NULL;
     dp.derived = NULL;
     dp.own_pool = NULL;
+    dp.xt = NULL;
     dp.bounds = calloc(p->nchunks + 1, sizeof(size_t));
     if (!x || !y || !dp.bounds) {
         st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
@@ -641,6 +690,19 @@ sp_status sp_spmm_plan_new(sp_spmm_plan **out, const sp_spmat *w, size_t n,
     p->mat = p->derived ? p->derived : w;
     if (p->uk->spmv && p->uk->layout == SP_LAYOUT_CSR)
         p->alt = pick(w, w->layout, p->uk->isa, 2);
+    if (p->uk->spmv && p->uk->layout != SP_LAYOUT_CSR) {
+        /* the SELL and 2:4 kernels are fast on one contiguous column */
+        if (w->cols > SIZE_MAX / sizeof(float) / n) {
+            st = sp_error_set(err, SP_ERR_INVALID_ARG, "%zu x %zu activations: too large",
+                              w->cols, n);
+            goto out;
+        }
+        p->xt = malloc(at_least_1(w->cols * n) * sizeof(float));
+        if (!p->xt) {
+            st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
     p->is_dense = w->layout == SP_LAYOUT_DENSE;
     st = split(p->mat, panels(p->mat), p->nchunks, p->bounds, err);
     if (st != SP_OK || opts->kernel || w->layout == SP_LAYOUT_DENSE)
@@ -756,6 +818,9 @@ sp_status sp_spmm_plan_run(const sp_spmm_plan *p, const float *x, size_t ldx, fl
     }
     if (p->alt && (w->cols * ldx >= (size_t)INT32_MAX))
         run_kernel(p->pool, p->alt, w, p->bounds, p->nchunks, n, x, ldx, y, ldy, bias);
+    else if (p->uk->spmv && p->xt && (n > 1 || ldx != 1))
+        run_columns(p->pool, p->uk, p->mat, p->bounds, p->nchunks, n, x, ldx, p->xt, y, ldy,
+                    bias);
     else
         run_kernel(p->pool, p->uk, p->mat, p->bounds, p->nchunks, n, x, ldx, y, ldy, bias);
     return SP_OK;
@@ -769,6 +834,7 @@ void sp_spmm_plan_free(sp_spmm_plan *p)
     sp_spmat_free(p->dense_w);
     sp_spmat_free(p->derived);
     free(p->bounds);
+    free(p->xt);
     free(p);
 }
 

@@ -1105,6 +1105,61 @@ START_TEST(test_plan_bf16)
 }
 END_TEST
 
+/* Batch-1 kernels given several or strided columns: the plan copies X into
+ * contiguous columns first (padded ldx and ldy, n = 1 and n = 3). */
+START_TEST(test_plan_columns)
+{
+    const char *pats[] = {"unstructured", "2:4"};
+    for (int bf = 0; bf < 2; bf++)
+        for (size_t pi = 0; pi < 2; pi++) {
+            sp_pattern p = pat(pats[pi]);
+            const size_t m = 45, k = 200;
+            float *w = make_weight(m, k, &p, 0.8);
+            sp_spmat_opts po;
+            sp_spmat_opts_init(&po);
+            po.dtype = bf ? SP_BF16 : SP_F32;
+            po.sell = true;
+            sp_spmat *s = NULL;
+            sp_error err = {0};
+            ck_assert_int_eq(sp_spmat_pack_ex(&s, w, m, k, &p, &po, &err), SP_OK);
+            sp_spmat_unpack(s, w);
+            const size_t ns[] = {1, 3};
+            for (size_t ni = 0; ni < 2; ni++) {
+                const size_t n = ns[ni], ldx = n + 4, ldy = n + 2;
+                sp_spmm_opts o;
+                sp_spmm_opts_init(&o);
+                o.threads = 2;
+                o.fallback = SP_FALLBACK_NEVER;
+                sp_spmm_plan *plan = NULL;
+                ck_assert_int_eq(sp_spmm_plan_new(&plan, s, n, &o, &err), SP_OK);
+                float x[200 * 7], y[45 * 5];
+                for (size_t i = 0; i < k * ldx; i++)
+                    x[i] = rndf();
+                for (size_t i = 0; i < m * ldy; i++)
+                    y[i] = NAN;
+                ck_assert_int_eq(sp_spmm_plan_run(plan, x, ldx, y, ldy, NULL, &err), SP_OK);
+                for (size_t r = 0; r < m; r++) {
+                    for (size_t c = 0; c < n; c++) {
+                        double acc = 0, sc = 0;
+                        for (size_t j = 0; j < k; j++) {
+                            const double t = (double)w[r * k + j] * x_eff(s, x[j * ldx + c]);
+                            acc += t;
+                            sc += fabs(t);
+                        }
+                        ck_assert_msg(close_to(y[r * ldy + c], acc, sc), "%s %s n=%zu: %g, want %g",
+                                      pats[pi], sp_spmm_plan_kernel(plan), n, y[r * ldy + c], acc);
+                    }
+                    for (size_t c = n; c < ldy; c++)
+                        ck_assert(isnan(y[r * ldy + c]));
+                }
+                sp_spmm_plan_free(plan);
+            }
+            sp_spmat_free(s);
+            free(w);
+        }
+}
+END_TEST
+
 START_TEST(test_plan_run)
 {
     const char *pats[] = {"unstructured", "4x1", "8x8", "2:4"};
@@ -1228,6 +1283,7 @@ static Suite *kernels_suite(void)
         {"sp_threadpool", test_threadpool},
         {"sp_spmm_plan_update", test_plan_update},
         {"sp_spmm_plan_bf16", test_plan_bf16},
+        {"sp_spmm_plan_columns", test_plan_columns},
         {"sp_spmm_plan_new", test_plan_new},
         {"sp_spmm_plan_run", test_plan_run},
         {"sp_spmm", test_spmm},
