@@ -10,14 +10,21 @@
  *
  * Layers:
  *   sp_spmat           packed weights: CSR (unstructured), BCSR (RxC blocks),
- *                      N:M (values + packed in-group offsets), or dense.
- *   ukernels           one function per (layout, tile, ISA), listed in
- *                      kernels/f32-spmm.inc; they never allocate, print or
- *                      fail; preconditions are asserts.
+ *                      N:M (values + packed in-group offsets), SELL (16-row
+ *                      slices x 128-column windows, the batch-1 layout), or
+ *                      dense; values f32, or bf16 for N:M and SELL.
+ *   ukernels           one function per (dtype, layout, tile, ISA), listed in
+ *                      kernels/f32-spmm.inc and kernels/bf16-spmm.inc; they
+ *                      never allocate, print or fail; preconditions are
+ *                      asserts.
  *   sp_spmm_plan       the dispatcher: validates, picks a ukernel from cpuid,
- *                      N and the layout, splits rows over threads (balanced by
- *                      nonzeros) and falls back to a dense GEMM when that is
- *                      faster. Backends: CPU now; a CUDA slot is reserved.
+ *                      N, the layout and dtype, derives the layout it runs on
+ *                      (SELL for N = 1), splits rows over threads (balanced by
+ *                      nonzeros; its own or a caller's sp_threadpool) and
+ *                      falls back to a dense product when that is faster
+ *                      (estimated, or measured once per case into a caller's
+ *                      sp_spmm_cache). Backends: CPU now; a CUDA slot is
+ *                      reserved.
  */
 #ifndef SPARSIFY_KERNELS_H
 #define SPARSIFY_KERNELS_H
