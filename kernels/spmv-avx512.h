@@ -79,22 +79,24 @@ SPV_INLINE __m512 spv_bf16_round(__m512 v)
     return _mm512_castsi512_ps(r);
 }
 
-/* Rows [row, row + cnt) of column c of Y from the 16 lanes of v. */
-SPV_INLINE void spv_store16(float *y, size_t ldy, size_t c, size_t row, size_t cnt, __m512 v)
+/* Rows rows[0..cnt) of column c of Y from the 16 lanes of v. */
+SPV_INLINE void spv_store16(float *y, size_t ldy, size_t c, const uint32_t *rows, size_t cnt,
+                            __m512 v)
 {
-    if (ldy == 1) {
-        _mm512_mask_storeu_ps(y + row, spv_first16(cnt), v);
-        return;
-    }
     float buf[16] __attribute__((aligned(64)));
     _mm512_store_ps(buf, v);
     for (size_t i = 0; i < cnt; i++)
-        y[(row + i) * ldy + c] = buf[i];
+        y[(size_t)rows[i] * ldy + c] = buf[i];
 }
 
-/* Bias of rows [row, row + cnt) (zeros past them; 0 without bias). */
-SPV_INLINE __m512 spv_bias16(const float *bias, size_t row, size_t cnt)
+/* Bias of rows rows[0..cnt) (zeros past them; 0 without bias). */
+SPV_INLINE __m512 spv_bias16(const float *bias, const uint32_t *rows, size_t cnt)
 {
-    return bias ? _mm512_maskz_loadu_ps(spv_first16(cnt), bias + row) : _mm512_setzero_ps();
+    if (!bias)
+        return _mm512_setzero_ps();
+    float buf[16] __attribute__((aligned(64))) = {0};
+    for (size_t i = 0; i < cnt; i++)
+        buf[i] = bias[rows[i]];
+    return _mm512_load_ps(buf);
 }
 #endif

@@ -5,8 +5,9 @@
  * each step is one vector operation: its 16 (or 32) window offsets widened,
  * X picked by two-source permutes, one multiply-add into the lanes. No
  * gather (vgatherdps costs ~5 cycles per element on Zen 5) and no
- * horizontal sum. Columns of X other than one contiguous column go through
- * a stack copy of each window (spv_window). Define SP_FN and SP_SELL:
+ * horizontal sum; the lanes' rows (sorted by the packer) are stored one by
+ * one. Columns of X other than one contiguous column go through a stack
+ * copy of each window (spv_window). Define SP_FN and SP_SELL:
  *   0  f32 values: offsets widened to dwords, 4 vpermt2ps + 3 blends pick
  *      X (8 registers), one FMA; 5 bytes per stored slot
  *   1  bf16 values (two slots per lane), AVX-512 without BF16: the window
@@ -90,8 +91,9 @@ void SP_FN(const sp_spmat *restrict w, size_t p0, size_t p1, size_t n,
     const size_t L = H * SELL_P;
     for (size_t c = 0; c < n; c++)
         for (size_t sl = p0; sl < p1; sl++) {
-            const size_t row = sl * H, cnt = M - row < H ? M - row : H;
-            __m512 a = spv_bias16(bias, row, cnt), b = _mm512_setzero_ps();
+            const size_t cnt = M - sl * H < H ? M - sl * H : H;
+            const uint32_t *rows = w->sell_rows + sl * H;
+            __m512 a = spv_bias16(bias, rows, cnt), b = _mm512_setzero_ps();
             const sell_value *v = SELL_VALUES(w) + (size_t)w->sell_ptr[sl] * L;
             const uint8_t *ix = w->sell_idx + (size_t)w->sell_ptr[sl] * L;
             const uint8_t *steps = w->sell_steps + sl * NW;
@@ -105,6 +107,6 @@ void SP_FN(const sp_spmat *restrict w, size_t p0, size_t p1, size_t n,
                 v += ns * L;
                 ix += ns * L;
             }
-            spv_store16(y, ldy, c, row, cnt, _mm512_add_ps(a, b));
+            spv_store16(y, ldy, c, rows, cnt, _mm512_add_ps(a, b));
         }
 }

@@ -453,6 +453,28 @@ START_TEST(test_pack_layouts)
     ck_assert_float_eq(s->values[2 * 16 + 1], 6);
     sp_spmat_free(s);
 
+    /* rows are sorted by decreasing nonzeros into the lanes (ties in row
+     * order): a slice holds rows of similar length and pads less */
+    {
+        const float w3[24] = {0, 1, 0, 0, 0, 0, 0, 0,
+                              1, 1, 1, 1, 0, 0, 0, 0,
+                              0, 0, 0, 0, 2, 0, 0, 2};
+        ck_assert_int_eq(sp_spmat_pack_ex(&s, w3, 3, 8, &p, &po, &err), SP_OK);
+        ck_assert_uint_eq(s->sell_rows[0], 1);
+        ck_assert_uint_eq(s->sell_rows[1], 2);
+        ck_assert_uint_eq(s->sell_rows[2], 0);
+        ck_assert_uint_eq(s->sell_rows[3], UINT32_MAX);
+        ck_assert_uint_eq(s->sell_nsteps, 4);
+        ck_assert_float_eq(s->values[2], 1); /* lane 2 (row 0), step 0 */
+        ck_assert_uint_eq(s->sell_idx[2], 1);
+        ck_assert_float_eq(s->values[16 + 1], 2); /* lane 1 (row 2), step 1: col 7 */
+        ck_assert_uint_eq(s->sell_idx[16 + 1], 7);
+        float back[24];
+        sp_spmat_unpack(s, back);
+        ck_assert(memcmp(back, w3, sizeof back) == 0);
+        sp_spmat_free(s);
+    }
+
     /* bf16 values: pairs of slots per lane, rounded */
     po.sell = false;
     po.dtype = SP_BF16;

@@ -92,9 +92,10 @@ const char *sp_layout_name(sp_layout l);
  *        (LSB first). Empty slots hold value 0 and off 0. 2:4 is one byte per
  *        two groups: values + 2-bit indices.
  *  DENSE values[rows*cols], row-major.
- *  SELL  (sliced ELLPACK in column windows, for n == 1) rows are cut into
- *        sell_slices slices of SP_SELL_H = 16 rows (one vector lane per
- *        row; lane l of slice s is row s*16 + l, lanes past the last row are
+ *  SELL  (sliced ELLPACK in column windows, for n == 1) rows, sorted by
+ *        decreasing number of nonzeros (ties in row order), are cut into
+ *        sell_slices slices of SP_SELL_H = 16 (one vector lane per row; lane
+ *        l of slice s is row sell_rows[s*16 + l], lanes past the last row are
  *        empty), columns into sell_windows windows of SP_SELL_W = 128
  *        (window w is columns [w*128, w*128 + 128)). Slice s, window w has
  *        sell_steps[s*sell_windows + w] steps (0..128/P); the steps of slice
@@ -143,6 +144,8 @@ typedef struct sp_spmat {
     uint32_t *sell_ptr;  /* sell_slices + 1 */
     uint8_t *sell_steps; /* sell_slices * sell_windows */
     uint8_t *sell_idx;   /* sell_nsteps * 16 * P */
+    uint32_t *sell_rows; /* sell_slices * 16: the row of each lane
+                            (UINT32_MAX past the last row) */
 } sp_spmat;
 
 /*
