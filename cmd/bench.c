@@ -14,7 +14,7 @@
  * magnitude to the pattern and sparsity (sp_mask_select), activations
  * uniform in [-1, 1] in 64-byte aligned buffers. The sparse kernel (the
  * dispatcher's choice without dense fallback, or --kernel) and the dense
- * routine are timed in three alternating rounds, each a 150 ms pause
+ * routine are timed in five alternating rounds, each a 150 ms pause
  * (idle_pause), 2 warm-up runs, then timed runs; each run is timed alone
  * with CLOCK_MONOTONIC and the median of all timed runs is reported.
  * --cold gives each side enough copies of W and X that cycling through them
@@ -429,6 +429,9 @@ static void sparse_side_free(sparse_side *s)
     memset(s, 0, sizeof *s);
 }
 
+/* Alternating blocks per side and measurement. */
+#define BENCH_ROUNDS 5
+
 /* A side of a comparison: run(ctx, i) does product i of its sequence. */
 typedef sp_status (*run_fn)(void *ctx, size_t i, sp_error *err);
 typedef struct timed_side {
@@ -438,9 +441,10 @@ typedef struct timed_side {
 } timed_side;
 
 /*
- * Three rounds of one block per side, the sides alternating: a pause (see
- * idle_pause), `warm` untimed runs, then about reps/3 runs each timed alone;
- * each side's median. The run index keeps counting across blocks, so sides
+ * BENCH_ROUNDS rounds of one block per side, the sides alternating: a pause
+ * (see idle_pause), `warm` untimed runs, then about reps/rounds runs each
+ * timed alone; each side's median. Many short rounds keep a burst of load
+ * from other processes from landing on one side only. The run index keeps counting across blocks, so sides
  * that cycle through copies never reuse one right away.
  */
 static sp_status time_sides(timed_side *sides, size_t nsides, size_t reps, size_t warm,
@@ -453,8 +457,9 @@ static sp_status time_sides(timed_side *sides, size_t nsides, size_t reps, size_
         st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (int round = 0; round < 3; round++) {
-        const size_t cnt = reps / 3 + ((size_t)round < reps % 3);
+    const size_t rounds = reps < BENCH_ROUNDS ? reps : BENCH_ROUNDS;
+    for (size_t round = 0; round < rounds; round++) {
+        const size_t cnt = reps / rounds + (round < reps % rounds);
         for (size_t s = 0; s < nsides; s++) {
             idle_pause();
             for (size_t i = 0; i < cnt + warm; i++) {

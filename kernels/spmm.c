@@ -205,6 +205,8 @@ struct sp_spmm_plan {
     sp_threadpool *own_pool;    /* set when the plan started them */
     float *xt;                  /* K * n: X as contiguous columns, for
                                    batch-1 kernels on other X */
+    bool rows;                  /* X [n, K] and Y [n, M] (opts.rows) */
+    float *ys;                  /* M * n: Y [M, n] before it goes to [n, M] */
     size_t nchunks;             /* row chunks handed to threads */
     size_t *bounds;             /* nchunks + 1 panel boundaries of mat */
 };
@@ -329,45 +331,59 @@ static void run_kernel(sp_pool *pool, const sp_ukernel_info *uk, const sp_spmat 
 }
 
 /*
- * Batch-1 kernels on several (or strided) columns: X is first copied, by
- * the pool in row ranges, into the plan's scratch as contiguous columns;
- * then each chunk is one (column, row range) pair, so a call is still one
- * hand-out of work to the threads.
+ * Batch-1 kernels on several (or strided) columns: each chunk is one
+ * (column, row range) pair, so a call is still one hand-out of work to the
+ * threads. Column j of X is xc + j*xstride (contiguous), column j of Y is
+ * y + j*ystride with row stride kldy.
  */
 typedef struct cols_ctx {
     const sp_ukernel_info *uk;
     const sp_spmat *mat;
     const size_t *b;
-    size_t nc, n, K, ldx, ldy;
-    const float *x, *bias;
-    float *xt, *y;
+    size_t nc, xstride, ystride, kldy;
+    const float *xc, *bias;
+    float *y;
 } cols_ctx;
-
-static void transpose_chunk(void *arg, size_t c)
-{
-    const cols_ctx *r = arg;
-    const size_t k0 = r->K * c / r->nc, k1 = r->K * (c + 1) / r->nc;
-    for (size_t k = k0; k < k1; k++)
-        for (size_t j = 0; j < r->n; j++)
-            r->xt[j * r->K + k] = r->x[k * r->ldx + j];
-}
 
 static void column_chunk(void *arg, size_t c)
 {
     const cols_ctx *r = arg;
     const size_t j = c / r->nc, i = c % r->nc;
     if (r->b[i] < r->b[i + 1])
-        r->uk->fn(r->mat, r->b[i], r->b[i + 1], 1, r->xt + j * r->K, 1, r->y + j, r->ldy,
-                  r->bias);
+        r->uk->fn(r->mat, r->b[i], r->b[i + 1], 1, r->xc + j * r->xstride, 1,
+                  r->y + j * r->ystride, r->kldy, r->bias);
 }
 
 static void run_columns(sp_pool *pool, const sp_ukernel_info *uk, const sp_spmat *mat,
-                        const size_t *b, size_t nc, size_t n, const float *x, size_t ldx,
-                        float *xt, float *y, size_t ldy, const float *bias)
+                        const size_t *b, size_t nc, size_t n, const float *xc, size_t xstride,
+                        float *y, size_t ystride, size_t kldy, const float *bias)
 {
-    cols_ctx r = {uk, mat, b, nc, n, mat->cols, ldx, ldy, x, bias, xt, y};
-    sp_pool_run(pool, nc, transpose_chunk, &r);
+    cols_ctx r = {uk, mat, b, nc, xstride, ystride, kldy, xc, bias, y};
     sp_pool_run(pool, nc * n, column_chunk, &r);
+}
+
+/* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols, by the pool in
+ * ranges of source rows. */
+typedef struct transpose_ctx {
+    const float *src;
+    float *dst;
+    size_t rows, cols, lds, ldd, nc;
+} transpose_ctx;
+
+static void transpose_chunk(void *arg, size_t c)
+{
+    const transpose_ctx *t = arg;
+    const size_t i0 = t->rows * c / t->nc, i1 = t->rows * (c + 1) / t->nc;
+    for (size_t i = i0; i < i1; i++)
+        for (size_t j = 0; j < t->cols; j++)
+            t->dst[j * t->ldd + i] = t->src[i * t->lds + j];
+}
+
+static void transpose(sp_pool *pool, size_t nc, const float *src, size_t rows, size_t cols,
+                      size_t lds, float *dst, size_t ldd)
+{
+    transpose_ctx t = {src, dst, rows, cols, lds, ldd, nc};
+    sp_pool_run(pool, nc, transpose_chunk, &t);
 }
 
 static size_t at_least_1(size_t v) { return v ? v : 1; }
@@ -489,12 +505,15 @@ static sp_status plan_dense(sp_spmm_plan *p, const sp_spmm_opts *o, sp_isa max_i
     return split(p->dense_w, p->dense_w->rows, p->nchunks, p->bounds, err);
 }
 
+static void run_product(const sp_spmm_plan *p, const float *x, size_t ldx, float *y,
+                        size_t ldy, const float *bias);
+
 static double time_plan(const sp_spmm_plan *p, const float *x, float *y)
 {
     double best = 1e30;
     for (int r = 0; r < 6; r++) {
         const double t0 = now_s();
-        sp_spmm_plan_run(p, x, p->n, y, p->n, NULL, NULL);
+        run_product(p, x, p->n, y, p->n, NULL);
         const double t = now_s() - t0;
         if (r && t < best) /* the first run warms up */
             best = t;
@@ -525,6 +544,8 @@ static sp_status measure(sp_spmm_plan *p, const sp_spmm_opts *opts, sp_isa max_i
     dp.derived = NULL;
     dp.own_pool = NULL;
     dp.xt = NULL;
+    dp.ys = NULL;
+    dp.rows = false;
     dp.bounds = calloc(p->nchunks + 1, sizeof(size_t));
     if (!x || !y || !dp.bounds) {
         st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
@@ -703,6 +724,22 @@ sp_status sp_spmm_plan_new(sp_spmm_plan **out, const sp_spmat *w, size_t n,
             goto out;
         }
     }
+    p->rows = opts->rows;
+    if (p->rows && n > 1) {
+        /* other kernels and the dense path take X [K, n]: copies both ways */
+        if (w->cols > SIZE_MAX / sizeof(float) / n || w->rows > SIZE_MAX / sizeof(float) / n) {
+            st = sp_error_set(err, SP_ERR_INVALID_ARG, "%zu x %zu activations: too large",
+                              w->cols > w->rows ? w->cols : w->rows, n);
+            goto out;
+        }
+        if (!p->xt)
+            p->xt = malloc(at_least_1(w->cols * n) * sizeof(float));
+        p->ys = malloc(at_least_1(w->rows * n) * sizeof(float));
+        if (!p->xt || !p->ys) {
+            st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
     p->is_dense = w->layout == SP_LAYOUT_DENSE;
     st = split(p->mat, panels(p->mat), p->nchunks, p->bounds, err);
     if (st != SP_OK || opts->kernel || w->layout == SP_LAYOUT_DENSE)
@@ -790,23 +827,12 @@ sp_status sp_spmm_plan_update(sp_spmm_plan *p, sp_error *err)
     return SP_OK;
 }
 
-sp_status sp_spmm_plan_run(const sp_spmm_plan *p, const float *x, size_t ldx, float *y,
-                           size_t ldy, const float *bias, sp_error *err)
+/* Y [M, n] = W . X [K, n] (+ bias) by the plan's kernel or dense path. */
+static void run_product(const sp_spmm_plan *p, const float *x, size_t ldx, float *y,
+                        size_t ldy, const float *bias)
 {
     const sp_spmat *w = p->w;
     const size_t n = p->n;
-    if (!x || !y)
-        return sp_error_set(err, SP_ERR_INVALID_ARG, "spmm: x and y must not be NULL");
-    if (ldx < n || ldy < n)
-        return sp_error_set(err, SP_ERR_INVALID_ARG,
-                            "spmm: leading dimensions (ldx %zu, ldy %zu) below n %zu",
-                            ldx, ldy, n);
-    const char *xb = (const char *)x, *xe = (const char *)(x + (w->cols ? (w->cols - 1) * ldx + n : 0));
-    const char *yb = (const char *)y, *ye = (const char *)(y + (w->rows ? (w->rows - 1) * ldy + n : 0));
-    if (xb < ye && yb < xe)
-        return sp_error_set(err, SP_ERR_INVALID_ARG, "spmm: x and y overlap");
-    if (w->rows == 0)
-        return SP_OK;
     if (p->is_dense && p->dense) {
         p->dense(p->dense_ctx, w->rows, n, w->cols, p->dense_w->values, x, ldx, y, ldy,
                  p->threads);
@@ -814,15 +840,59 @@ sp_status sp_spmm_plan_run(const sp_spmm_plan *p, const float *x, size_t ldx, fl
             for (size_t m = 0; m < w->rows; m++)
                 for (size_t c = 0; c < n; c++)
                     y[m * ldy + c] += bias[m];
-        return SP_OK;
-    }
-    if (p->alt && (w->cols * ldx >= (size_t)INT32_MAX))
+    } else if (p->alt && (w->cols * ldx >= (size_t)INT32_MAX)) {
         run_kernel(p->pool, p->alt, w, p->bounds, p->nchunks, n, x, ldx, y, ldy, bias);
-    else if (p->uk->spmv && p->xt && (n > 1 || ldx != 1))
-        run_columns(p->pool, p->uk, p->mat, p->bounds, p->nchunks, n, x, ldx, p->xt, y, ldy,
-                    bias);
-    else
+    } else if (p->uk->spmv && p->xt && (n > 1 || ldx != 1)) {
+        /* the batch-1 kernels want contiguous columns */
+        transpose(p->pool, p->nchunks, x, w->cols, n, ldx, p->xt, w->cols);
+        run_columns(p->pool, p->uk, p->mat, p->bounds, p->nchunks, n, p->xt, w->cols, y, 1,
+                    ldy, bias);
+    } else {
         run_kernel(p->pool, p->uk, p->mat, p->bounds, p->nchunks, n, x, ldx, y, ldy, bias);
+    }
+}
+
+sp_status sp_spmm_plan_run(const sp_spmm_plan *p, const float *x, size_t ldx, float *y,
+                           size_t ldy, const float *bias, sp_error *err)
+{
+    const sp_spmat *w = p->w;
+    const size_t n = p->n, K = w->cols, M = w->rows;
+    if (!x || !y)
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "spmm: x and y must not be NULL");
+    /* extents of X and Y in floats: [K, n] / [M, n], or [n, K] / [n, M] */
+    size_t xn, yn;
+    if (p->rows) {
+        if (ldx < K || ldy < M)
+            return sp_error_set(err, SP_ERR_INVALID_ARG,
+                                "spmm: row strides (ldx %zu, ldy %zu) below K %zu, M %zu",
+                                ldx, ldy, K, M);
+        xn = K ? (n - 1) * ldx + K : 0;
+        yn = M ? (n - 1) * ldy + M : 0;
+    } else {
+        if (ldx < n || ldy < n)
+            return sp_error_set(err, SP_ERR_INVALID_ARG,
+                                "spmm: leading dimensions (ldx %zu, ldy %zu) below n %zu",
+                                ldx, ldy, n);
+        xn = K ? (K - 1) * ldx + n : 0;
+        yn = M ? (M - 1) * ldy + n : 0;
+    }
+    const char *xb = (const char *)x, *xe = (const char *)(x + xn);
+    const char *yb = (const char *)y, *ye = (const char *)(y + yn);
+    if (xb < ye && yb < xe)
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "spmm: x and y overlap");
+    if (M == 0)
+        return SP_OK;
+    if (!p->rows || n == 1) {
+        /* one row of [1, K] is one column of [K, 1] */
+        run_product(p, x, p->rows ? 1 : ldx, y, p->rows ? 1 : ldy, bias);
+    } else if (p->uk->spmv && !p->is_dense) {
+        /* batch-1 kernels take the rows of X and Y as they are */
+        run_columns(p->pool, p->uk, p->mat, p->bounds, p->nchunks, n, x, ldx, y, ldy, 1, bias);
+    } else {
+        transpose(p->pool, p->nchunks, x, n, K, ldx, p->xt, n);
+        run_product(p, p->xt, n, p->ys, n, bias);
+        transpose(p->pool, p->nchunks, p->ys, M, n, n, y, ldy);
+    }
     return SP_OK;
 }
 
@@ -835,6 +905,7 @@ void sp_spmm_plan_free(sp_spmm_plan *p)
     sp_spmat_free(p->derived);
     free(p->bounds);
     free(p->xt);
+    free(p->ys);
     free(p);
 }
 

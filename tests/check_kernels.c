@@ -1182,6 +1182,82 @@ START_TEST(test_plan_columns)
 }
 END_TEST
 
+/* opts.rows: X [n, K] and Y [n, M] with row strides, every path (batch-1
+ * kernels in place, N-vectorised kernels and the dense fallback through
+ * transposed copies), f32 and bf16. */
+START_TEST(test_plan_rows)
+{
+    const char *pats[] = {"unstructured", "4x1", "2:4"};
+    const size_t m = 37, k = 150;
+    int calls = 0;
+    for (int bf = 0; bf < 2; bf++)
+        for (size_t pi = 0; pi < 3; pi++)
+            for (int fb = 0; fb < 3; fb++) {
+                sp_pattern p = pat(pats[pi]);
+                float *w = make_weight(m, k, &p, 0.8);
+                sp_spmat_opts po;
+                sp_spmat_opts_init(&po);
+                po.dtype = bf ? SP_BF16 : SP_F32;
+                sp_spmat *s = NULL;
+                sp_error err = {0};
+                ck_assert_int_eq(sp_spmat_pack_ex(&s, w, m, k, &p, &po, &err), SP_OK);
+                sp_spmat_unpack(s, w);
+                const size_t ns[] = {1, 2, 17, 64};
+                for (size_t ni = 0; ni < 4; ni++) {
+                    const size_t n = ns[ni], ldx = k + 3, ldy = m + 2;
+                    sp_spmm_opts o;
+                    sp_spmm_opts_init(&o);
+                    o.threads = 2;
+                    o.rows = true;
+                    o.fallback = fb ? SP_FALLBACK_ALWAYS : SP_FALLBACK_NEVER;
+                    if (fb == 2) {
+                        o.dense = fake_dense;
+                        o.dense_ctx = &calls;
+                    }
+                    sp_spmm_plan *plan = NULL;
+                    ck_assert_int_eq(sp_spmm_plan_new(&plan, s, n, &o, &err), SP_OK);
+                    float *x = malloc(n * ldx * sizeof(float)), *y = malloc(n * ldy * sizeof(float));
+                    float bias[37];
+                    for (size_t i = 0; i < n * ldx; i++)
+                        x[i] = rndf();
+                    for (size_t i = 0; i < n * ldy; i++)
+                        y[i] = NAN;
+                    for (size_t i = 0; i < m; i++)
+                        bias[i] = rndf();
+                    ck_assert_int_eq(sp_spmm_plan_run(plan, x, k - 1, y, ldy, bias, &err),
+                                     SP_ERR_INVALID_ARG); /* row stride below K */
+                    ck_assert_int_eq(sp_spmm_plan_run(plan, x, ldx, y, m - 1, bias, &err),
+                                     SP_ERR_INVALID_ARG);
+                    ck_assert_int_eq(sp_spmm_plan_run(plan, x, ldx, y, ldy, bias, &err), SP_OK);
+                    const bool rounds = bf && !sp_spmm_plan_is_dense(plan);
+                    for (size_t c = 0; c < n; c++) {
+                        for (size_t r = 0; r < m; r++) {
+                            double acc = bias[r], sc = fabs(bias[r]);
+                            for (size_t j = 0; j < k; j++) {
+                                const float xv = rounds ? sp_bf16_to_f32(sp_bf16_from_f32(x[c * ldx + j]))
+                                                        : x[c * ldx + j];
+                                acc += (double)w[r * k + j] * xv;
+                                sc += fabs((double)w[r * k + j] * xv);
+                            }
+                            ck_assert_msg(close_to(y[c * ldy + r], acc, sc),
+                                          "%s bf16=%d fb=%d n=%zu (%s): y[%zu,%zu] %g, want %g",
+                                          pats[pi], bf, fb, n, sp_spmm_plan_kernel(plan), c, r,
+                                          y[c * ldy + r], acc);
+                        }
+                        for (size_t r = m; r < ldy; r++)
+                            ck_assert(isnan(y[c * ldy + r]));
+                    }
+                    free(x);
+                    free(y);
+                    sp_spmm_plan_free(plan);
+                }
+                sp_spmat_free(s);
+                free(w);
+            }
+    ck_assert_int_gt(calls, 0);
+}
+END_TEST
+
 START_TEST(test_plan_run)
 {
     const char *pats[] = {"unstructured", "4x1", "8x8", "2:4"};
@@ -1306,6 +1382,7 @@ static Suite *kernels_suite(void)
         {"sp_spmm_plan_update", test_plan_update},
         {"sp_spmm_plan_bf16", test_plan_bf16},
         {"sp_spmm_plan_columns", test_plan_columns},
+        {"sp_spmm_plan_rows", test_plan_rows},
         {"sp_spmm_plan_new", test_plan_new},
         {"sp_spmm_plan_run", test_plan_run},
         {"sp_spmm", test_spmm},

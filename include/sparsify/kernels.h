@@ -272,6 +272,12 @@ typedef struct sp_spmm_opts {
     sp_threadpool *pool;    /* borrowed; NULL: the plan starts its own */
     sp_spmm_cache *cache;   /* borrowed; SP_FALLBACK_MEASURE looks up and
                                stores its decisions here (NULL: none) */
+    bool rows;              /* X is [n, K] and Y [n, M], row-major with row
+                               strides ldx >= K and ldy >= M: a Linear
+                               layer's activations [B, in] -> [B, out] as
+                               PyTorch holds them. Batch-1 kernels read and
+                               write the rows in place; the others go through
+                               transposed copies the plan keeps. */
 } sp_spmm_opts;
 
 /* Defaults: CPU, all threads, best ISA, auto fallback, built-in dense, own
@@ -306,9 +312,9 @@ size_t sp_spmm_plan_weight_bytes(const sp_spmm_plan *p);
  * place, e.g. after an optimizer step (the choice of kernel is kept).
  * Errors: SP_ERR_NOMEM (the plan keeps its old copies). */
 sp_status sp_spmm_plan_update(sp_spmm_plan *p, sp_error *err);
-/* Y = W . X (+ bias). A plan owns its worker threads (started once, in
- * sp_spmm_plan_new) and runs one product at a time: do not call this on the
- * same plan from two threads at once. Errors: SP_ERR_INVALID_ARG (NULL x/y, ldx or ldy < n,
+/* Y = W . X (+ bias). A plan runs one product at a time: do not call this
+ * on the same plan (or plans sharing a pool) from two threads at once.
+ * Errors: SP_ERR_INVALID_ARG (NULL x/y, ldx or ldy < n (opts.rows: < K, M),
  * aliasing x and y). */
 sp_status sp_spmm_plan_run(const sp_spmm_plan *p, const float *x, size_t ldx,
                            float *y, size_t ldy, const float *bias, sp_error *err);
