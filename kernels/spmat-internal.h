@@ -19,6 +19,15 @@ static inline unsigned sp_nm_offset(const uint8_t *ix, size_t slot, int bits)
     return off;
 }
 
+/* Where in sell_idx the index of value slot i (of values/bvalues) is: the
+ * lanes of a unit of sell_group rows share one index per slot. */
+static inline size_t sp_sell_idx_at(const sp_spmat *s, size_t i)
+{
+    const size_t L = (size_t)SP_SELL_H * (size_t)s->sell_slots, G = (size_t)s->sell_group;
+    const size_t step = i / L, l = (i % L) / (size_t)s->sell_slots, q = i % (size_t)s->sell_slots;
+    return step * (L / G) + (l / G) * (size_t)s->sell_slots + q;
+}
+
 /* The nonzeros of row r in column order: columns into col, values (bf16
  * widened) into val, each with room for s->cols entries; returns how many.
  * Stored zeros (padding, empty slots) are skipped. */

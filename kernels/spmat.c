@@ -64,7 +64,7 @@ size_t sp_spmat_bytes(const sp_spmat *s)
     else if (s->layout == SP_LAYOUT_NM)
         b += s->rows * s->nm_stride;
     else if (s->layout == SP_LAYOUT_SELL)
-        b += s->nstored + (s->sell_slices + 1) * sizeof(uint32_t) +
+        b += s->nstored / (size_t)s->sell_group + (s->sell_slices + 1) * sizeof(uint32_t) +
              s->sell_slices * s->sell_windows + s->sell_slices * SP_SELL_H * sizeof(uint32_t);
     return b;
 }
@@ -326,7 +326,7 @@ size_t sp_spmat_row(const sp_spmat *s, size_t r, size_t *col, float *val)
                     const size_t i = (step + j) * SP_SELL_H * P + l * P + q;
                     const float v = value_at(s, i);
                     if (v != 0.0f) {
-                        col[n] = w * SP_SELL_W + s->sell_idx[i];
+                        col[n] = w * SP_SELL_W + s->sell_idx[sp_sell_idx_at(s, i)];
                         val[n++] = v;
                     }
                 }
@@ -346,51 +346,83 @@ static size_t spmat_row_fn(const void *ctx, size_t r, size_t cols, size_t *col, 
 
 typedef size_t (*row_fn)(const void *ctx, size_t r, size_t cols, size_t *col, float *val);
 
+/* The union of the nonzero columns of rows [u*G, u*G + G) (< M), sorted,
+ * into ucol; returns how many. stamp[K] marks columns seen for unit u. */
+static size_t unit_union(row_fn rows_of, const void *ctx, size_t u, size_t G, size_t M,
+                         size_t K, size_t *col, float *val, size_t *ucol, uint32_t *stamp)
+{
+    size_t n = 0;
+    for (size_t r = u * G; r < M && r < u * G + G; r++) {
+        const size_t c = rows_of(ctx, r, K, col, val);
+        for (size_t i = 0; i < c; i++)
+            if (stamp[col[i]] != (uint32_t)u + 1) {
+                stamp[col[i]] = (uint32_t)u + 1;
+                ucol[n++] = col[i];
+            }
+    }
+    if (G > 1) { /* insertion sort: the rows' lists are sorted runs */
+        for (size_t i = 1; i < n; i++) {
+            const size_t v = ucol[i];
+            size_t j = i;
+            for (; j > 0 && ucol[j - 1] > v; j--)
+                ucol[j] = ucol[j - 1];
+            ucol[j] = v;
+        }
+    }
+    return n;
+}
+
 /*
- * SELL from any row source (s->rows, s->cols set). Rows are sorted by their
- * number of nonzeros (SELL-C-sigma with sigma = all rows), so that a slice
- * holds rows of similar length and pads less (trained weights: 1.97x -> 1.37x
- * slots per nonzero on a 1024x1024 layer pruned to 90%). Pass 1 counts each
- * row's nonzeros per window and sizes the steps (the widest lane of the
- * slice in each window), pass 2 places each nonzero in its slot.
+ * SELL from any row source (s->rows, s->cols set). Rows go in units of G
+ * consecutive rows (G > 1 for block patterns: the rows of a block row share
+ * their columns, so a step stores one index per unit and slot, and a row's
+ * slot at a column of the unit that it lacks holds 0). Units are sorted by
+ * decreasing number of columns (SELL-C-sigma with sigma = all rows), so that
+ * a slice holds rows of similar length and pads less (trained weights: 1.97x
+ * -> 1.37x slots per nonzero on a 1024x1024 layer pruned to 90%). Pass 1
+ * sizes the steps of each (slice, window) by its widest unit, pass 2 places
+ * every value.
  */
 static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtype dtype,
-                           sp_error *err)
+                           size_t G, sp_error *err)
 {
     const size_t M = s->rows, K = s->cols, H = SP_SELL_H, W = SP_SELL_W;
     const size_t P = dtype == SP_BF16 ? 2 : 1;
     sp_status st = SP_OK;
+    if (M > UINT32_MAX - 16)
+        return sp_error_set(err, SP_ERR_UNSUPPORTED, "%zu rows: SELL holds at most 2^32-17", M);
+    const size_t units = (M + G - 1) / G, upl = H / G; /* units per slice */
     s->layout = SP_LAYOUT_SELL;
     s->dtype = dtype;
     s->br = s->bc = 1;
     s->sell_slots = (int)P;
-    s->sell_slices = (M + H - 1) / H;
+    s->sell_group = (int)G;
+    s->sell_slices = (units + upl - 1) / upl;
     s->sell_windows = (K + W - 1) / W;
     s->nbrows = s->sell_slices;
-    if (M > UINT32_MAX - 1)
-        return sp_error_set(err, SP_ERR_UNSUPPORTED, "%zu rows: SELL holds at most 2^32-2", M);
     const size_t nsw = s->sell_slices * s->sell_windows, lanes = s->sell_slices * H;
-    size_t *col = malloc((K ? K : 1) * sizeof *col);
+    size_t *col = malloc((K ? K : 1) * sizeof *col), *ucol = malloc((K ? K : 1) * sizeof *ucol);
     float *val = malloc((K ? K : 1) * sizeof *val);
+    float *rowval = calloc(K ? K : 1, sizeof *rowval);
+    uint32_t *stamp = calloc(K ? K : 1, sizeof *stamp);
     uint32_t *cnt = calloc(s->sell_windows ? s->sell_windows : 1, sizeof *cnt);
     uint32_t *wstart = malloc((s->sell_windows + 1) * sizeof *wstart);
-    size_t *order = malloc((M ? M : 1) * sizeof *order);
-    uint32_t *rownnz = malloc((M ? M : 1) * sizeof *rownnz);
+    size_t *order = malloc((units ? units : 1) * sizeof *order);
+    uint32_t *ucount = malloc((units ? units : 1) * sizeof *ucount);
     s->sell_steps = calloc(nsw ? nsw : 1, 1);
     s->sell_ptr = malloc((s->sell_slices + 1) * sizeof(uint32_t));
     s->sell_rows = malloc((lanes ? lanes : 1) * sizeof(uint32_t));
-    if (!col || !val || !cnt || !wstart || !order || !rownnz || !s->sell_steps ||
-        !s->sell_ptr || !s->sell_rows) {
+    if (!col || !ucol || !val || !rowval || !stamp || !cnt || !wstart || !order || !ucount ||
+        !s->sell_steps || !s->sell_ptr || !s->sell_rows) {
         st = sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix", M, K);
         goto out;
     }
-    /* Pass 0: the lane of each row, by decreasing nonzeros (counting sort,
-     * stable, so equal rows keep their order). */
+    /* Pass 0: units by decreasing columns (counting sort, stable). */
     size_t maxc = 0;
-    for (size_t r = 0; r < M; r++) {
-        rownnz[r] = (uint32_t)rows_of(ctx, r, K, col, val);
-        if (rownnz[r] > maxc)
-            maxc = rownnz[r];
+    for (size_t u = 0; u < units; u++) {
+        ucount[u] = (uint32_t)unit_union(rows_of, ctx, u, G, M, K, col, val, ucol, stamp);
+        if (ucount[u] > maxc)
+            maxc = ucount[u];
     }
     {
         size_t *start = calloc(maxc + 2, sizeof *start);
@@ -398,26 +430,30 @@ static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtyp
             st = sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix", M, K);
             goto out;
         }
-        for (size_t r = 0; r < M; r++)
-            start[maxc - rownnz[r] + 1]++;
+        for (size_t u = 0; u < units; u++)
+            start[maxc - ucount[u] + 1]++;
         for (size_t c = 1; c <= maxc + 1; c++)
             start[c] += start[c - 1];
-        for (size_t r = 0; r < M; r++)
-            order[start[maxc - rownnz[r]]++] = r;
+        for (size_t u = 0; u < units; u++)
+            order[start[maxc - ucount[u]]++] = u;
         free(start);
     }
-    for (size_t l = 0; l < lanes; l++)
-        s->sell_rows[l] = l < M ? (uint32_t)order[l] : UINT32_MAX;
-    /* Pass 1: steps per (slice, window). */
+    for (size_t l = 0; l < lanes; l++) {
+        const size_t r = l / G < units ? order[l / G] * G + l % G : M;
+        s->sell_rows[l] = r < M ? (uint32_t)r : UINT32_MAX;
+    }
+    /* Pass 1: steps per (slice, window). The stamps restart (units are
+     * numbered again from 1 by unit_union). */
+    memset(stamp, 0, (K ? K : 1) * sizeof *stamp);
     size_t steps = 0;
     for (size_t sl = 0; sl < s->sell_slices; sl++) {
         s->sell_ptr[sl] = (uint32_t)steps;
         uint8_t *ns = s->sell_steps + sl * s->sell_windows;
-        for (size_t l = sl * H; l < M && l < sl * H + H; l++) {
+        for (size_t i = sl * upl; i < units && i < sl * upl + upl; i++) {
             memset(cnt, 0, s->sell_windows * sizeof *cnt);
-            const size_t n = rows_of(ctx, order[l], K, col, val);
-            for (size_t i = 0; i < n; i++)
-                cnt[col[i] / W]++;
+            const size_t n = unit_union(rows_of, ctx, order[i], G, M, K, col, val, ucol, stamp);
+            for (size_t j = 0; j < n; j++)
+                cnt[ucol[j] / W]++;
             for (size_t w = 0; w < s->sell_windows; w++) {
                 const size_t need = (cnt[w] + P - 1) / P;
                 if (need > ns[w])
@@ -436,7 +472,7 @@ static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtyp
     s->sell_nsteps = steps;
     s->nstored = steps * H * P;
     /* +64: the kernels load whole vectors at the last step. */
-    s->sell_idx = calloc(s->nstored + 64, 1);
+    s->sell_idx = calloc(s->nstored / G + 64, 1);
     if (dtype == SP_BF16)
         s->bvalues = calloc(s->nstored + 32, sizeof(uint16_t));
     else
@@ -445,35 +481,59 @@ static sp_status pack_sell(sp_spmat *s, row_fn rows_of, const void *ctx, sp_dtyp
         st = sp_error_set(err, SP_ERR_NOMEM, "out of memory packing a %zux%zu matrix", M, K);
         goto out;
     }
-    /* Pass 2: place every nonzero. */
+    /* Pass 2: place every value; one index per unit and slot. */
+    memset(stamp, 0, (K ? K : 1) * sizeof *stamp);
     for (size_t sl = 0; sl < s->sell_slices; sl++) {
         const uint8_t *ns = s->sell_steps + sl * s->sell_windows;
         wstart[0] = s->sell_ptr[sl];
         for (size_t w = 0; w < s->sell_windows; w++)
             wstart[w + 1] = wstart[w] + ns[w];
-        for (size_t lane = sl * H; lane < M && lane < sl * H + H; lane++) {
-            const size_t l = lane - sl * H;
+        for (size_t i = sl * upl; i < units && i < sl * upl + upl; i++) {
+            const size_t u = order[i], g = i - sl * upl; /* unit's place in the slice */
+            const size_t n = unit_union(rows_of, ctx, u, G, M, K, col, val, ucol, stamp);
             memset(cnt, 0, s->sell_windows * sizeof *cnt);
-            const size_t n = rows_of(ctx, order[lane], K, col, val);
-            for (size_t i = 0; i < n; i++) {
-                const size_t w = col[i] / W, j = cnt[w]++;
-                const size_t at = (wstart[w] + j / P) * H * P + l * P + j % P;
-                s->sell_idx[at] = (uint8_t)(col[i] - w * W);
-                if (dtype == SP_BF16)
-                    s->bvalues[at] = sp_bf16_from_f32(val[i]);
-                else
-                    s->values[at] = val[i];
+            for (size_t j = 0; j < n; j++) {
+                const size_t w = ucol[j] / W, jj = cnt[w]++;
+                const size_t step = wstart[w] + jj / P;
+                s->sell_idx[step * (H * P / G) + g * P + jj % P] = (uint8_t)(ucol[j] - w * W);
+            }
+            for (size_t r = u * G; r < M && r < u * G + G; r++) {
+                const size_t l = g * G + (r - u * G);
+                const size_t c = rows_of(ctx, r, K, col, val);
+                for (size_t k = 0; k < c; k++)
+                    rowval[col[k]] = val[k];
+                memset(cnt, 0, s->sell_windows * sizeof *cnt);
+                for (size_t j = 0; j < n; j++) {
+                    const size_t w = ucol[j] / W, jj = cnt[w]++;
+                    const size_t at = (wstart[w] + jj / P) * H * P + l * P + jj % P;
+                    if (dtype == SP_BF16)
+                        s->bvalues[at] = sp_bf16_from_f32(rowval[ucol[j]]);
+                    else
+                        s->values[at] = rowval[ucol[j]];
+                }
+                for (size_t k = 0; k < c; k++)
+                    rowval[col[k]] = 0.0f;
             }
         }
     }
 out:
     free(col);
+    free(ucol);
     free(val);
+    free(rowval);
+    free(stamp);
     free(cnt);
     free(wstart);
     free(order);
-    free(rownnz);
+    free(ucount);
     return st;
+}
+
+/* Rows that share columns in a block pattern: a block's rows, when they
+ * divide the 16-row slice. */
+static size_t sell_group_of(size_t br)
+{
+    return br == 2 || br == 4 || br == 8 || br == 16 ? br : 1;
 }
 
 sp_status sp_spmat_to_sell(const sp_spmat *src, sp_spmat **out, sp_error *err)
@@ -485,7 +545,8 @@ sp_status sp_spmat_to_sell(const sp_spmat *src, sp_spmat **out, sp_error *err)
     s->rows = src->rows;
     s->cols = src->cols;
     s->nnz = src->nnz;
-    sp_status st = pack_sell(s, spmat_row_fn, src, src->dtype, err);
+    const size_t G = src->layout == SP_LAYOUT_BCSR ? sell_group_of(src->br) : 1;
+    sp_status st = pack_sell(s, spmat_row_fn, src, src->dtype, G, err);
     if (st != SP_OK) {
         sp_spmat_free(s);
         return st;
@@ -537,8 +598,10 @@ sp_status sp_spmat_pack_ex(sp_spmat **out, const float *w, size_t rows, size_t c
                               (int)pattern->kind);
             goto out;
         }
-        /* SELL stores nonzeros: any pattern is just its nonzeros here. */
-        st = pack_sell(s, dense_row, w, opts->dtype, err);
+        /* the rows of a block share their columns: one index per block row */
+        const size_t G = pattern->kind == SP_PATTERN_BLOCK && pattern->r > 0
+                             ? sell_group_of((size_t)pattern->r) : 1;
+        st = pack_sell(s, dense_row, w, opts->dtype, G, err);
     } else if (!pattern) {
         st = pack_dense(s, w, nnz, err);
     } else if (pattern->kind == SP_PATTERN_UNSTRUCTURED ||
@@ -612,7 +675,7 @@ void sp_spmat_unpack(const sp_spmat *s, float *w)
                     const float v = value_at(s, i);
                     const uint32_t r = s->sell_rows[sl * SP_SELL_H + (i % L) / P];
                     if (v != 0.0f && r < M)
-                        w[r * K + win * SP_SELL_W + s->sell_idx[i]] = v;
+                        w[r * K + win * SP_SELL_W + s->sell_idx[sp_sell_idx_at(s, i)]] = v;
                 }
                 step += ns;
             }

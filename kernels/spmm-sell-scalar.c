@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <math.h>
 
+#include "kernels/spmat-internal.h"
 #include "kernels/ukernels.h"
 
 static void sell_ref(const sp_spmat *restrict w, size_t p0, size_t p1, size_t n,
@@ -19,8 +20,10 @@ static void sell_ref(const sp_spmat *restrict w, size_t p0, size_t p1, size_t n,
     const size_t H = SP_SELL_H, P = (size_t)w->sell_slots;
     assert(P == (bf16 ? 2u : 1u));
     for (size_t sl = p0; sl < p1; sl++)
-        for (size_t l = 0; l < H && sl * H + l < w->rows; l++) {
+        for (size_t l = 0; l < H; l++) {
             const size_t r = w->sell_rows[sl * H + l];
+            if (r == UINT32_MAX)
+                continue;
             for (size_t c = 0; c < n; c++) {
                 float acc = bias ? bias[r] : 0.0f;
                 size_t step = w->sell_ptr[sl];
@@ -29,7 +32,8 @@ static void sell_ref(const sp_spmat *restrict w, size_t p0, size_t p1, size_t n,
                     for (size_t j = step; j < step + ns; j++)
                         for (size_t q = 0; q < P; q++) {
                             const size_t i = j * H * P + l * P + q;
-                            const float xv = x[(win * SP_SELL_W + w->sell_idx[i]) * ldx + c];
+                            const size_t k = win * SP_SELL_W + w->sell_idx[sp_sell_idx_at(w, i)];
+                            const float xv = x[k * ldx + c];
                             if (bf16) /* bf16 x bf16 is exact in f32: one rounding */
                                 acc += sp_bf16_to_f32(w->bvalues[i]) *
                                        sp_bf16_to_f32(sp_bf16_from_f32(xv));

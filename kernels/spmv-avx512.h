@@ -79,24 +79,33 @@ SPV_INLINE __m512 spv_bf16_round(__m512 v)
     return _mm512_castsi512_ps(r);
 }
 
-/* Rows rows[0..cnt) of column c of Y from the 16 lanes of v. */
-SPV_INLINE void spv_store16(float *y, size_t ldy, size_t c, const uint32_t *rows, size_t cnt,
-                            __m512 v)
+/* The rows rows[0..16) (UINT32_MAX: none) of column c of Y from v. */
+SPV_INLINE void spv_store16(float *y, size_t ldy, size_t c, const uint32_t *rows, __m512 v)
 {
     float buf[16] __attribute__((aligned(64)));
     _mm512_store_ps(buf, v);
-    for (size_t i = 0; i < cnt; i++)
-        y[(size_t)rows[i] * ldy + c] = buf[i];
+    for (size_t i = 0; i < 16; i++)
+        if (rows[i] != UINT32_MAX)
+            y[(size_t)rows[i] * ldy + c] = buf[i];
 }
 
-/* Bias of rows rows[0..cnt) (zeros past them; 0 without bias). */
-SPV_INLINE __m512 spv_bias16(const float *bias, const uint32_t *rows, size_t cnt)
+/* The bias of rows rows[0..16) (0 for no row, or without bias). */
+SPV_INLINE __m512 spv_bias16(const float *bias, const uint32_t *rows)
 {
     if (!bias)
         return _mm512_setzero_ps();
-    float buf[16] __attribute__((aligned(64))) = {0};
-    for (size_t i = 0; i < cnt; i++)
-        buf[i] = bias[rows[i]];
+    float buf[16] __attribute__((aligned(64)));
+    for (size_t i = 0; i < 16; i++)
+        buf[i] = rows[i] != UINT32_MAX ? bias[rows[i]] : 0.0f;
     return _mm512_load_ps(buf);
+}
+
+/* Lane l of a SELL step takes index (l / G) of the step's G-shared ones:
+ * the permutation of dwords that spreads them. */
+SPV_INLINE __m512i spv_group_perm(int G)
+{
+    const __m512i l = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return G == 2 ? _mm512_srli_epi32(l, 1) : G == 4 ? _mm512_srli_epi32(l, 2)
+         : G == 8 ? _mm512_srli_epi32(l, 3) : G == 16 ? _mm512_setzero_si512() : l;
 }
 #endif

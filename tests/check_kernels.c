@@ -475,6 +475,34 @@ START_TEST(test_pack_layouts)
         sp_spmat_free(s);
     }
 
+    /* 2x1 blocks: the two rows of a block share one index per slot; a row
+     * holds 0 where only its partner has a value */
+    {
+        const float w4[32] = {1, 0, 0, 3, 0, 0, 0, 0,
+                              2, 0, 0, 0, 0, 0, 0, 4,
+                              0, 0, 0, 0, 0, 0, 0, 0,
+                              0, 5, 0, 0, 0, 0, 0, 0};
+        sp_pattern b21 = pat("2x1");
+        ck_assert_int_eq(sp_spmat_pack_ex(&s, w4, 4, 8, &b21, &po, &err), SP_OK);
+        ck_assert_int_eq(s->sell_group, 2);
+        ck_assert_uint_eq(s->sell_nsteps, 3); /* block row 0: columns 0, 3, 7 */
+        ck_assert_uint_eq(s->sell_rows[0], 0);
+        ck_assert_uint_eq(s->sell_rows[1], 1);
+        ck_assert_uint_eq(s->sell_rows[2], 2);
+        ck_assert_uint_eq(s->sell_rows[3], 3);
+        ck_assert_uint_eq(s->sell_idx[0], 0);      /* step 0, unit 0 */
+        ck_assert_uint_eq(s->sell_idx[1], 1);      /* step 0, unit 1 */
+        ck_assert_uint_eq(s->sell_idx[8], 3);      /* step 1, unit 0 (8 per step) */
+        ck_assert_float_eq(s->values[16 + 0], 3);  /* row 0 at column 3 */
+        ck_assert_float_eq(s->values[16 + 1], 0);  /* row 1 lacks it */
+        ck_assert_float_eq(s->values[2 * 16 + 1], 4);
+        ck_assert_uint_eq(sp_spmat_bytes(s), 48 * 4 + 48 / 2 + 2 * 4 + 1 + 16 * 4);
+        float back[32];
+        sp_spmat_unpack(s, back);
+        ck_assert(memcmp(back, w4, sizeof back) == 0);
+        sp_spmat_free(s);
+    }
+
     /* bf16 values: pairs of slots per lane, rounded */
     po.sell = false;
     po.dtype = SP_BF16;
@@ -553,6 +581,8 @@ START_TEST(test_kernels_sell)
     const size_t ks[] = {13, 129};
     sweep_ex("4x1", ms, 2, ks, 2, &po);
     sweep_ex("2x3", ms, 2, ks, 2, &po);
+    sweep_ex("16x16", ms, 2, ks, 2, &po);
+    sweep_ex("5x1", ms, 2, ks, 2, &po); /* 5 does not divide 16: no groups */
 }
 END_TEST
 

@@ -92,24 +92,27 @@ const char *sp_layout_name(sp_layout l);
  *        (LSB first). Empty slots hold value 0 and off 0. 2:4 is one byte per
  *        two groups: values + 2-bit indices.
  *  DENSE values[rows*cols], row-major.
- *  SELL  (sliced ELLPACK in column windows, for n == 1) rows, sorted by
- *        decreasing number of nonzeros (ties in row order), are cut into
- *        sell_slices slices of SP_SELL_H = 16 (one vector lane per row; lane
- *        l of slice s is row sell_rows[s*16 + l], lanes past the last row are
- *        empty), columns into sell_windows windows of SP_SELL_W = 128
- *        (window w is columns [w*128, w*128 + 128)). Slice s, window w has
- *        sell_steps[s*sell_windows + w] steps (0..128/P); the steps of slice
- *        s start at step sell_ptr[s] (sell_ptr[sell_slices] = all steps),
- *        window after window. A step holds SP_SELL_H*P slots, slot (l, q) at
- *        position l*P + q: P = sell_slots (1 for f32 values, 2 for bf16
- *        values: a pair per 32-bit lane). The j-th nonzero of row l of the
- *        slice within window w (in column order) is slot (l, j % P) of step
- *        j / P of that window: its value is values[step*16*P + l*P + q] (or
- *        bvalues[...]) and sell_idx[same position] its column minus w*128.
- *        Empty slots hold value 0 and index 0. Bytes per stored slot: 4 + 1
- *        (f32) or 2 + 1 (bf16); a step costs the widest row of the slice in
- *        that window, so the layout pads, but every step is one vector
- *        operation with the window of X in registers and no horizontal sum.
+ *  SELL  (sliced ELLPACK in column windows, for n == 1) rows go in units
+ *        of G = sell_group consecutive rows (G = the block height of 2, 4,
+ *        8 or 16 row blocks, else 1), sorted by decreasing number of columns
+ *        (ties in row order), and are cut into sell_slices slices of
+ *        SP_SELL_H = 16 lanes (lane l of slice s is row sell_rows[s*16 + l];
+ *        UINT32_MAX: no row), columns into sell_windows windows of
+ *        SP_SELL_W = 128 (window w is columns [w*128, w*128 + 128)). Slice s,
+ *        window w has sell_steps[s*sell_windows + w] steps (0..128/P); the
+ *        steps of slice s start at step sell_ptr[s] (sell_ptr[sell_slices]
+ *        = all steps), window after window. A step holds SP_SELL_H*P value
+ *        slots, slot (l, q) at position l*P + q: P = sell_slots (1 for f32
+ *        values, 2 for bf16 values: a pair per 32-bit lane). The j-th column
+ *        of a unit within window w (in column order: the union of its rows'
+ *        nonzero columns) is slot (l, j % P) of step j / P of that window for
+ *        each lane l of the unit: its value values[step*16*P + l*P + q] (or
+ *        bvalues[...]; 0 where the row has none), its column minus w*128
+ *        sell_idx[step*16*P/G + (l/G)*P + q]. Empty slots hold value 0 and
+ *        index 0. Bytes per stored slot: 4 + 1/G (f32) or 2 + 1/G (bf16); a
+ *        step costs the widest unit of the slice in that window, so the
+ *        layout pads, but every step is one vector operation with the
+ *        window of X in registers and no horizontal sum.
  *
  * Values are f32 (values[]) or bf16 (bvalues[], dtype SP_BF16: CSR, BCSR and
  * DENSE are f32 only; NM and SELL may be either). The order of the stored
@@ -145,7 +148,8 @@ typedef struct sp_spmat {
     uint8_t *sell_steps; /* sell_slices * sell_windows */
     uint8_t *sell_idx;   /* sell_nsteps * 16 * P */
     uint32_t *sell_rows; /* sell_slices * 16: the row of each lane
-                            (UINT32_MAX past the last row) */
+                            (UINT32_MAX: no row) */
+    int sell_group;      /* G: lanes (rows of one block) sharing indices */
 } sp_spmat;
 
 /*
