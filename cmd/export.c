@@ -14,7 +14,6 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cmd/cli.h"
 
@@ -49,35 +48,6 @@ static const char usage_text[] =
     "  -h, --help             show this help\n"
     "\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
-
-typedef struct progress_state {
-    bool on;
-    double start, last;
-} progress_state;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void progress_cb(void *ctx, uint64_t done, uint64_t total)
-{
-    progress_state *p = ctx;
-    if (!p->on)
-        return;
-    double t = now_s();
-    if (done < total && t - p->last < 0.2)
-        return;
-    p->last = t;
-    char a[32], b[32];
-    fprintf(stderr, "\rexport: %5.1f%%  %s of %s", total ? 100.0 * (double)done / (double)total : 100.0,
-            cli_bytes((double)done, a, sizeof a), cli_bytes((double)total, b, sizeof b));
-    if (done >= total)
-        fputc('\n', stderr);
-    fflush(stderr);
-}
 
 static bool ends_with(const char *s, const char *suf)
 {
@@ -264,18 +234,20 @@ int cmd_export(int argc, char **argv)
     sp_ckpt *ck = NULL;
     if (sp_ckpt_open(&ck, in, &err))
         return cli_fail(&err);
-    progress_state ps = {!quiet && !json && cli_stderr_is_tty(), now_s(), 0};
+    cli_progress ps;
+    cli_progress_init(&ps, "export", !quiet && !json);
     sp_export_report rep;
     memset(&rep, 0, sizeof rep);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     sp_status s;
     if (fmt == 0)
-        s = sp_spz_export(ck, out, &so, progress_cb, &ps, &rep, &err);
+        s = sp_spz_export(ck, out, &so, cli_progress_update, &ps, &rep, &err);
     else if (fmt == 1)
-        s = sp_ct_export(ck, out, &co, progress_cb, &ps, &rep, &err);
+        s = sp_ct_export(ck, out, &co, cli_progress_update, &ps, &rep, &err);
     else
         s = sp_dense_safetensors_export(ck, out, &rep, &err);
-    double secs = now_s() - t0;
+    double secs = cli_now_s() - t0;
+    cli_progress_end(&ps);
     sp_ckpt_close(ck);
     if (s)
         return cli_fail(&err);

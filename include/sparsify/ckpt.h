@@ -88,6 +88,14 @@ void sp_ckpt_storage_release(sp_ckpt *ck, size_t i);
 sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data,
                               sp_error *err);
 
+/* The tensors grouped by storage, for visiting each storage once:
+ * order[start[s] .. start[s + 1]) are the indices of the tensors of storage
+ * s, in file order. Returns two new arrays (start has
+ * sp_ckpt_num_storages + 1 entries that matter); the caller frees both.
+ * Errors: SP_ERR_NOMEM. */
+sp_status sp_ckpt_tensors_by_storage(const sp_ckpt *ck, size_t **order, size_t **start,
+                                     sp_error *err);
+
 /*
  * Rewrite: write ck to out_path in its own format (torch legacy is written as
  * torch zip), replacing the bytes of some storages. For every storage, in
