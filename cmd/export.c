@@ -39,8 +39,10 @@ static const char usage_text[] =
     "                         and values, 64-byte aligned, mappable in place)\n"
     "  --level L              spz: deflate level 1..9 (default 6)\n"
     "  --ct-format F          compressed-tensors: sparse-bitmask,\n"
-    "                         sparse-24-bitmask or dense (default: 2:4 when\n"
-    "                         every sparse weight is 2:4, else sparse-bitmask)\n"
+    "                         sparse-24-bitmask or dense (default: from the\n"
+    "                         pruned weights: sparse-24-bitmask when most are\n"
+    "                         2:4, else sparse-bitmask; a weight the format\n"
+    "                         cannot hold is stored dense, in \"ignore\")\n"
     "  --max-shard-size B     compressed-tensors: bytes per shard (5000000000)\n"
     "  -v, --verbose          one line per tensor in the report\n"
     "  --json                 print the report as JSON\n"
@@ -121,12 +123,26 @@ static void print_report(const sp_export_report *r, const char *out, bool verbos
                    (unsigned long long)e->info.stored_bytes, tr);
         }
     }
-    char a[32], b[32];
-    printf("wrote '%s' (%s%s%s): %zu tensors, dense %s (%llu bytes) -> %s (%llu bytes), %.2fx smaller\n",
+    char a[32], b[32], c[48];
+    if (r->output_bytes > r->dense_bytes) /* a dense model gains nothing: say so */
+        snprintf(c, sizeof c, "%.2fx larger",
+                 r->dense_bytes ? (double)r->output_bytes / (double)r->dense_bytes : 0.0);
+    else
+        snprintf(c, sizeof c, "%.2fx smaller", ratio);
+    printf("wrote '%s' (%s%s%s): %zu tensors, dense %s (%llu bytes) -> %s (%llu bytes), %s\n",
            out, r->format, r->ct_format[0] ? ", " : "", r->ct_format, r->nentries,
            cli_bytes((double)r->dense_bytes, a, sizeof a), (unsigned long long)r->dense_bytes,
-           cli_bytes((double)r->output_bytes, b, sizeof b), (unsigned long long)r->output_bytes, ratio);
+           cli_bytes((double)r->output_bytes, b, sizeof b), (unsigned long long)r->output_bytes, c);
 }
+
+/* The options, for "did you mean" (the parser below is by hand). */
+static const struct option export_opts[] = {
+    {"output", 1, NULL, 'o'},      {"format", 1, NULL, 0},         {"encoding", 1, NULL, 0},
+    {"nm", 1, NULL, 0},            {"block", 1, NULL, 0},          {"raw", 0, NULL, 0},
+    {"level", 1, NULL, 0},         {"ct-format", 1, NULL, 0},      {"max-shard-size", 1, NULL, 0},
+    {"verbose", 0, NULL, 'v'},     {"json", 0, NULL, 0},           {"quiet", 0, NULL, 'q'},
+    {"help", 0, NULL, 'h'},        {NULL, 0, NULL, 0},
+};
 
 int cmd_export(int argc, char **argv)
 {
@@ -201,7 +217,7 @@ int cmd_export(int argc, char **argv)
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("export", "unknown option '%s'", a);
+            return cli_unknown_option("export", a, export_opts, "ovqh");
         } else if (!in) {
             in = a;
         } else {

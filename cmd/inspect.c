@@ -167,15 +167,13 @@ int cmd_inspect(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     bool json = false;
-    int c;
-    opterr = 0;
+    int c, bad = EXIT_USAGE;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "+h", opts, "inspect", &bad)) != -1) {
         switch (c) {
         case 'j': json = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
-        default:
-            return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        default: return bad;
         }
     }
     /* allow options after the path too */
@@ -187,7 +185,7 @@ int cmd_inspect(int argc, char **argv)
             fputs(usage_text, stdout);
             return EXIT_OK;
         } else if (argv[i][0] == '-' && argv[i][1])
-            return cli_usage_error("inspect", "unknown option '%s'", argv[i]);
+            return cli_unknown_option("inspect", argv[i], opts, "h");
         else if (path)
             return cli_usage_error("inspect", "expected one FILE or DIR, got '%s' and '%s'", path, argv[i]);
         else

@@ -269,7 +269,7 @@ const char *sp_closest_name(const char *word, const char *const *names, size_t n
         if (!names[i] || !strcmp(names[i], word))
             continue;
         size_t d = osa_distance(word, names[i], cap);
-        if (d < best) {
+        if (d < best && 2 * d < len) { /* "-x" is one edit from any "-h" */
             best = d;
             pick = names[i];
         }

@@ -724,13 +724,19 @@ sp_status sp_recipe_load(sp_recipe **out, const char *path_or_name, sp_error *er
     }
     FILE *f = fopen(path_or_name, "rb");
     if (!f) {
-        if (errno == ENOENT && name_like)
+        int e = errno;
+        const char *close = name_like ? sp_recipe_bundled_closest(path_or_name) : NULL;
+        if (e == ENOENT && close)
+            return sp_error_set(err, SP_ERR_NOT_FOUND,
+                                "no recipe file or bundled recipe named '%s' (did you mean '%s'?)",
+                                path_or_name, close);
+        if (e == ENOENT && name_like)
             return sp_error_set(err, SP_ERR_NOT_FOUND,
                                 "no recipe file or bundled recipe named '%s' (see 'sparsify recipe "
                                 "list')",
                                 path_or_name);
-        return sp_error_set(err, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO,
-                            "cannot open '%s': %s", path_or_name, strerror(errno));
+        return sp_error_set(err, e == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO,
+                            "cannot open '%s': %s", path_or_name, strerror(e));
     }
     sp_status st = SP_OK;
     char *buf = NULL;

@@ -84,6 +84,10 @@ size_t sp_recipe_bundled_count(void);
 const char *sp_recipe_bundled_name(size_t i);
 const char *sp_recipe_bundled_summary(size_t i);
 const char *sp_recipe_bundled_text(size_t i);
+/* Index of the bundled template called name (or an alias, "nm-2-4"), or -1. */
+long sp_recipe_bundled_find(const char *name);
+/* The bundled name closest to a misspelt one ("unstructred-90"), or NULL. */
+const char *sp_recipe_bundled_closest(const char *name);
 
 /* Does modifier m target this tensor? (params/ignore; __ALL_PRUNABLE__ and an
  * empty params list mean sp_select_default). Errors: a "re:" pattern that
