@@ -19,9 +19,12 @@
  * and what Python rejects is rejected here too, rather than silently taking
  * a PCRE2 meaning: escapes of ASCII letters Python does not know (\h, \K,
  * \p, \Q, \R, ...), \N{...}, inline flags other than i, m, s, x (u is
- * Python's default and dropped; a and L are refused) and global flags
- * after the start of the pattern. (?P<name>...), (?P=name), lookarounds,
- * atomic groups, possessive and lazy quantifiers are the same in both.
+ * Python's default and dropped; a and L are refused), global flags after
+ * the start of the pattern, PCRE2 verbs "(*...)" and the extensions Python
+ * lacks (callouts, recursion, "(?|", "(?<name>"). (?P<name>...), (?P=name),
+ * lookarounds, atomic groups, conditionals, possessive and lazy
+ * quantifiers are the same in both. Verbose-mode comments are tracked so
+ * that a '[' or '(' inside one is not taken for syntax.
  *
  * Hostile patterns (recipes come from anywhere) are bounded: a pattern is
  * at most SP_REGEX_MAX_LEN bytes, PCRE2 rejects compiled patterns over its
@@ -149,8 +152,8 @@ static size_t escape(sbuf *b, const char *s, bool in_class, const char *pat, sp_
 static size_t flag_group(sbuf *b, const char *s, bool at_start, const char *pat, sp_error *err)
 {
     size_t pos = (size_t)(s - pat), i = 2;
-    if (!(is_alpha(s[2]) || s[2] == '-') || s[2] == 'P')
-        return 0;
+    if (!s[2] || !strchr("aiLmsux-", s[2]))
+        return 0; /* another extension (or one Python does not know) */
     while (is_alpha(s[i]) || s[i] == '-')
         i++;
     if (s[i] != ')' && s[i] != ':')
@@ -168,6 +171,10 @@ static size_t flag_group(sbuf *b, const char *s, bool at_start, const char *pat,
             return (size_t)-1;
         }
         sp_error_set(err, SP_ERR_INVALID_ARG, "unknown flag '%c' at position %zu", f, pos);
+        return (size_t)-1;
+    }
+    if (global && strchr(s, '-') && (size_t)(strchr(s, '-') - s) < i) {
+        sp_error_set(err, SP_ERR_INVALID_ARG, "missing : at position %zu", pos + i);
         return (size_t)-1;
     }
     if (global && !at_start) {
@@ -196,12 +203,40 @@ static size_t flag_group(sbuf *b, const char *s, bool at_start, const char *pat,
     return i + 1;
 }
 
+/* The extensions "(?X" Python knows besides flag groups: (?: (?P<name>
+ * (?P=name) (?= (?! (?<= (?<! (?# (?> and (?( conditionals. */
+static bool python_extension(const char *s)
+{
+    return strchr(":=!#>(", s[2]) || (s[2] == 'P' && (s[3] == '<' || s[3] == '=')) ||
+           (s[2] == '<' && (s[3] == '=' || s[3] == '!'));
+}
+
+/* Does the flag group at s (its letters up to ':' or ')') turn x on or
+ * off? Returns 1, 0, or -1 when it does not mention x. */
+static int verbose_flag(const char *s)
+{
+    bool minus = false;
+    for (size_t k = 2; s[k] != ':' && s[k] != ')'; k++) {
+        if (s[k] == '-')
+            minus = true;
+        else if (s[k] == 'x')
+            return !minus;
+    }
+    return -1;
+}
+
+enum { MAX_NEST = 250 }; /* PCRE2's own default parentheses limit */
+
 /* Python `re` pattern -> PCRE2 pattern (see the table at the top). Returns
- * a new string, or NULL with err set. */
+ * a new string, or NULL with err set. In verbose mode ((?x), also scoped)
+ * a '#' starts a comment to the end of the line, copied as is: PCRE2 gets
+ * the same flag and skips it too. */
 static char *translate(const char *pat, sp_error *err)
 {
     sbuf b = {0};
-    bool in_class = false, at_start = true;
+    bool in_class = false, at_start = true, verbose = false;
+    bool saved[MAX_NEST]; /* verbose outside each open group */
+    int depth = 0;
     const char *s = pat;
     puts_(&b, "");
     while (*s) {
@@ -225,6 +260,12 @@ static char *translate(const char *pat, sp_error *err)
             }
             continue;
         }
+        if (verbose && *s == '#') {
+            size_t n = strcspn(s, "\n");
+            put(&b, s, n);
+            s += n;
+            continue;
+        }
         if (*s == '[') {
             in_class = true;
             put(&b, s++, 1);
@@ -237,16 +278,51 @@ static char *translate(const char *pat, sp_error *err)
             at_start = false;
             continue;
         }
-        if (s[0] == '(' && s[1] == '?') {
-            size_t n = flag_group(&b, s, at_start, pat, err);
-            if (n == (size_t)-1)
+        if (*s == '(') {
+            size_t pos = (size_t)(s - pat);
+            if (s[1] == '*') { /* PCRE2 verbs, (*UTF) ...: Python sees a bare '*' */
+                sp_error_set(err, SP_ERR_INVALID_ARG, "nothing to repeat at position %zu", pos + 1);
                 goto fail;
-            if (n) {
-                bool global = s[n - 1] == ')';
-                s += n;
-                at_start = at_start && global;
-                continue;
             }
+            if (s[1] == '?') {
+                size_t n = flag_group(&b, s, at_start, pat, err);
+                if (n == (size_t)-1)
+                    goto fail;
+                int vx = n ? verbose_flag(s) : -1;
+                if (n && s[n - 1] == ')') { /* global: for the rest of the pattern */
+                    if (vx >= 0)
+                        verbose = vx;
+                    s += n;
+                    continue;
+                }
+                if (!n && !python_extension(s)) {
+                    sp_error_set(err, SP_ERR_INVALID_ARG, "unknown extension ?%c at position %zu",
+                                 s[2] ? s[2] : ' ', pos + 1);
+                    goto fail;
+                }
+                if (depth == MAX_NEST) {
+                    sp_error_set(err, SP_ERR_INVALID_ARG,
+                                 "more than %d nested groups at position %zu", MAX_NEST, pos);
+                    goto fail;
+                }
+                saved[depth++] = verbose;
+                if (vx >= 0)
+                    verbose = vx;
+                if (n) { /* a scoped flag group, copied by flag_group */
+                    s += n;
+                    at_start = false;
+                    continue;
+                }
+            } else {
+                if (depth == MAX_NEST) {
+                    sp_error_set(err, SP_ERR_INVALID_ARG,
+                                 "more than %d nested groups at position %zu", MAX_NEST, pos);
+                    goto fail;
+                }
+                saved[depth++] = verbose;
+            }
+        } else if (*s == ')' && depth > 0) {
+            verbose = saved[--depth];
         }
         if (s[0] == '{' && s[1] == ',') { /* {,n} and {,} */
             size_t i = 2;

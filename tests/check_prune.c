@@ -1153,6 +1153,12 @@ START_TEST(test_regex_python_syntax)
     ck_assert(rx("(?>a+)b", false, "aab"));
     ck_assert(rx("a.*?b", false, "axxb"));
     ck_assert(rx("[]a]", false, "]"));
+    /* verbose comments run to the end of the line, whatever they hold */
+    ck_assert(rx("(?x) a # [ \\q (\n b", false, "ab"));
+    ck_assert(rx("(?x:a b # [)\n)c", false, "abc"));
+    ck_assert(!rx("(?x:a b)c d", false, "abcd"));   /* x ends with its group */
+    ck_assert(rx("(?x:a b)c d", false, "abc d"));
+    ck_assert(rx("a#b", false, "a#b"));             /* not verbose: '#' is a literal */
     /* what Python refuses */
     rx_bad("a++++++++++++++++++++++++", "quantifier does not follow a repeatable item");
     rx_bad("\\K", "bad escape \\K at position 0");
@@ -1161,10 +1167,18 @@ START_TEST(test_regex_python_syntax)
     rx_bad("\\x4", "incomplete escape \\x");
     rx_bad("x(?i)a", "global flags not at the start");
     rx_bad("(?a)x", "flag 'a'");
-    rx_bad("(?U)x", "unknown flag 'U'");
+    rx_bad("(?U)x", "unknown extension ?U at position 1");
+    rx_bad("(?iU)x", "unknown flag 'U'");
+    rx_bad("(?-i)x", "missing :");
     rx_bad("(?-u:x)", "cannot be turned off");
     rx_bad("fc([", "regex 'fc(['");
     rx_bad("x\\", "bad escape (end of pattern)");
+    rx_bad("(*ACCEPT)a", "nothing to repeat at position 1");   /* PCRE2 verbs */
+    rx_bad("a(*LIMIT_MATCH=9)", "nothing to repeat at position 2");
+    rx_bad("(?C)a", "unknown extension ?C at position 1");      /* callouts */
+    rx_bad("a(?R)", "unknown extension ?R");
+    rx_bad("(?|a)", "unknown extension ?|");
+    rx_bad("(?<n>a)", "unknown extension ?<");
 }
 END_TEST
 
