@@ -68,6 +68,10 @@ PATTERNS = [
     r"\bk",
     r"(?i)^ENCODER",
     r"o_proj\.weight\b",
+    r"(?x) layers \. [0-9] \.  # a comment with [ and ( in it",
+    r"(m)?(?(1)odel\.norm|lm_head)",
+    r"(?>layers\.\d+)\.mlp",
+    r"layers\.\d++\.self",
 ]
 
 
