@@ -20,10 +20,12 @@ static const char usage_text[] =
     "  -s, --sparsity S     target sparsity 0..1 (implied by N:M)\n"
     "  -p, --pattern P      unstructured | RxC | N:M (default unstructured)\n"
     "      --scope SCOPE    layer (default) | global (checked per tensor)\n"
-    "  -i, --include RE     check tensors matching RE (repeatable)\n"
+    "  -i, --include RE     check tensors matching the Python regex RE anywhere\n"
+    "                       (repeatable; default: the weights prune targets)\n"
     "  -x, --exclude RE     skip tensors matching RE (repeatable)\n"
     "  -r, --recipe R       take targets from a recipe's pruning modifiers\n"
     "      --json           print the result as JSON on stdout\n"
+    "  -q, --quiet          print nothing but errors: the exit code is the answer\n"
     "  -h, --help           this help\n"
     "\n"
     "exit codes: 0 all targets met, 1 a target missed, 2 usage or bad input\n";
@@ -40,14 +42,15 @@ int cmd_check(int argc, char **argv)
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
         {"json", no_argument, NULL, OPT_JSON},
+        {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
-    bool json = false;
-    int c;
+    bool json = false, quiet = false;
+    int c, bad = EXIT_USAGE;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:p:i:x:r:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "s:p:i:x:r:qh", longopts, "check", &bad)) != -1) {
         int r = rules_opt(&ro, c, optarg, "check");
         if (r >= 0) {
             if (r)
@@ -56,8 +59,9 @@ int cmd_check(int argc, char **argv)
         }
         switch (c) {
         case OPT_JSON: json = true; break;
+        case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
-        default: return cli_usage_error("check", "bad option");
+        default: return bad;
         }
     }
     if (optind != argc - 1)
@@ -103,7 +107,9 @@ int cmd_check(int argc, char **argv)
     size_t failed = 0;
     for (size_t i = 0; i < rep.n; i++)
         failed += !rep.entries[i].ok;
-    if (json) {
+    if (quiet) {
+        /* the exit code says it all */
+    } else if (json) {
         cJSON *root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "path", in);
         cJSON_AddBoolToObject(root, "ok", ok);

@@ -2,8 +2,11 @@
 #include "cmd/cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* One line on stderr: control bytes in the message (a tensor name or path
@@ -115,4 +118,124 @@ const char *cli_bytes(double n, char *buf, size_t len)
     }
     snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", n, units[u]);
     return buf;
+}
+
+/* ---- progress on a terminal (export, prune, ...) ---- */
+
+double cli_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void cli_progress_init(cli_progress *p, const char *label, bool enabled)
+{
+    p->label = label;
+    p->on = enabled && cli_stderr_is_tty();
+    p->drawn = false;
+    p->last = 0;
+}
+
+void cli_progress_update(void *ctx, uint64_t done, uint64_t total)
+{
+    cli_progress *p = ctx;
+    if (!p->on)
+        return;
+    double t = cli_now_s();
+    if (done < total && t - p->last < 0.2)
+        return;
+    p->last = t;
+    char a[32], b[32];
+    fprintf(stderr, "\r%s: %5.1f%%  %s of %s", p->label,
+            total ? 100.0 * (double)done / (double)total : 100.0,
+            cli_bytes((double)done, a, sizeof a), cli_bytes((double)total, b, sizeof b));
+    p->drawn = done < total;
+    if (done >= total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void cli_progress_end(cli_progress *p)
+{
+    if (p->on && p->drawn)
+        fputs("\r\033[K", stderr); /* an unfinished bar: clear it for the next line */
+    p->drawn = false;
+}
+
+/* ---- "did you mean" ---- */
+
+static bool long_prefix(const struct option *o, const char *name, size_t len)
+{
+    return !strncmp(o->name, name, len);
+}
+
+int cli_unknown_option(const char *cmd, const char *arg, const struct option *longopts,
+                       const char *shortopts)
+{
+    char word[64];
+    size_t len = strcspn(arg, "=");
+    if (len >= sizeof word)
+        len = sizeof word - 1;
+    memcpy(word, arg, len);
+    word[len] = '\0';
+    /* an ambiguous abbreviation of long options */
+    if (!strncmp(word, "--", 2) && len > 2) {
+        char list[256];
+        size_t k = 0, hits = 0;
+        list[0] = '\0';
+        for (const struct option *o = longopts; o && o->name; o++)
+            if (long_prefix(o, word + 2, len - 2) && k < sizeof list)
+                k += (size_t)snprintf(list + k, sizeof list - k, "%s--%s", hits++ ? ", " : "",
+                                      o->name);
+        if (hits > 1)
+            return cli_usage_error(cmd, "option '%s' is ambiguous (%s)", word, list);
+    }
+    if (word[0] == '-' && word[1] != '-') /* one letter: any other is one edit away */
+        return cli_usage_error(cmd, "unknown option '%s'", word);
+    const char *names[128];
+    char spell[128][40];
+    size_t n = 0;
+    for (const struct option *o = longopts; o && o->name && n < 128; o++, n++) {
+        snprintf(spell[n], sizeof spell[n], "--%s", o->name);
+        names[n] = spell[n];
+    }
+    for (const char *c = shortopts; c && *c && n < 128; c++)
+        if (*c != ':' && *c != '+') {
+            snprintf(spell[n], sizeof spell[n], "-%c", *c);
+            names[n] = spell[n];
+            n++;
+        }
+    const char *close = sp_closest_name(word, names, n);
+    if (close)
+        return cli_usage_error(cmd, "unknown option '%s' (did you mean '%s'?)", word, close);
+    return cli_usage_error(cmd, "unknown option '%s'", word);
+}
+
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+               const char *cmd, int *rc)
+{
+    char so[128];
+    bool plus = shortopts[0] == '+';
+    snprintf(so, sizeof so, "%s:%s", plus ? "+" : "", shortopts + plus);
+    opterr = 0;
+    int c = getopt_long(argc, argv, so, longopts, NULL);
+    if (c != '?' && c != ':')
+        return c;
+    const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+    bool is_long = !strncmp(arg, "--", 2);
+    int n = (int)strcspn(arg, "=");
+    if (c == ':' && is_long) {
+        *rc = cli_usage_error(cmd, "option '%.*s' needs a value", n, arg);
+    } else if (c == ':') {
+        *rc = cli_usage_error(cmd, "option '-%c' needs a value", optopt);
+    } else if (!optopt) {
+        *rc = cli_unknown_option(cmd, arg, longopts, shortopts);
+    } else if (is_long) {
+        *rc = cli_usage_error(cmd, "option '%.*s' takes no value", n, arg);
+    } else {
+        char sh[3] = {'-', (char)optopt, '\0'};
+        *rc = cli_unknown_option(cmd, sh, longopts, shortopts);
+    }
+    return '?';
 }

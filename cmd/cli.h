@@ -8,6 +8,7 @@
 #ifndef SPARSIFY_CMD_CLI_H
 #define SPARSIFY_CMD_CLI_H
 
+#include <getopt.h>
 #include <stdio.h>
 
 #include "sparsify/sparsify.h"
@@ -44,5 +45,33 @@ bool cli_parse_long(const char *opt, const char *s, long *out);
 bool cli_stderr_is_tty(void);
 /* Format a byte count as "12.3 MB". */
 const char *cli_bytes(double n, char *buf, size_t len);
+
+/* Monotonic clock, seconds. */
+double cli_now_s(void);
+
+/* Progress bar on stderr, shown only when stderr is a terminal:
+ * "LABEL:  42.0%  1.2 GB of 2.9 GB", redrawn at most five times a second.
+ * cli_progress_update is an sp_progress_fn (ctx = the cli_progress);
+ * cli_progress_end clears an unfinished bar before anything else is
+ * printed (an error, a report). */
+typedef struct cli_progress {
+    const char *label;
+    bool on, drawn;
+    double last;
+} cli_progress;
+void cli_progress_init(cli_progress *p, const char *label, bool enabled);
+void cli_progress_update(void *ctx, uint64_t done, uint64_t total);
+void cli_progress_end(cli_progress *p);
+
+/* Usage error for an unknown option arg (its "=value" dropped), with a "did
+ * you mean" among longopts (may be NULL) and shortopts (may be NULL), or
+ * "is ambiguous" for an abbreviation of several long options. Returns 2. */
+int cli_unknown_option(const char *cmd, const char *arg, const struct option *longopts,
+                       const char *shortopts);
+/* getopt_long without getopt's own messages: returns its result, or '?'
+ * after printing one usage error (unknown option with a suggestion, missing
+ * value, value given to a flag) and setting *rc to 2. */
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+               const char *cmd, int *rc);
 
 #endif

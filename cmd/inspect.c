@@ -35,137 +35,6 @@ typedef struct tstat {
     int nm_ok; /* 1 yes, 0 no, -1 not applicable (non-float) */
 } tstat;
 
-/* Zero test on raw bits: floats ignore the sign bit (+0 and -0 are zero). */
-typedef struct zspec {
-    size_t es;
-    uint64_t mask;  /* for es <= 8; for 16-byte complex, mask of each half */
-} zspec;
-
-static zspec zspec_for(sp_dtype dt)
-{
-    zspec z = {sp_dtype_size(dt), ~(uint64_t)0};
-    switch (dt) {
-    case SP_F16:
-    case SP_BF16: z.mask = 0x7fff; break;
-    case SP_F32: z.mask = 0x7fffffff; break;
-    case SP_F64: z.mask = 0x7fffffffffffffffull; break;
-    case SP_C64: z.mask = 0x7fffffff7fffffffull; break;
-    case SP_C128: z.mask = 0x7fffffffffffffffull; break;
-    default:
-        if (z.es < 8)
-            z.mask = ((uint64_t)1 << (8 * z.es)) - 1;
-        break;
-    }
-    return z;
-}
-
-static inline bool is_zero(const zspec *z, const unsigned char *p)
-{
-    uint64_t v = 0;
-    switch (z->es) {
-    case 1: return *p == 0;
-    case 2: { uint16_t x; memcpy(&x, p, 2); v = x; } break;
-    case 4: { uint32_t x; memcpy(&x, p, 4); v = x; } break;
-    case 8: memcpy(&v, p, 8); break;
-    case 16: {
-        uint64_t a, b;
-        memcpy(&a, p, 8);
-        memcpy(&b, p + 8, 8);
-        return !(a & z->mask) && !(b & z->mask);
-    }
-    default: return false;
-    }
-    return (v & z->mask) == 0;
-}
-
-/*
- * Walk a strided view in the order of the 2:4 geometry: the tensor's dims
- * permuted so that the "outer" dims come first and the row (the input
- * dimension, whose consecutive groups of 4 are checked) last. Counts zeros
- * and, when check_nm, whether every group of 4 (tail groups included) has at
- * most 2 nonzeros. Geometry (docs/pruning.md): [out, in]; conv [O, I, kh, kw]
- * as an [O, I] matrix per (kh, kw); any other rank [dim0, rest] (rank 0 and
- * 1: one row).
- */
-static void walk(const unsigned char *base, sp_dtype dt, const sp_tensor *t, bool check_nm,
-                 tstat *out)
-{
-    zspec z = zspec_for(dt);
-    int nd = 0, nouter = 0;
-    int64_t shape[SP_MAX_DIMS], stride[SP_MAX_DIMS];
-    if (t->ndim == 0) {
-        shape[0] = 1;
-        stride[0] = 0;
-        nd = 1;
-    } else if (t->ndim == 4) {
-        static const int perm[4] = {0, 2, 3, 1};
-        for (int k = 0; k < 4; k++) {
-            shape[k] = t->shape[perm[k]];
-            stride[k] = t->stride[perm[k]];
-        }
-        nd = 4;
-        nouter = 3;
-    } else {
-        for (int k = 0; k < t->ndim; k++) {
-            shape[k] = t->shape[k];
-            stride[k] = t->stride[k];
-        }
-        nd = t->ndim;
-        nouter = nd >= 2 ? 1 : 0;
-    }
-    out->zeros = 0;
-    out->nm_ok = check_nm ? 1 : -1;
-    for (int k = 0; k < nd; k++)
-        if (shape[k] == 0)
-            return;
-    int64_t idx[SP_MAX_DIMS] = {0};
-    int last = nd - 1;
-    int64_t inner_n = shape[last];
-    ptrdiff_t inner_step = (ptrdiff_t)(stride[last] * (int64_t)z.es);
-    int gpos = 0, gnz = 0;
-    bool nm_ok = true;
-    uint64_t zeros = 0;
-    for (;;) {
-        int64_t off = 0;
-        for (int k = 0; k < last; k++)
-            off += idx[k] * stride[k];
-        const unsigned char *p = base + off * (int64_t)z.es;
-        if (!check_nm) {
-            for (int64_t i = 0; i < inner_n; i++, p += inner_step)
-                zeros += is_zero(&z, p);
-        } else {
-            for (int64_t i = 0; i < inner_n; i++, p += inner_step) {
-                bool zz = is_zero(&z, p);
-                zeros += zz;
-                gnz += !zz;
-                if (++gpos == 4) {
-                    if (gnz > 2)
-                        nm_ok = false;
-                    gpos = gnz = 0;
-                }
-            }
-        }
-        /* advance the odometer over dims [0, last) */
-        int k = last - 1;
-        while (k >= 0 && ++idx[k] == shape[k]) {
-            idx[k] = 0;
-            k--;
-        }
-        bool done = k < 0;
-        if (check_nm && (done || k < nouter)) {
-            /* a row ended: close its tail group */
-            if (gnz > 2)
-                nm_ok = false;
-            gpos = gnz = 0;
-        }
-        if (done)
-            break;
-    }
-    out->zeros = zeros;
-    if (check_nm)
-        out->nm_ok = nm_ok ? 1 : 0;
-}
-
 static void shape_str(const sp_tensor *t, char *buf, size_t len)
 {
     size_t n = 0;
@@ -298,15 +167,13 @@ int cmd_inspect(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     bool json = false;
-    int c;
-    opterr = 0;
+    int c, bad = EXIT_USAGE;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "+h", opts, "inspect", &bad)) != -1) {
         switch (c) {
         case 'j': json = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
-        default:
-            return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        default: return bad;
         }
     }
     /* allow options after the path too */
@@ -318,7 +185,7 @@ int cmd_inspect(int argc, char **argv)
             fputs(usage_text, stdout);
             return EXIT_OK;
         } else if (argv[i][0] == '-' && argv[i][1])
-            return cli_usage_error("inspect", "unknown option '%s'", argv[i]);
+            return cli_unknown_option("inspect", argv[i], opts, "h");
         else if (path)
             return cli_usage_error("inspect", "expected one FILE or DIR, got '%s' and '%s'", path, argv[i]);
         else
@@ -336,32 +203,23 @@ int cmd_inspect(int argc, char **argv)
         return cli_fail(&err);
     size_t nt = sp_ckpt_num_tensors(ck), ns = sp_ckpt_num_storages(ck);
     st = calloc(nt ? nt : 1, sizeof *st);
-    order = malloc((nt ? nt : 1) * sizeof *order);
     owner = malloc((ns ? ns : 1) * sizeof *owner);
-    if (!st || !order || !owner) {
+    if (!st || !owner) {
         cli_error("out of memory");
         rc = EXIT_FAILED;
         goto out;
     }
-    /* tensors grouped by storage (counting sort), so each storage is loaded
-     * once and released before the next */
-    size_t *start = calloc(ns + 1, sizeof *start);
-    if (!start) {
-        cli_error("out of memory");
-        rc = EXIT_FAILED;
+    /* tensors grouped by storage, so each storage is loaded once and
+     * released before the next */
+    size_t *start = NULL;
+    if (sp_ckpt_tensors_by_storage(ck, &order, &start, &err)) {
+        rc = cli_fail(&err);
         goto out;
     }
-    for (size_t i = 0; i < nt; i++)
-        start[sp_ckpt_tensor(ck, i)->storage + 1]++;
-    for (size_t s = 0; s < ns; s++)
-        start[s + 1] += start[s];
-    for (size_t i = 0; i < nt; i++)
-        order[start[sp_ckpt_tensor(ck, i)->storage]++] = i;
-    /* start[s] now marks the end of storage s's run */
-    size_t k = 0, nshared = 0;
+    size_t nshared = 0;
     uint64_t params = 0, zeros = 0;
     for (size_t s = 0; s < ns; s++) {
-        size_t end = start[s], cnt = end - k;
+        size_t cnt = start[s + 1] - start[s];
         owner[s] = cnt >= 2 ? s : SIZE_MAX;
         if (cnt >= 2)
             nshared += cnt;
@@ -373,12 +231,16 @@ int cmd_inspect(int argc, char **argv)
             rc = cli_fail(&err);
             goto out;
         }
-        for (; k < end; k++) {
+        for (size_t k = start[s]; k < start[s + 1]; k++) {
             size_t i = order[k];
             const sp_tensor *t = sp_ckpt_tensor(ck, i);
             const unsigned char *base = (const unsigned char *)data +
                                         (size_t)t->offset * sp_dtype_size(t->dtype);
-            walk(base, t->dtype, t, sp_dtype_is_float(t->dtype), &st[i]);
+            sp_view_stats vs;
+            bool fl = sp_dtype_is_float(t->dtype);
+            sp_tensor_view_stats(t, base, fl, &vs);
+            st[i].zeros = vs.zeros;
+            st[i].nm_ok = fl ? vs.is_24 : -1;
         }
         sp_ckpt_storage_release(ck, s);
     }

@@ -46,6 +46,15 @@ int rules_build(rules *r, const rules_opts *o, const char *cmd)
         r->n = sp_prune_rules_from_recipe(r->recipe, r->rules);
         if (r->n == 0)
             return cli_usage_error(cmd, "recipe '%s' has no pruning modifier", o->recipe);
+        for (size_t i = 0; o->apply && i < r->recipe->nmods; i++)
+            if (r->recipe->mods[i].type == SP_MOD_MOVEMENT) {
+                /* movement scores come from gradients: pruning by magnitude
+                 * instead would be a different model than the recipe asks */
+                cli_error("recipe '%s': modifiers[%zu] is a MovementPruningModifier, which needs "
+                          "gradients; run it with 'sparsify finetune MODEL --recipe %s'",
+                          o->recipe, i, o->recipe);
+                return EXIT_USAGE;
+            }
         return EXIT_OK;
     }
 
@@ -59,6 +68,9 @@ int rules_build(rules *r, const rules_opts *o, const char *cmd)
         double s;
         if (!cli_parse_double("--sparsity", o->sparsity, &s))
             return EXIT_USAGE;
+        if (s > 1.0 && s <= 100.0)
+            return cli_usage_error(cmd, "--sparsity %s is out of range [0, 1] (did you mean %g?)",
+                                   o->sparsity, s / 100.0);
         if (!(s >= 0.0 && s <= 1.0))
             return cli_usage_error(cmd, "--sparsity %s is out of range [0, 1]", o->sparsity);
         if (implied >= 0 && fabs(s - implied) > 1e-9)

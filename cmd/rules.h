@@ -20,6 +20,7 @@ typedef struct rules_opts {
     size_t ninclude;
     const char *exclude[RULES_MAX_RE];
     size_t nexclude;
+    bool apply; /* prune (not check): refuse modifiers that need training */
 } rules_opts;
 
 typedef struct rules {

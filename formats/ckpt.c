@@ -182,6 +182,30 @@ sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data, sp_error
     return SP_OK;
 }
 
+sp_status sp_ckpt_tensors_by_storage(const sp_ckpt *ck, size_t **order, size_t **start,
+                                     sp_error *err)
+{
+    size_t nt = ck->ntensors, ns = ck->nstorages;
+    size_t *o = malloc((nt ? nt : 1) * sizeof *o), *st = calloc(ns + 2, sizeof *st);
+    *order = *start = NULL;
+    if (!o || !st) {
+        free(o);
+        free(st);
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    }
+    /* counting sort: st[s + 2] counts storage s, then st[s + 1] is where its
+     * run starts while filling, and finally st[s] is where it starts */
+    for (size_t i = 0; i < nt; i++)
+        st[ck->tensors[i].storage + 2]++;
+    for (size_t s = 0; s < ns; s++)
+        st[s + 2] += st[s + 1];
+    for (size_t i = 0; i < nt; i++)
+        o[st[ck->tensors[i].storage + 1]++] = i;
+    *order = o;
+    *start = st;
+    return SP_OK;
+}
+
 sp_status sp_ckpt_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
                           sp_error *err)
 {

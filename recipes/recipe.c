@@ -7,7 +7,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,101 +45,90 @@ bool sp_modifier_prunes(const sp_modifier *m)
     return m->type != SP_MOD_CONSTANT && m->type != SP_MOD_DISTILLATION;
 }
 
-/* ---- regex helpers: "re:" params are Python-style, anchored at the start */
+/* ---- matching: exact names, "re:" params (Python syntax, anchored at the
+ * start like SparseML's re.match; compiled once at parse time),
+ * __ALL_PRUNABLE__ and __ALL__ */
 
-/* Translate the common Python-only spellings to POSIX ERE: (?:  \d  \D. */
-static char *py_to_ere(const char *re)
+/* Does one params entry select this tensor? re: the entry's compiled
+ * pattern, NULL unless it is a "re:" entry. */
+static sp_status param_matches(const char *p, const sp_regex *re, const char *name,
+                               sp_dtype dtype, int ndim, bool *hit, sp_error *err)
 {
-    size_t n = strlen(re);
-    char *out = malloc(n * 5 + 8), *o = out;
-    if (!out)
-        return NULL;
-    *o++ = '^';
-    *o++ = '(';
-    for (const char *s = re; *s; s++) {
-        if (s[0] == '(' && s[1] == '?' && s[2] == ':') {
-            *o++ = '(';
-            s += 2;
-        } else if (s[0] == '\\' && s[1] == 'd') {
-            memcpy(o, "[0-9]", 5);
-            o += 5;
-            s++;
-        } else if (s[0] == '\\' && s[1] == 'D') {
-            memcpy(o, "[^0-9]", 6);
-            o += 6;
-            s++;
-        } else if (s[0] == '\\' && s[1]) {
-            *o++ = *s++;
-            *o++ = *s;
-        } else {
-            *o++ = *s;
-        }
+    *hit = false;
+    if (!strcmp(p, ALL_PRUNABLE)) {
+        *hit = sp_select_default(name, dtype, ndim);
+        return SP_OK;
     }
-    *o++ = ')';
-    *o = '\0';
-    return out;
-}
-
-/* 1 match, 0 no match, -1 bad regex (msg filled). */
-static int py_re_match(const char *re, const char *name, char *msg, size_t mlen)
-{
-    char *ere = py_to_ere(re);
-    if (!ere) {
-        snprintf(msg, mlen, "out of memory");
-        return -1;
-    }
-    regex_t r;
-    int rc = regcomp(&r, ere, REG_EXTENDED | REG_NOSUB);
-    free(ere);
-    if (rc) {
-        regerror(rc, &r, msg, mlen);
-        return -1;
-    }
-    int m = name ? !regexec(&r, name, 0, NULL, 0) : 0;
-    regfree(&r);
-    return m;
-}
-
-/* Does one params entry select this tensor? */
-static bool param_matches(const char *p, const char *name, sp_dtype dtype, int ndim)
-{
-    if (!strcmp(p, ALL_PRUNABLE))
-        return sp_select_default(name, dtype, ndim);
     if (!sp_dtype_is_float(dtype))
-        return false;
-    if (!strcmp(p, ALL))
-        return true;
-    if (!strncmp(p, "re:", 3)) {
-        char msg[64];
-        return py_re_match(p + 3, name, msg, sizeof msg) == 1;
+        return SP_OK;
+    if (!strcmp(p, ALL)) {
+        *hit = true;
+        return SP_OK;
     }
-    return !strcmp(p, name);
+    if (re)
+        return sp_regex_match(re, name, hit, err);
+    *hit = !strcmp(p, name);
+    return SP_OK;
 }
 
-static bool list_matches(char *const *list, size_t n, const char *name, sp_dtype dtype, int ndim)
+static sp_status list_matches(char *const *list, sp_regex *const *res, size_t n, const char *name,
+                              sp_dtype dtype, int ndim, bool *hit, sp_error *err)
 {
-    for (size_t i = 0; i < n; i++)
-        if (param_matches(list[i], name, dtype, ndim))
-            return true;
-    return false;
+    *hit = false;
+    for (size_t i = 0; i < n && !*hit; i++) {
+        sp_status st = param_matches(list[i], res ? res[i] : NULL, name, dtype, ndim, hit, err);
+        if (st)
+            return st;
+    }
+    return SP_OK;
+}
+
+sp_status sp_modifier_select(const sp_modifier *m, const char *name, sp_dtype dtype, int ndim,
+                             bool *targets, sp_error *err)
+{
+    bool ignored;
+    *targets = false;
+    /* ignore entries name tensors outright; their dtype does not matter */
+    sp_status st = list_matches(m->ignore, m->ignore_re, m->nignore, name, SP_F32,
+                                ndim > 2 ? ndim : 2, &ignored, err);
+    if (st || ignored)
+        return st;
+    if (!m->nparams) {
+        *targets = sp_select_default(name, dtype, ndim);
+        return SP_OK;
+    }
+    return list_matches(m->params, m->params_re, m->nparams, name, dtype, ndim, targets, err);
 }
 
 bool sp_modifier_targets(const sp_modifier *m, const char *name, sp_dtype dtype, int ndim)
 {
-    /* ignore entries name tensors outright; their dtype does not matter */
-    if (list_matches(m->ignore, m->nignore, name, SP_F32, ndim > 2 ? ndim : 2))
-        return false;
-    if (!m->nparams)
-        return sp_select_default(name, dtype, ndim);
-    return list_matches(m->params, m->nparams, name, dtype, ndim);
+    bool t;
+    return sp_modifier_select(m, name, dtype, ndim, &t, NULL) == SP_OK && t;
+}
+
+sp_status sp_modifier_target_sparsity(const sp_modifier *m, const char *name, double *final,
+                                      sp_error *err)
+{
+    *final = m->final_sparsity;
+    for (size_t i = 0; i < m->noverrides; i++) {
+        const sp_sparsity_override *o = &m->overrides[i];
+        bool hit;
+        sp_status st = list_matches(o->params, o->params_re, o->nparams, name, SP_F32, 2, &hit, err);
+        if (st)
+            return st;
+        if (hit) {
+            *final = o->sparsity;
+            break;
+        }
+    }
+    return SP_OK;
 }
 
 double sp_modifier_final_for(const sp_modifier *m, const char *name)
 {
-    for (size_t i = 0; i < m->noverrides; i++)
-        if (list_matches(m->overrides[i].params, m->overrides[i].nparams, name, SP_F32, 2))
-            return m->overrides[i].sparsity;
-    return m->final_sparsity;
+    double s;
+    sp_modifier_target_sparsity(m, name, &s, NULL);
+    return s;
 }
 
 double sp_modifier_sparsity_at(const sp_modifier *m, const char *name, double epoch)
@@ -164,12 +152,23 @@ static void free_list(char **l, size_t n)
     free(l);
 }
 
+static void free_res(sp_regex **r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++)
+        sp_regex_free(r[i]);
+    free(r);
+}
+
 static void modifier_release(sp_modifier *m)
 {
     free_list(m->params, m->nparams);
+    free_res(m->params_re, m->nparams);
     free_list(m->ignore, m->nignore);
-    for (size_t i = 0; i < m->noverrides; i++)
+    free_res(m->ignore_re, m->nignore);
+    for (size_t i = 0; i < m->noverrides; i++) {
         free_list(m->overrides[i].params, m->overrides[i].nparams);
+        free_res(m->overrides[i].params_re, m->overrides[i].nparams);
+    }
     free(m->overrides);
     free(m->teacher);
 }
@@ -255,8 +254,32 @@ static sp_status get_string(ctx *c, const cJSON *v, const char *field, const cha
     return SP_OK;
 }
 
-/* A params-like value: one string or a list of strings. Checks regexes. */
-static sp_status get_name_list(ctx *c, const cJSON *v, const char *field, char ***out, size_t *n)
+/* Compile the "re:" entries of a name list (the others get NULL). */
+static sp_status compile_names(ctx *c, const char *field, char *const *l, size_t n,
+                               sp_regex ***out)
+{
+    sp_regex **r = calloc(n ? n : 1, sizeof *r);
+    if (!r)
+        return sp_error_set(c->err, SP_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        sp_error e = {0};
+        if (strncmp(l[i], "re:", 3))
+            continue;
+        if (sp_regex_new(&r[i], l[i] + 3, true, &e)) {
+            free_res(r, i);
+            if (e.code == SP_ERR_NOMEM)
+                return sp_error_set(c->err, SP_ERR_NOMEM, "out of memory");
+            return FERR(c, field, "%s", e.msg);
+        }
+    }
+    *out = r;
+    return SP_OK;
+}
+
+/* A params-like value: one string or a list of strings; "re:" entries are
+ * compiled into *res. */
+static sp_status get_name_list(ctx *c, const cJSON *v, const char *field, char ***out,
+                               sp_regex ***res, size_t *n)
 {
     size_t cnt = cJSON_IsString(v) ? 1 : cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 0;
     if (!cJSON_IsString(v) && !cJSON_IsArray(v))
@@ -275,13 +298,6 @@ static sp_status get_name_list(ctx *c, const cJSON *v, const char *field, char *
                         cJSON_IsString(e) ? "\"\"" : json_kind(e));
         }
         const char *s = e->valuestring;
-        if (!strncmp(s, "re:", 3)) {
-            char msg[128];
-            if (py_re_match(s + 3, NULL, msg, sizeof msg) < 0) {
-                free_list(l, i);
-                return FERR(c, field, "bad regex '%s': %s", s + 3, msg);
-            }
-        }
         if (!strcasecmp(s, ALL_PRUNABLE) || !strcasecmp(s, ALL)) /* SparseML upper-cases */
             l[i] = strdup(!strcasecmp(s, ALL) ? ALL : ALL_PRUNABLE);
         else
@@ -290,6 +306,11 @@ static sp_status get_name_list(ctx *c, const cJSON *v, const char *field, char *
             free_list(l, i);
             return sp_error_set(c->err, SP_ERR_NOMEM, "out of memory");
         }
+    }
+    sp_status st = compile_names(c, field, l, cnt, res);
+    if (st) {
+        free_list(l, cnt);
+        return st;
     }
     *out = l;
     *n = cnt;
@@ -337,7 +358,7 @@ static sp_status get_overrides(ctx *c, const cJSON *v, sp_modifier *m)
         if (s < 0.0 || s > 1.0)
             return FERR(c, "final_sparsity", "%g is out of range [0, 1]", s);
         sp_sparsity_override *o = &m->overrides[m->noverrides];
-        sp_status st = get_name_list(c, e, "final_sparsity", &o->params, &o->nparams);
+        sp_status st = get_name_list(c, e, "final_sparsity", &o->params, &o->params_re, &o->nparams);
         if (st)
             return st;
         o->sparsity = s;
@@ -431,9 +452,9 @@ static sp_status parse_modifier(ctx *c, const cJSON *obj, sp_modifier *m)
     bool has_init = false, has_final = false;
     const char *s;
 
-    if ((v = FIELD("params")) && (st = get_name_list(c, v, "params", &m->params, &m->nparams)))
+    if ((v = FIELD("params")) && (st = get_name_list(c, v, "params", &m->params, &m->params_re, &m->nparams)))
         return st;
-    if ((v = FIELD("ignore")) && (st = get_name_list(c, v, "ignore", &m->ignore, &m->nignore)))
+    if ((v = FIELD("ignore")) && (st = get_name_list(c, v, "ignore", &m->ignore, &m->ignore_re, &m->nignore)))
         return st;
     if ((v = FIELD("start_epoch")) && (st = get_number(c, v, "start_epoch", &m->start_epoch)))
         return st;
@@ -536,6 +557,8 @@ static sp_status parse_modifier(ctx *c, const cJSON *obj, sp_modifier *m)
                         return sp_error_set(c->err, SP_ERR_NOMEM, "out of memory");
                     m->nparams++;
                 }
+            if ((st = compile_names(c, "final_sparsity", m->params, m->nparams, &m->params_re)))
+                return st;
         } else if (cJSON_IsNumber(v)) {
             if ((st = get_fraction(c, v, "final_sparsity", &m->final_sparsity)))
                 return st;
@@ -701,13 +724,19 @@ sp_status sp_recipe_load(sp_recipe **out, const char *path_or_name, sp_error *er
     }
     FILE *f = fopen(path_or_name, "rb");
     if (!f) {
-        if (errno == ENOENT && name_like)
+        int e = errno;
+        const char *close = name_like ? sp_recipe_bundled_closest(path_or_name) : NULL;
+        if (e == ENOENT && close)
+            return sp_error_set(err, SP_ERR_NOT_FOUND,
+                                "no recipe file or bundled recipe named '%s' (did you mean '%s'?)",
+                                path_or_name, close);
+        if (e == ENOENT && name_like)
             return sp_error_set(err, SP_ERR_NOT_FOUND,
                                 "no recipe file or bundled recipe named '%s' (see 'sparsify recipe "
                                 "list')",
                                 path_or_name);
-        return sp_error_set(err, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO,
-                            "cannot open '%s': %s", path_or_name, strerror(errno));
+        return sp_error_set(err, e == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO,
+                            "cannot open '%s': %s", path_or_name, strerror(e));
     }
     sp_status st = SP_OK;
     char *buf = NULL;

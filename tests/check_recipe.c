@@ -216,7 +216,14 @@ START_TEST(test_parse_errors)
     parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"params\": [\"a\", 2]}"),
               "modifiers[0].params: entry 1: expected a non-empty string, got a number");
     parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"params\": \"re:fc[\"}"),
-              "modifiers[0].params: bad regex 'fc[': Unmatched [, [^, [:, [., or [=");
+              "modifiers[0].params: regex 'fc[': missing terminating ] for character class");
+    /* a hostile pattern fails at parse time, fast */
+    parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"ignore\": "
+                  "\"re:a++++++++++++++++++++++++\"}"),
+              "modifiers[0].ignore: regex 'a++++++++++++++++++++++++': quantifier does not "
+              "follow a repeatable item");
+    parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": {\"0.5\": \"re:\\\\q\"}}"),
+              "modifiers[0].final_sparsity: regex '\\q': bad escape \\q at position 0");
     parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": {\"x\": \"a\"}}"),
               "modifiers[0].final_sparsity: key 'x' is not a number");
     parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": {\"1.2\": \"a\"}}"),
@@ -404,6 +411,39 @@ START_TEST(test_modifier_targets)
     ck_assert(sp_modifier_targets(&m[2], "fc.weight", SP_F32, 2));
     ck_assert(!sp_modifier_targets(&m[2], "head.weight", SP_F32, 2));
     ck_assert(sp_modifier_targets(&m[3], "fc.bias", SP_F32, 1));
+    sp_recipe_free(r);
+
+    /* Python syntax: [\d] and [^\d] are digit sets (a hand translation to
+     * POSIX got them wrong), lookaheads work, match is anchored at the start */
+    r = parse_ok(MOD(
+        "{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"ignore\": [\"re:layers\\\\.[\\\\d]\\\\.\"]},"
+        "{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"params\": [\"re:layers\\\\.[^\\\\d]\"]},"
+        "{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"params\": [\"re:^((?!dfl).)*$\"]}"));
+    m = r->mods;
+    ck_assert(!sp_modifier_targets(&m[0], "layers.3.mlp.weight", SP_F32, 2));
+    ck_assert(sp_modifier_targets(&m[0], "layers.13.mlp.weight", SP_F32, 2));
+    ck_assert(sp_modifier_targets(&m[1], "layers.x.mlp.weight", SP_F32, 2));
+    ck_assert(!sp_modifier_targets(&m[1], "layers.3.mlp.weight", SP_F32, 2));
+    ck_assert(!sp_modifier_targets(&m[1], "model.layers.x.mlp.weight", SP_F32, 2)); /* re.match */
+    ck_assert(sp_modifier_targets(&m[2], "model.22.cv2.weight", SP_F32, 2));
+    ck_assert(!sp_modifier_targets(&m[2], "model.22.dfl.conv.weight", SP_F32, 2));
+    /* compiled once, at parse time */
+    ck_assert_ptr_nonnull(m[0].ignore_re[0]);
+    ck_assert_ptr_nonnull(m[1].params_re[0]);
+    sp_recipe_free(r);
+
+    /* a pattern that backtracks without end: an error from sp_modifier_select */
+    r = parse_ok(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"params\": "
+                     "[\"fc.weight\", \"re:(\\\\w+\\\\.?)+$\"]}"));
+    bool t = true;
+    sp_error err = {0};
+    ck_assert_int_eq(sp_modifier_select(&r->mods[0], "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-",
+                                        SP_F32, 2, &t, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "backtracks too much"));
+    ck_assert(!sp_modifier_targets(&r->mods[0], "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-", SP_F32, 2));
+    ck_assert_int_eq(sp_modifier_select(&r->mods[0], "fc.weight", SP_F32, 2, &t, &err), SP_OK);
+    ck_assert(t);
     sp_recipe_free(r);
 }
 END_TEST

@@ -97,5 +97,19 @@ check validate-noname-msg grep -q "no recipe file or bundled recipe named 'not-a
 expect validate-args 2 "$SP" recipe validate
 expect validate-opt 2 "$SP" recipe validate --frob x
 
+# --json: list and validate, read back by a JSON parser
+jq_py() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($1) else 1)" "$T/out"; }
+expect list-json 0 "$SP" recipe list --json
+check list-json-names jq_py "[r['name'] for r in d['recipes']] == '''$("$SP" recipe list | awk '{print $1}' | tr '\n' ' ')'''.split()"
+check list-json-summary jq_py "all(r['summary'] for r in d['recipes'])"
+expect validate-json 0 "$SP" recipe validate "$T/two.json" --json
+check validate-json-ok jq_py "d['ok'] is True and [m['type'] for m in d['modifiers']] == ['GMPruningModifier', 'DistillationModifier']"
+check validate-json-gmp jq_py "d['modifiers'][0]['mask_type'] == '4x1' and d['modifiers'][0]['params'] == ['re:.*attention.*weight'] and d['modifiers'][0]['final_sparsity'] == 0.8 and d['modifiers'][0]['inter_func'] == 'linear'"
+check validate-json-kd jq_py "d['modifiers'][1]['hardness'] == 0.8 and d['modifiers'][1]['teacher'] == 'dense.pt'"
+expect validate-json-bad 2 "$SP" recipe validate --json "$T/r.json"
+check validate-json-bad-out jq_py "d['ok'] is False and 'modifiers[1].final_sparsity: 1.5 is out of range' in d['error']"
+check validate-json-bad-err test "$(grep -c 'sparsify: error:' "$T/err")" -eq 1
+expect show-json 2 "$SP" recipe show gradual-90 --json
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -88,6 +88,30 @@ void sp_ckpt_storage_release(sp_ckpt *ck, size_t i);
 sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data,
                               sp_error *err);
 
+/* A view's zeros (+0 and -0 for floats) and whether it is 2:4 as 2:4
+ * runtimes and compressed-tensors' sparse-24-bitmask need it: the input
+ * dimension (docs/pruning.md: dim 1 of [out, in], I of a conv
+ * [O, I, kh, kw], all but dim 0 of another rank, the whole of rank 0/1) is a
+ * multiple of 4 and every aligned group of 4 consecutive input weights has
+ * at most 2 nonzeros; an empty view is 2:4. first: the view's first element
+ * (storage bytes + offset * element size). Reads the view in place (no
+ * copy); inspect and the compressed-tensors export share it so they agree.
+ * is_24 is only computed when check_24 (else true). */
+typedef struct sp_view_stats {
+    uint64_t zeros;
+    bool is_24;
+} sp_view_stats;
+void sp_tensor_view_stats(const sp_tensor *t, const void *first, bool check_24,
+                          sp_view_stats *out);
+
+/* The tensors grouped by storage, for visiting each storage once:
+ * order[start[s] .. start[s + 1]) are the indices of the tensors of storage
+ * s, in file order. Returns two new arrays (start has
+ * sp_ckpt_num_storages + 1 entries that matter); the caller frees both.
+ * Errors: SP_ERR_NOMEM. */
+sp_status sp_ckpt_tensors_by_storage(const sp_ckpt *ck, size_t **order, size_t **start,
+                                     sp_error *err);
+
 /*
  * Rewrite: write ck to out_path in its own format (torch legacy is written as
  * torch zip), replacing the bytes of some storages. For every storage, in

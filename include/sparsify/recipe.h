@@ -30,16 +30,20 @@ typedef enum sp_modifier_type {
 typedef struct sp_sparsity_override {
     double sparsity;
     char **params; /* exact names or "re:REGEX" */
+    sp_regex **params_re; /* compiled "re:" entries, NULL for the others */
     size_t nparams;
 } sp_sparsity_override;
 
 typedef struct sp_modifier {
     sp_modifier_type type;
-    char **params;       /* exact names, "re:REGEX" (anchored at the start,
-                            like Python re.match), or "__ALL_PRUNABLE__";
+    char **params;       /* exact names, "re:REGEX" (Python syntax, see
+                            sp_regex_new; anchored at the start like
+                            SparseML's re.match), or "__ALL_PRUNABLE__";
                             empty = __ALL_PRUNABLE__ */
+    sp_regex **params_re; /* compiled "re:" entries, NULL for the others */
     size_t nparams;
     char **ignore;       /* same syntax; matching tensors are skipped */
+    sp_regex **ignore_re;
     size_t nignore;
     double init_sparsity;  /* default 0 (GMP/movement), = final for one-shot */
     double final_sparsity; /* for N:M mask types: 1 - N/M */
@@ -80,12 +84,24 @@ size_t sp_recipe_bundled_count(void);
 const char *sp_recipe_bundled_name(size_t i);
 const char *sp_recipe_bundled_summary(size_t i);
 const char *sp_recipe_bundled_text(size_t i);
+/* Index of the bundled template called name (or an alias, "nm-2-4"), or -1. */
+long sp_recipe_bundled_find(const char *name);
+/* The bundled name closest to a misspelt one ("unstructred-90"), or NULL. */
+const char *sp_recipe_bundled_closest(const char *name);
 
 /* Does modifier m target this tensor? (params/ignore; __ALL_PRUNABLE__ and an
- * empty params list mean sp_select_default). */
+ * empty params list mean sp_select_default). Errors: a "re:" pattern that
+ * hits the backtracking limits (sp_regex_match). */
+sp_status sp_modifier_select(const sp_modifier *m, const char *name, sp_dtype dtype, int ndim,
+                             bool *targets, sp_error *err);
+/* The same as a plain answer: false also when a pattern fails to run, so
+ * callers that must report that use sp_modifier_select. */
 bool sp_modifier_targets(const sp_modifier *m, const char *name, sp_dtype dtype, int ndim);
 /* The final sparsity for this tensor (override map first, then
- * final_sparsity). */
+ * final_sparsity). Errors as sp_modifier_select. */
+sp_status sp_modifier_target_sparsity(const sp_modifier *m, const char *name, double *final,
+                                      sp_error *err);
+/* The same, final_sparsity when a pattern fails to run. */
 double sp_modifier_final_for(const sp_modifier *m, const char *name);
 /* Scheduled sparsity for this tensor at `epoch` (init -> final_for). */
 double sp_modifier_sparsity_at(const sp_modifier *m, const char *name, double epoch);
