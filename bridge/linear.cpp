@@ -1,0 +1,491 @@
+/*
+ * The sparse Linear operator (linear.h): the packed weight as a TorchScript
+ * custom class, the operator sparsify::linear with a CPU kernel (inference)
+ * and an autograd kernel (training), built on sparsify's SpMM plans and
+ * SDDMM ukernels.
+ */
+#include "bridge/linear.h"
+
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <tuple>
+
+#include "bridge/common.h"
+
+namespace sp_bridge {
+
+const char *const kLinearOp = "sparsify::linear";
+
+namespace {
+
+/* The plans' dense path: libtorch's own mm (its BLAS, its threads). */
+void torch_gemm(void *, size_t m, size_t n, size_t k, const float *w, const float *x, size_t ldx,
+                float *y, size_t ldy, int)
+{
+    at::Tensor W = at::from_blob(const_cast<float *>(w), {(int64_t)m, (int64_t)k});
+    at::Tensor X = at::from_blob(const_cast<float *>(x), {(int64_t)k, (int64_t)n}, {(int64_t)ldx, 1});
+    at::Tensor Y = at::from_blob(y, {(int64_t)m, (int64_t)n}, {(int64_t)ldy, 1});
+    at::mm_out(Y, W, X);
+}
+
+/*
+ * The layout for the kept positions (the nonzeros of ws, M x K): blocks when
+ * the kept positions are exactly a union of RxC blocks (fewest indices, an
+ * X load serves R rows), N:M when every group of M along K holds at most N
+ * and the groups are at least 3/4 full (else CSR stores less), otherwise
+ * unstructured CSR. Returns false for CSR.
+ */
+bool choose_pattern(const float *ws, int64_t M, int64_t K, size_t nnz, sp_pattern *p)
+{
+    if (nnz == 0 || nnz == (size_t)(M * K))
+        return false;
+    static const int64_t blocks[][2] = {{4, 4}, {4, 1}, {1, 4}, {2, 2}};
+    for (const auto &b : blocks) {
+        const int64_t br = b[0], bc = b[1];
+        size_t covered = 0; /* in-range elements of blocks holding a nonzero */
+        for (int64_t i = 0; i < M; i += br)
+            for (int64_t j = 0; j < K; j += bc) {
+                bool any = false;
+                for (int64_t r = i; r < std::min(M, i + br) && !any; r++)
+                    for (int64_t c = j; c < std::min(K, j + bc); c++)
+                        if (ws[r * K + c] != 0.0f) {
+                            any = true;
+                            break;
+                        }
+                if (any)
+                    covered += (size_t)((std::min(M, i + br) - i) * (std::min(K, j + bc) - j));
+            }
+        if (covered == nnz) {
+            *p = sp_pattern{SP_PATTERN_BLOCK, br, bc, 0, 0};
+            return true;
+        }
+    }
+    static const int nms[][2] = {{2, 4}, {1, 4}, {4, 8}, {1, 2}};
+    for (const auto &q : nms) {
+        const int64_t n = q[0], m = q[1];
+        bool ok = true;
+        for (int64_t r = 0; r < M && ok; r++)
+            for (int64_t g = 0; g < K && ok; g += m) {
+                int64_t cnt = 0;
+                for (int64_t c = g; c < std::min(K, g + m); c++)
+                    cnt += ws[r * K + c] != 0.0f;
+                ok = cnt <= n;
+            }
+        const double slots = (double)M * (double)((K + m - 1) / m) * (double)n;
+        if (ok && (double)nnz >= 0.75 * slots) {
+            *p = sp_pattern{SP_PATTERN_NM, 0, 0, (int)n, (int)m};
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The pattern of W^T for W's: blocks transpose, N:M does not survive. */
+bool transpose_pattern(bool patterned, const sp_pattern &p, sp_pattern *out)
+{
+    if (!patterned || p.kind != SP_PATTERN_BLOCK)
+        return false;
+    *out = sp_pattern{SP_PATTERN_BLOCK, p.c, p.r, 0, 0};
+    return true;
+}
+
+const sp_pattern kUnstructured{SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+
+} // namespace
+
+c10::intrusive_ptr<PackedLinear> PackedLinear::make(const std::string &name, const at::Tensor &w,
+                                                    const at::Tensor &keep, sp_fallback fallback,
+                                                    sp_error *err)
+{
+    TORCH_INTERNAL_ASSERT(w.dim() == 2 && w.scalar_type() == at::kFloat && w.device().is_cpu());
+    const int64_t M = w.size(0), K = w.size(1);
+    if (M == 0 || K == 0) {
+        sp_error_set(err, SP_ERR_UNSUPPORTED, "empty weight %s", shape_str(w.sizes()).c_str());
+        return {};
+    }
+    at::Tensor wc = w.detach().contiguous();
+    at::Tensor kc = keep.defined() ? keep.to(at::kBool).contiguous() : at::Tensor();
+    TORCH_INTERNAL_ASSERT(!kc.defined() || kc.sizes() == w.sizes());
+    const float *wp = wc.data_ptr<float>();
+    const bool *kp = kc.defined() ? kc.data_ptr<bool>() : nullptr;
+
+    auto p = c10::make_intrusive<PackedLinear>();
+    p->name_ = name;
+    p->rows_ = M;
+    p->cols_ = K;
+    p->fallback_ = fallback;
+    /* The kept positions, with kept zeros made nonzero (1.0) for the
+     * packing, which prunes zeros; their real values come after. */
+    std::vector<float> ws((size_t)(M * K));
+    p->rp_.assign((size_t)M + 1, 0);
+    for (int64_t r = 0; r < M; r++) {
+        for (int64_t c = 0; c < K; c++) {
+            const size_t i = (size_t)(r * K + c);
+            const bool kept = kp ? kp[i] : wp[i] != 0.0f;
+            ws[i] = kept ? (wp[i] != 0.0f ? wp[i] : 1.0f) : 0.0f;
+            if (kept)
+                p->ci_.push_back((uint32_t)c);
+        }
+        if (p->ci_.size() > UINT32_MAX) {
+            sp_error_set(err, SP_ERR_UNSUPPORTED, "more than 2^32-1 kept weights");
+            return {};
+        }
+        p->rp_[(size_t)r + 1] = (uint32_t)p->ci_.size();
+    }
+    const size_t nnz = p->ci_.size();
+    p->patterned_ = choose_pattern(ws.data(), M, K, nnz, &p->pattern_);
+    sp_status st = sp_spmat_pack(&p->w_, ws.data(), (size_t)M, (size_t)K,
+                                 p->patterned_ ? &p->pattern_ : &kUnstructured, err);
+    if (st == SP_ERR_NOMEM)
+        throw Failed{st};
+    if (st != SP_OK)
+        return {};
+    TORCH_INTERNAL_ASSERT(p->w_->nnz == nnz);
+    p->map_.resize(nnz);
+    sp_spmat_value_map(p->w_, p->map_.data());
+    for (int64_t r = 0, k = 0; r < M; r++)
+        for (uint32_t j = p->rp_[(size_t)r]; j < p->rp_[(size_t)r + 1]; j++, k++)
+            p->w_->values[p->map_[(size_t)k]] = wp[r * K + p->ci_[j]];
+    return p;
+}
+
+PackedLinear::~PackedLinear()
+{
+    drop_plans(plans_, false);
+    drop_plans(plans_t_, false);
+    sp_spmat_free(w_);
+    sp_spmat_free(wt_);
+}
+
+std::string PackedLinear::layout() const
+{
+    char buf[32];
+    if (w_->layout == SP_LAYOUT_BCSR || w_->layout == SP_LAYOUT_NM)
+        return std::string(sp_layout_name(w_->layout)) + " " +
+               sp_pattern_str(&pattern_, buf, sizeof buf);
+    return sp_layout_name(w_->layout);
+}
+
+at::Tensor PackedLinear::values() const
+{
+    at::Tensor v = at::empty({nnz()}, at::kFloat);
+    float *vp = v.data_ptr<float>();
+    for (size_t k = 0; k < map_.size(); k++)
+        vp[k] = w_->values[map_[k]];
+    return v;
+}
+
+at::Tensor PackedLinear::kept_index() const
+{
+    at::Tensor idx = at::empty({nnz()}, at::kLong);
+    int64_t *ip = idx.data_ptr<int64_t>();
+    for (int64_t r = 0, k = 0; r < rows_; r++)
+        for (uint32_t j = rp_[(size_t)r]; j < rp_[(size_t)r + 1]; j++)
+            ip[k++] = r * cols_ + ci_[j];
+    return idx;
+}
+
+at::Tensor PackedLinear::dense(const at::Tensor &values) const
+{
+    at::Tensor v = values.detach().to(at::kFloat).contiguous();
+    TORCH_INTERNAL_ASSERT(v.numel() == nnz());
+    at::Tensor d = at::zeros({rows_, cols_}, at::kFloat);
+    float *dp = d.data_ptr<float>();
+    const float *vp = v.data_ptr<float>();
+    for (int64_t r = 0, k = 0; r < rows_; r++)
+        for (uint32_t j = rp_[(size_t)r]; j < rp_[(size_t)r + 1]; j++)
+            dp[r * cols_ + ci_[j]] = vp[k++];
+    return d;
+}
+
+void PackedLinear::drop_plans(std::vector<Plan> &plans, bool only_copies)
+{
+    auto keep = std::remove_if(plans.begin(), plans.end(), [&](const Plan &p) {
+        if (only_copies && !p.holds_values)
+            return false;
+        sp_spmm_plan_free(p.plan);
+        return true;
+    });
+    plans.erase(keep, plans.end());
+}
+
+/* Refresh the packed values when `values` changed since the last product:
+ * a new tensor, or the same one updated in place (its version moved). Plans
+ * that copied the values at creation are rebuilt on their next use. */
+void PackedLinear::sync(const at::Tensor &values)
+{
+    const void *ptr = values.data_ptr();
+    const int64_t ver = values.is_inference() ? -2 : values._version();
+    if (ptr == synced_ptr_ && ver == synced_version_ && ver != -2)
+        return;
+    const float *v = values.data_ptr<float>();
+    for (size_t k = 0; k < map_.size(); k++)
+        w_->values[map_[k]] = v[k];
+    drop_plans(plans_, true);
+    wt_synced_ = false;
+    synced_ptr_ = ptr;
+    synced_version_ = ver;
+}
+
+/* W^T, packed on the first backward: its own layout (blocks transposed, else
+ * CSR) and a map from the canonical order (row-major in W) to its values. */
+void PackedLinear::build_transpose(const at::Tensor &values)
+{
+    const float *v = values.data_ptr<float>();
+    const size_t M = (size_t)rows_, K = (size_t)cols_, nnz = ci_.size();
+    std::vector<float> wst(M * K, 0.0f);
+    for (size_t r = 0, k = 0; r < M; r++)
+        for (uint32_t j = rp_[r]; j < rp_[r + 1]; j++, k++)
+            wst[(size_t)ci_[j] * M + r] = v[k] != 0.0f ? v[k] : 1.0f;
+    sp_pattern pt;
+    const bool patterned = transpose_pattern(patterned_, pattern_, &pt);
+    sp_error err{};
+    sp_status st = sp_spmat_pack(&wt_, wst.data(), K, M, patterned ? &pt : &kUnstructured, &err);
+    if (st == SP_ERR_NOMEM)
+        throw std::bad_alloc();
+    if (st != SP_OK) /* W^T of a packable W is packable (same count, M <= 65536 ...) */
+        TORCH_CHECK(false, kLinearOp, " '", name_, "': cannot pack the transposed weight: ",
+                    err.msg);
+    std::vector<uint32_t> mt(nnz), start(K + 1, 0), seen(K, 0);
+    sp_spmat_value_map(wt_, mt.data());
+    for (size_t k = 0; k < nnz; k++)
+        start[ci_[k] + 1]++;
+    for (size_t c = 0; c < K; c++)
+        start[c + 1] += start[c];
+    map_t_.resize(nnz);
+    for (size_t k = 0; k < nnz; k++) {
+        const uint32_t c = ci_[k];
+        map_t_[k] = mt[start[c] + seen[c]++];
+    }
+}
+
+sp_spmm_plan *PackedLinear::plan(bool transposed, int64_t n)
+{
+    std::vector<Plan> &plans = transposed ? plans_t_ : plans_;
+    for (const Plan &p : plans)
+        if (p.n == n)
+            return p.plan;
+    if (plans.size() >= 6) { /* a few batch sizes at a time; drop the oldest */
+        sp_spmm_plan_free(plans.front().plan);
+        plans.erase(plans.begin());
+    }
+    sp_spmm_opts o;
+    sp_spmm_opts_init(&o);
+    o.threads = std::max(1, at::get_num_threads());
+    o.fallback = fallback_;
+    o.dense = torch_gemm;
+    sp_spmm_plan *pl = nullptr;
+    sp_error err{};
+    if (sp_spmm_plan_new(&pl, transposed ? wt_ : w_, (size_t)n, &o, &err) != SP_OK)
+        TORCH_CHECK(false, kLinearOp, " '", name_, "': ", err.msg);
+    const sp_ukernel_info *uk = sp_ukernel_find(sp_spmm_plan_kernel(pl));
+    plans.push_back(Plan{n, pl, sp_spmm_plan_is_dense(pl) || (uk && uk->spmv)});
+    return pl;
+}
+
+std::string PackedLinear::kernel(int64_t n)
+{
+    std::lock_guard<std::mutex> g(mu_);
+    return sp_spmm_plan_kernel(plan(false, n));
+}
+
+bool PackedLinear::dense_for(int64_t n)
+{
+    std::lock_guard<std::mutex> g(mu_);
+    return sp_spmm_plan_is_dense(plan(false, n));
+}
+
+at::Tensor PackedLinear::forward(const at::Tensor &x, const at::Tensor &values,
+                                 const at::Tensor &bias, at::Tensor *xt)
+{
+    std::lock_guard<std::mutex> g(mu_);
+    const int64_t B = x.size(0);
+    const auto opts = x.options();
+    /* X^T [K, B]: free at batch 1, and when x is itself a transposed result
+     * (this operator's own output, through elementwise ops) */
+    at::Tensor xtt = B == 1 ? x.reshape({cols_, 1}).contiguous() : x.t().contiguous();
+    at::Tensor y = B == 1 ? at::empty({1, rows_}, opts) : at::empty_strided({B, rows_}, {1, B}, opts);
+    if (xt)
+        *xt = xtt;
+    if (B == 0)
+        return y;
+    sync(values);
+    sp_error err{};
+    if (sp_spmm_plan_run(plan(false, B), xtt.data_ptr<float>(), (size_t)B, y.data_ptr<float>(),
+                         (size_t)B, bias.defined() ? bias.data_ptr<float>() : nullptr,
+                         &err) != SP_OK)
+        TORCH_CHECK(false, kLinearOp, " '", name_, "': ", err.msg);
+    return y;
+}
+
+at::Tensor PackedLinear::grad_input(const at::Tensor &dyt, const at::Tensor &values)
+{
+    std::lock_guard<std::mutex> g(mu_);
+    const int64_t B = dyt.size(1);
+    at::Tensor dx = B == 1 ? at::empty({1, cols_}, dyt.options())
+                           : at::empty_strided({B, cols_}, {1, B}, dyt.options());
+    if (B == 0)
+        return dx;
+    sync(values);
+    if (!wt_) {
+        build_transpose(values);
+    } else if (!wt_synced_) {
+        const float *v = values.data_ptr<float>();
+        for (size_t k = 0; k < map_t_.size(); k++)
+            wt_->values[map_t_[k]] = v[k];
+        drop_plans(plans_t_, true);
+    }
+    wt_synced_ = true;
+    sp_error err{};
+    if (sp_spmm_plan_run(plan(true, B), dyt.data_ptr<float>(), (size_t)B, dx.data_ptr<float>(),
+                         (size_t)B, nullptr, &err) != SP_OK)
+        TORCH_CHECK(false, kLinearOp, " '", name_, "': ", err.msg);
+    return dx;
+}
+
+at::Tensor PackedLinear::grad_values(const at::Tensor &dyt, const at::Tensor &xt)
+{
+    const int64_t B = dyt.size(1);
+    at::Tensor gv = at::empty({nnz()}, dyt.options());
+    if (B == 0)
+        return gv.zero_();
+    const sp_sddmm_ukernel_info *uk = sp_sddmm_ukernel_best(SP_ISA_COUNT);
+    const float *a = dyt.data_ptr<float>(), *b = xt.data_ptr<float>();
+    float *out = gv.data_ptr<float>();
+    const uint32_t *rp = rp_.data(), *ci = ci_.data();
+    at::parallel_for(0, rows_, 16, [&](int64_t r0, int64_t r1) {
+        uk->fn(rp, ci, (size_t)r0, (size_t)r1, (size_t)B, a, (size_t)B, b, (size_t)B, out);
+    });
+    return gv;
+}
+
+namespace {
+
+void check_args(const at::Tensor &x, const at::Tensor &values, const at::Tensor &bias,
+                const PackedLinear &p)
+{
+    TORCH_CHECK(x.scalar_type() == at::kFloat, kLinearOp, " '", p.name(), "': input is ",
+                x.scalar_type(), ", the sparse kernels take float32");
+    TORCH_CHECK(x.device().is_cpu(), kLinearOp, " '", p.name(), "': input is on ", x.device(),
+                ", the sparse kernels run on the CPU");
+    TORCH_CHECK(x.dim() >= 1 && x.size(-1) == p.cols(), kLinearOp, " '", p.name(),
+                "': input of shape ", x.sizes(), " has ", x.dim() ? x.size(-1) : 0,
+                " features, the layer takes ", p.cols());
+    TORCH_CHECK(values.scalar_type() == at::kFloat && values.device().is_cpu() &&
+                    values.dim() == 1 && values.numel() == p.nnz(),
+                kLinearOp, " '", p.name(), "': values must be ", p.nnz(),
+                " float32 CPU numbers, got ", values.sizes());
+    TORCH_CHECK(!bias.defined() || (bias.scalar_type() == at::kFloat && bias.device().is_cpu() &&
+                                    bias.numel() == p.rows()),
+                kLinearOp, " '", p.name(), "': bias must be ", p.rows(), " float32 numbers");
+}
+
+/* [..., K] -> [B, K] and back. */
+at::Tensor flat(const at::Tensor &x, int64_t k) { return x.dim() == 2 ? x : x.reshape({-1, k}); }
+at::Tensor unflat(const at::Tensor &y, const at::Tensor &x, int64_t m)
+{
+    if (x.dim() == 2)
+        return y;
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
+    shape.push_back(m);
+    return y.reshape(shape);
+}
+
+class SparseLinearFn : public torch::autograd::Function<SparseLinearFn> {
+  public:
+    /* bias is optional: an undefined tensor is no autograd input */
+    static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x,
+                              const at::Tensor &values, const c10::optional<at::Tensor> &bias,
+                              const c10::intrusive_ptr<PackedLinear> &p)
+    {
+        at::Tensor xt;
+        const bool has_bias = bias.has_value() && bias->defined();
+        at::Tensor y = p->forward(x, values.contiguous(),
+                                  has_bias ? bias->contiguous() : at::Tensor(), &xt);
+        ctx->save_for_backward({xt, values});
+        ctx->saved_data["packed"] = c10::IValue(p);
+        ctx->saved_data["bias"] = has_bias;
+        return y;
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                   torch::autograd::variable_list grads)
+    {
+        auto p = ctx->saved_data["packed"].toCustomClass<PackedLinear>();
+        auto saved = ctx->get_saved_variables();
+        const at::Tensor &xt = saved[0], &values = saved[1];
+        const at::Tensor &dy = grads[0]; /* [B, M] */
+        const int64_t B = dy.size(0);
+        at::Tensor dyt = B == 1 ? dy.reshape({p->rows(), 1}).contiguous() : dy.t().contiguous();
+        at::Tensor gx, gv, gb;
+        if (ctx->needs_input_grad(0))
+            gx = p->grad_input(dyt, values.contiguous());
+        if (ctx->needs_input_grad(1))
+            gv = p->grad_values(dyt, xt);
+        if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2))
+            gb = dy.sum(0);
+        return {gx, gv, gb, at::Tensor()};
+    }
+};
+
+at::Tensor linear_cpu(const at::Tensor &x, const at::Tensor &values,
+                      const c10::optional<at::Tensor> &bias,
+                      const c10::intrusive_ptr<PackedLinear> &p)
+{
+    const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+    check_args(x, values, b, *p);
+    at::Tensor y = p->forward(flat(x, p->cols()), values.contiguous(),
+                              b.defined() ? b.contiguous() : b, nullptr);
+    return unflat(y, x, p->rows());
+}
+
+} // namespace
+
+at::Tensor sparse_linear(const at::Tensor &x, const at::Tensor &values,
+                         const c10::optional<at::Tensor> &bias,
+                         const c10::intrusive_ptr<PackedLinear> &p)
+{
+    const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+    check_args(x, values, b, *p);
+    at::Tensor y = SparseLinearFn::apply(flat(x, p->cols()), values,
+                                         b.defined() ? bias : c10::optional<at::Tensor>(), p);
+    return unflat(y, x, p->rows());
+}
+
+} // namespace sp_bridge
+
+using sp_bridge::PackedLinear;
+
+/* The state of a packed weight: (name, dense weight, keep-mask, fallback);
+ * loading packs it again. */
+using PackedState = std::tuple<std::string, at::Tensor, at::Tensor, int64_t>;
+
+TORCH_LIBRARY(sparsify, m)
+{
+    m.class_<PackedLinear>("PackedLinear")
+        .def_pickle(
+            [](const c10::intrusive_ptr<PackedLinear> &self) -> PackedState {
+                at::Tensor keep = at::zeros({self->rows(), self->cols()}, at::kBool);
+                keep.view(-1).index_fill_(0, self->kept_index(), true);
+                return PackedState(self->name(), self->dense(self->values()), keep,
+                                   (int64_t)self->fallback());
+            },
+            [](PackedState s) -> c10::intrusive_ptr<PackedLinear> {
+                sp_error err{};
+                auto p = PackedLinear::make(std::get<0>(s), std::get<1>(s), std::get<2>(s),
+                                            (sp_fallback)std::get<3>(s), &err);
+                TORCH_CHECK(p, sp_bridge::kLinearOp, " '", std::get<0>(s), "': ", err.msg);
+                return p;
+            });
+    m.def("linear(Tensor input, Tensor values, Tensor? bias, "
+          "__torch__.torch.classes.sparsify.PackedLinear packed) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(sparsify, CPU, m) { m.impl("linear", TORCH_FN(sp_bridge::linear_cpu)); }
+
+TORCH_LIBRARY_IMPL(sparsify, Autograd, m) { m.impl("linear", TORCH_FN(sp_bridge::sparse_linear)); }
