@@ -119,27 +119,37 @@ c10::intrusive_ptr<PackedLinear> PackedLinear::make(const std::string &name, con
     p->rows_ = M;
     p->cols_ = K;
     p->fallback_ = fallback;
-    /* The kept positions, with kept zeros made nonzero (1.0) for the
-     * packing, which prunes zeros; their real values come after. */
-    std::vector<float> ws((size_t)(M * K));
+    /* The packing prunes zeros: when the kept positions are not exactly the
+     * nonzeros, it packs a copy with kept zeros made nonzero (1.0) and
+     * pruned values made zero; the real values are written after. */
+    size_t nnz = 0;
+    bool exact = true;
+    for (size_t i = 0; i < (size_t)(M * K); i++) {
+        const bool kept = kp ? kp[i] : wp[i] != 0.0f;
+        nnz += kept;
+        exact = exact && kept == (wp[i] != 0.0f);
+    }
+    if (nnz > UINT32_MAX) {
+        sp_error_set(err, SP_ERR_UNSUPPORTED, "%zu kept weights: more than 2^32-1", nnz);
+        return {};
+    }
+    std::vector<float> ws(exact ? 0 : (size_t)(M * K));
     p->rp_.assign((size_t)M + 1, 0);
+    p->ci_.reserve(nnz);
     for (int64_t r = 0; r < M; r++) {
         for (int64_t c = 0; c < K; c++) {
             const size_t i = (size_t)(r * K + c);
             const bool kept = kp ? kp[i] : wp[i] != 0.0f;
-            ws[i] = kept ? (wp[i] != 0.0f ? wp[i] : 1.0f) : 0.0f;
+            if (!exact)
+                ws[i] = kept ? (wp[i] != 0.0f ? wp[i] : 1.0f) : 0.0f;
             if (kept)
                 p->ci_.push_back((uint32_t)c);
         }
-        if (p->ci_.size() > UINT32_MAX) {
-            sp_error_set(err, SP_ERR_UNSUPPORTED, "more than 2^32-1 kept weights");
-            return {};
-        }
         p->rp_[(size_t)r + 1] = (uint32_t)p->ci_.size();
     }
-    const size_t nnz = p->ci_.size();
-    p->patterned_ = choose_pattern(ws.data(), M, K, nnz, &p->pattern_);
-    sp_status st = sp_spmat_pack(&p->w_, ws.data(), (size_t)M, (size_t)K,
+    const float *src = exact ? wp : ws.data();
+    p->patterned_ = choose_pattern(src, M, K, nnz, &p->pattern_);
+    sp_status st = sp_spmat_pack(&p->w_, src, (size_t)M, (size_t)K,
                                  p->patterned_ ? &p->pattern_ : &kUnstructured, err);
     if (st == SP_ERR_NOMEM)
         throw Failed{st};
@@ -230,6 +240,12 @@ void PackedLinear::sync(const at::Tensor &values)
     wt_synced_ = false;
     synced_ptr_ = ptr;
     synced_version_ = ver;
+}
+
+void PackedLinear::values_changed()
+{
+    std::lock_guard<std::mutex> g(mu_);
+    synced_ptr_ = nullptr;
 }
 
 /* W^T, packed on the first backward: its own layout (blocks transposed, else

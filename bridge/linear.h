@@ -13,8 +13,8 @@
  * autograd gives its gradient at the kept positions only (SDDMM), so pruned
  * weights are not parameters at all and stay zero by construction. Before a
  * product the packed copy is refreshed from `values` when they changed (the
- * tensor's version counter moved): an O(nnz) scatter through
- * sp_spmat_value_map.
+ * tensor's version counter moved, or values_changed() was called): an
+ * O(nnz) scatter through sp_spmat_value_map.
  *
  * Products: forward Y^T = W X^T with sparsify's SpMM plan (X^T is X itself
  * at batch 1, a transpose otherwise; Y is written in place with strides
@@ -80,6 +80,11 @@ class PackedLinear : public torch::CustomClassHolder {
     /* The kernel that runs a batch of n, and whether the plan is dense. */
     std::string kernel(int64_t n);
     bool dense_for(int64_t n);
+
+    /* The values were written in a way their version counter does not see
+     * (libtorch's SGD updates p.data(), a new version counter): refresh
+     * before the next product. */
+    void values_changed();
 
     /* The products, on contiguous float32 CPU tensors (the operator checks
      * its arguments before calling them). forward: x [B, K] -> y [B, M];

@@ -12,7 +12,6 @@
 #include <torch/csrc/jit/passes/subgraph_rewrite.h>
 
 #include <map>
-#include <unordered_set>
 
 #include "bridge/common.h"
 
@@ -188,13 +187,13 @@ std::string decide(LayerInfo &info, const Weight &w, const RewriteOptions &o, bo
 
 } // namespace
 
-Rewritten rewrite_linears(const torch::jit::Module &m, const RewriteOptions &o, sp_error *err)
+Rewritten rewrite_linears(torch::jit::Module &m, const RewriteOptions &o, sp_error *err)
 {
     Rewritten r;
     const char *model = o.model.empty() ? "model" : o.model.c_str();
     if (!m.find_method("forward"))
         fail(err, SP_ERR_UNSUPPORTED, "'%s': the model has no forward method", model);
-    r.module = m.clone(true);
+    r.module = o.drop_dense ? m : m.clone(true);
     torch::jit::Module &s = r.module;
     std::shared_ptr<Graph> g = s.get_method("forward").graph();
     torch::jit::Inline(*g);
@@ -294,35 +293,20 @@ Rewritten rewrite_linears(const torch::jit::Module &m, const RewriteOptions &o, 
             n->output()->replaceAllUsesWith(out);
             n->destroy();
         }
-    }
-    torch::jit::EliminateDeadCode(g);
-
-    if (o.drop_dense) {
-        /* a dense weight forward no longer reads gives its memory back */
-        std::vector<Node *> left;
-        all_nodes(g->block(), &left);
-        std::unordered_set<const void *> read;
-        for (Node *n : left)
-            if (n->kind() == c10::prim::GetAttr && n->output()->type()->kind() == c10::TypeKind::TensorType) {
-                std::vector<std::string> parts;
-                if (attr_path(n->output(), self, &parts)) {
-                    c10::IValue v = resolve(s, parts, parts.size());
-                    if (v.isTensor())
-                        read.insert(v.toTensor().unsafeGetTensorImpl());
-                }
-            }
-        for (size_t i = 0; i < weights.size(); i++) {
-            if (!infos[i].sparse || read.count(weights[i].t.unsafeGetTensorImpl()))
-                continue;
-            for (const auto &parts : weights[i].paths) {
+        if (o.drop_dense && w.other.empty()) {
+            /* forward no longer reads the dense weight: its memory goes back
+             * now, before the next layer is packed */
+            const at::TensorOptions opts = w.t.options();
+            for (const auto &parts : w.paths) {
                 c10::IValue owner = resolve(s, parts, parts.size() - 1);
                 if (owner.isObject())
-                    owner.toObject()->setAttr(parts.back(), at::empty({0}, weights[i].t.options()));
+                    owner.toObject()->setAttr(parts.back(), at::empty({0}, opts));
             }
-            infos[i].original = at::Tensor();
-            weights[i].t = at::Tensor();
+            info.original = at::Tensor();
+            w.t = at::Tensor();
         }
     }
+    torch::jit::EliminateDeadCode(g);
     r.layers = std::move(infos);
     return r;
 }

@@ -50,8 +50,9 @@ struct RewriteOptions {
     std::vector<std::string> only;           /* run exactly these layers sparse */
     bool training = false; /* values require grad; a weight also read outside a
                               Linear product stays dense (its gradient) */
-    bool drop_dense = false; /* free dense weights forward no longer reads
-                                (the original module must be gone too) */
+    bool drop_dense = false; /* rewrite m itself (no clone) and free each
+                                dense weight forward no longer reads as soon
+                                as it is packed; m must not have run yet */
     /* The keep-mask (bool, true = kept) of a weight by path; an undefined
      * tensor means "not masked" (stays dense). Unset: the nonzeros. */
     std::function<at::Tensor(const std::string &, const at::Tensor &)> keep;
@@ -64,11 +65,11 @@ struct Rewritten {
     size_t nlinear = 0, nsparse = 0;
 };
 
-/* Rewrite a clone of m (tensors shared, m itself untouched). Errors (thrown
- * as Failed with err filled): SP_ERR_INVALID_ARG (no Linear product in
- * forward; a name in `only` that is no Linear layer), SP_ERR_UNSUPPORTED
- * (no forward method). */
-Rewritten rewrite_linears(const torch::jit::Module &m, const RewriteOptions &o, sp_error *err);
+/* Rewrite a clone of m (tensors shared, m itself untouched), or with
+ * drop_dense m itself. Errors (thrown as Failed with err filled):
+ * SP_ERR_INVALID_ARG (no Linear product in forward; a name in `only` that
+ * is no Linear layer), SP_ERR_UNSUPPORTED (no forward method). */
+Rewritten rewrite_linears(torch::jit::Module &m, const RewriteOptions &o, sp_error *err);
 
 } // namespace sp_bridge
 

@@ -92,14 +92,18 @@ void Runner::run()
 
     torch::jit::Module dense = load_module(o_->model, err_);
     dense.eval();
-    probe_model(dense, x, o_->model, o_->data, ds_.width, err_);
+    const bool use_dense = o_->dense || o_->compare, use_sparse = !o_->dense;
+    if (use_dense)
+        probe_model(dense, x, o_->model, o_->data, ds_.width, err_);
 
     torch::jit::Module sparse;
-    const bool use_dense = o_->dense || o_->compare, use_sparse = !o_->dense;
     if (use_sparse) {
+        /* Alone, the sparse model is the loaded one rewritten in place, each
+         * dense weight freed once packed; with --compare a clone sharing
+         * every other tensor. */
         RewriteOptions ro;
         ro.batch = std::min<int64_t>(o_->batch_size, ds_.n);
-        ro.drop_dense = !o_->compare;
+        ro.drop_dense = !use_dense;
         ro.model = o_->model;
         for (size_t i = 0; i < o_->nlayers; i++)
             ro.only.push_back(o_->layers[i]);
@@ -109,11 +113,9 @@ void Runner::run()
         fill_layers(rw.layers);
         r_->nsparse = rw.nsparse;
         if (!use_dense) {
-            /* the dense weights the sparse model no longer reads go back */
             dense = torch::jit::Module();
-            rw.layers.clear();
 #if defined(__GLIBC__)
-            malloc_trim(0);
+            malloc_trim(0); /* freed dense weights back to the system */
 #endif
         }
         probe_model(sparse, x, o_->model, o_->data, ds_.width, err_);

@@ -1157,6 +1157,8 @@ void Trainer::run(sp_train_result *res)
                 }
             }
             opt_->step();
+            for (const SparseParam &sp : sparse_)
+                sp.packed->values_changed(); /* SGD writes through .data() */
             double lv = loss.item<double>();
             if (!std::isfinite(lv))
                 fail(err_, SP_ERR_CHECK,

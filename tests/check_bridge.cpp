@@ -98,10 +98,16 @@ void check_case(const std::string &pattern, double sparsity, int64_t m, int64_t 
         expect_close(b.grad(), bref.grad(), what + ": grad bias");
 
     /* values changed in place (as an optimizer does): the packed copies of
-     * W and W^T follow */
+     * W and W^T follow, whether the version counter moves (AdamW) or not
+     * (SGD writes through .data(), then values_changed() says so) */
     {
         torch::NoGradGuard ng;
-        values.mul_(-0.5);
+        if (batch % 2) {
+            values.mul_(-0.5);
+        } else {
+            values.data().mul_(-0.5);
+            p->values_changed();
+        }
         vref.mul_(-0.5);
     }
     x.mutable_grad() = at::Tensor();
