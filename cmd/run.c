@@ -100,8 +100,9 @@ static char **split_names(char *s, size_t *n)
 
 static void print_text(const sp_run_opts *o, const sp_run_result *r)
 {
-    printf("model: '%s', %lld samples, batch %lld (%lld batches), %d threads\n", o->model,
-           (long long)r->samples, (long long)r->batch_size, (long long)r->batches, r->threads);
+    printf("model: '%s', %lld samples, batch %lld (%lld batches), %d thread%s\n", o->model,
+           (long long)r->samples, (long long)r->batch_size, (long long)r->batches, r->threads,
+           r->threads == 1 ? "" : "s");
     if (r->nlayers) {
         size_t nlinear = 0;
         for (size_t i = 0; i < r->nlayers; i++)
