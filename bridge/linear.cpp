@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cstring>
 #include <tuple>
@@ -96,6 +97,65 @@ bool transpose_pattern(bool patterned, const sp_pattern &p, sp_pattern *out)
 
 const sp_pattern kUnstructured{SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
 
+/*
+ * Cut the R x C matrix src (its nonzeros are the kept positions) into at
+ * most nblocks blocks of rows holding about equal numbers of them, block
+ * boundaries on multiples of `align` (the block height of a BCSR layout),
+ * and pack each. canon: the canonical index of each kept position of src
+ * in row-major order (empty: the identity). Returns NOMEM / UNSUPPORTED
+ * from the packing.
+ */
+sp_status pack_blocks(std::vector<PackedLinear::Block> &out, const float *src, int64_t R, int64_t C,
+                      const sp_pattern &pattern, int64_t align, int nblocks,
+                      const std::vector<uint32_t> &canon, sp_error *err)
+{
+    std::vector<size_t> cum((size_t)R + 1, 0);
+    for (int64_t r = 0; r < R; r++) {
+        size_t n = 0;
+        for (int64_t c = 0; c < C; c++)
+            n += src[r * C + c] != 0.0f;
+        cum[(size_t)r + 1] = cum[(size_t)r] + n;
+    }
+    /* no block thinner than 16 rows: a one-row block is all overhead */
+    nblocks = (int)std::max<int64_t>(1, std::min<int64_t>(nblocks, R / 16));
+    std::vector<int64_t> cut{0};
+    for (int t = 1; t < nblocks; t++) {
+        const size_t target = cum[(size_t)R] * (size_t)t / (size_t)nblocks;
+        int64_t r = std::lower_bound(cum.begin(), cum.end(), target) - cum.begin();
+        r = std::min(R, (r + align - 1) / align * align);
+        if (r > cut.back() && r < R)
+            cut.push_back(r);
+    }
+    cut.push_back(R);
+    out.clear();
+    out.resize(cut.size() - 1);
+    for (size_t i = 0; i + 1 < cut.size(); i++) {
+        PackedLinear::Block &b = out[i];
+        b.r0 = cut[i];
+        b.r1 = cut[i + 1];
+        b.k0 = cum[(size_t)b.r0];
+        sp_status st = sp_spmat_pack(&b.m, src + b.r0 * C, (size_t)(b.r1 - b.r0), (size_t)C,
+                                     &pattern, err);
+        if (st != SP_OK)
+            return st;
+        b.dst.resize(b.m->nnz);
+        sp_spmat_value_map(b.m, b.dst.data());
+        if (!canon.empty())
+            b.src.assign(canon.begin() + (ptrdiff_t)b.k0, canon.begin() + (ptrdiff_t)(b.k0 + b.m->nnz));
+    }
+    return SP_OK;
+}
+
+void free_blocks(std::vector<PackedLinear::Block> &blocks)
+{
+    for (auto &b : blocks) {
+        for (auto &p : b.plans)
+            sp_spmm_plan_free(p.plan);
+        sp_spmat_free(b.m);
+    }
+    blocks.clear();
+}
+
 } // namespace
 
 c10::intrusive_ptr<PackedLinear> PackedLinear::make(const std::string &name, const at::Tensor &w,
@@ -149,44 +209,52 @@ c10::intrusive_ptr<PackedLinear> PackedLinear::make(const std::string &name, con
     }
     const float *src = exact ? wp : ws.data();
     p->patterned_ = choose_pattern(src, M, K, nnz, &p->pattern_);
-    sp_status st = sp_spmat_pack(&p->w_, src, (size_t)M, (size_t)K,
-                                 p->patterned_ ? &p->pattern_ : &kUnstructured, err);
+    const sp_pattern &pat = p->patterned_ ? p->pattern_ : kUnstructured;
+    const int64_t align = pat.kind == SP_PATTERN_BLOCK ? pat.r : 1;
+    sp_status st = pack_blocks(p->w_, src, M, K, pat, align, std::max(1, at::get_num_threads()),
+                               {}, err);
     if (st == SP_ERR_NOMEM)
         throw Failed{st};
     if (st != SP_OK)
         return {};
-    TORCH_INTERNAL_ASSERT(p->w_->nnz == nnz);
-    p->map_.resize(nnz);
-    sp_spmat_value_map(p->w_, p->map_.data());
-    for (int64_t r = 0, k = 0; r < M; r++)
-        for (uint32_t j = p->rp_[(size_t)r]; j < p->rp_[(size_t)r + 1]; j++, k++)
-            p->w_->values[p->map_[(size_t)k]] = wp[r * K + p->ci_[j]];
+    /* the real values (kept zeros included) */
+    for (Block &b : p->w_)
+        for (int64_t r = b.r0; r < b.r1; r++)
+            for (uint32_t k = p->rp_[(size_t)r]; k < p->rp_[(size_t)r + 1]; k++)
+                b.m->values[b.dst[k - b.k0]] = wp[r * K + p->ci_[k]];
     return p;
 }
 
 PackedLinear::~PackedLinear()
 {
-    drop_plans(plans_, false);
-    drop_plans(plans_t_, false);
-    sp_spmat_free(w_);
-    sp_spmat_free(wt_);
+    free_blocks(w_);
+    free_blocks(wt_);
 }
 
 std::string PackedLinear::layout() const
 {
     char buf[32];
-    if (w_->layout == SP_LAYOUT_BCSR || w_->layout == SP_LAYOUT_NM)
-        return std::string(sp_layout_name(w_->layout)) + " " +
-               sp_pattern_str(&pattern_, buf, sizeof buf);
-    return sp_layout_name(w_->layout);
+    const sp_layout l = w_.front().m->layout;
+    if (l == SP_LAYOUT_BCSR || l == SP_LAYOUT_NM)
+        return std::string(sp_layout_name(l)) + " " + sp_pattern_str(&pattern_, buf, sizeof buf);
+    return sp_layout_name(l);
+}
+
+size_t PackedLinear::bytes() const
+{
+    size_t n = 0;
+    for (const Block &b : w_)
+        n += sp_spmat_bytes(b.m);
+    return n;
 }
 
 at::Tensor PackedLinear::values() const
 {
     at::Tensor v = at::empty({nnz()}, at::kFloat);
     float *vp = v.data_ptr<float>();
-    for (size_t k = 0; k < map_.size(); k++)
-        vp[k] = w_->values[map_[k]];
+    for (const Block &b : w_)
+        for (size_t j = 0; j < b.dst.size(); j++)
+            vp[b.k0 + j] = b.m->values[b.dst[j]];
     return v;
 }
 
@@ -213,15 +281,30 @@ at::Tensor PackedLinear::dense(const at::Tensor &values) const
     return d;
 }
 
-void PackedLinear::drop_plans(std::vector<Plan> &plans, bool only_copies)
+void PackedLinear::drop_plans(std::vector<Block> &blocks, bool only_copies)
 {
-    auto keep = std::remove_if(plans.begin(), plans.end(), [&](const Plan &p) {
-        if (only_copies && !p.holds_values)
-            return false;
-        sp_spmm_plan_free(p.plan);
-        return true;
-    });
-    plans.erase(keep, plans.end());
+    for (Block &b : blocks) {
+        auto keep = std::remove_if(b.plans.begin(), b.plans.end(), [&](const Plan &p) {
+            if (only_copies && !p.holds_values)
+                return false;
+            sp_spmm_plan_free(p.plan);
+            return true;
+        });
+        b.plans.erase(keep, b.plans.end());
+    }
+}
+
+void PackedLinear::scatter(std::vector<Block> &blocks, const float *v)
+{
+    for (Block &b : blocks) {
+        float *dst = b.m->values;
+        if (b.src.empty())
+            for (size_t j = 0; j < b.dst.size(); j++)
+                dst[b.dst[j]] = v[b.k0 + j];
+        else
+            for (size_t j = 0; j < b.dst.size(); j++)
+                dst[b.dst[j]] = v[b.src[j]];
+    }
 }
 
 /* Refresh the packed values when `values` changed since the last product:
@@ -233,10 +316,8 @@ void PackedLinear::sync(const at::Tensor &values)
     const int64_t ver = values.is_inference() ? -2 : values._version();
     if (ptr == synced_ptr_ && ver == synced_version_ && ver != -2)
         return;
-    const float *v = values.data_ptr<float>();
-    for (size_t k = 0; k < map_.size(); k++)
-        w_->values[map_[k]] = v[k];
-    drop_plans(plans_, true);
+    scatter(w_, values.data_ptr<float>());
+    drop_plans(w_, true);
     wt_synced_ = false;
     synced_ptr_ = ptr;
     synced_version_ = ver;
@@ -249,71 +330,90 @@ void PackedLinear::values_changed()
 }
 
 /* W^T, packed on the first backward: its own layout (blocks transposed, else
- * CSR) and a map from the canonical order (row-major in W) to its values. */
+ * CSR), cut into blocks of its rows (W's columns); its kept values are W's
+ * in column-major order, so each block maps them back to canonical order. */
 void PackedLinear::build_transpose(const at::Tensor &values)
 {
     const float *v = values.data_ptr<float>();
     const size_t M = (size_t)rows_, K = (size_t)cols_, nnz = ci_.size();
     std::vector<float> wst(M * K, 0.0f);
-    for (size_t r = 0, k = 0; r < M; r++)
-        for (uint32_t j = rp_[r]; j < rp_[r + 1]; j++, k++)
-            wst[(size_t)ci_[j] * M + r] = v[k] != 0.0f ? v[k] : 1.0f;
-    sp_pattern pt;
-    const bool patterned = transpose_pattern(patterned_, pattern_, &pt);
-    sp_error err{};
-    sp_status st = sp_spmat_pack(&wt_, wst.data(), K, M, patterned ? &pt : &kUnstructured, &err);
-    if (st == SP_ERR_NOMEM)
-        throw std::bad_alloc();
-    if (st != SP_OK) /* W^T of a packable W is packable (same count, M <= 65536 ...) */
-        TORCH_CHECK(false, kLinearOp, " '", name_, "': cannot pack the transposed weight: ",
-                    err.msg);
-    std::vector<uint32_t> mt(nnz), start(K + 1, 0), seen(K, 0);
-    sp_spmat_value_map(wt_, mt.data());
+    std::vector<uint32_t> start(K + 1, 0), seen(K, 0), canon(nnz);
     for (size_t k = 0; k < nnz; k++)
         start[ci_[k] + 1]++;
     for (size_t c = 0; c < K; c++)
         start[c + 1] += start[c];
-    map_t_.resize(nnz);
-    for (size_t k = 0; k < nnz; k++) {
-        const uint32_t c = ci_[k];
-        map_t_[k] = mt[start[c] + seen[c]++];
-    }
+    for (size_t r = 0, k = 0; r < M; r++)
+        for (uint32_t j = rp_[r]; j < rp_[r + 1]; j++, k++) {
+            const uint32_t c = ci_[j];
+            wst[(size_t)c * M + r] = v[k] != 0.0f ? v[k] : 1.0f;
+            canon[start[c] + seen[c]++] = (uint32_t)k; /* W^T row-major -> canonical */
+        }
+    sp_pattern pt;
+    const bool patterned = transpose_pattern(patterned_, pattern_, &pt);
+    sp_error err{};
+    sp_status st = pack_blocks(wt_, wst.data(), (int64_t)K, (int64_t)M, patterned ? pt : kUnstructured,
+                               patterned ? pt.r : 1, std::max(1, at::get_num_threads()), canon, &err);
+    if (st == SP_ERR_NOMEM)
+        throw std::bad_alloc();
+    /* W^T of a packable W is packable (same count, M <= 65536 ...) */
+    TORCH_CHECK(st == SP_OK, kLinearOp, " '", name_, "': cannot pack the transposed weight: ",
+                err.msg);
+    scatter(wt_, v); /* the real values, kept zeros included */
 }
 
-sp_spmm_plan *PackedLinear::plan(bool transposed, int64_t n)
+sp_spmm_plan *PackedLinear::plan(Block &b, int64_t n)
 {
-    std::vector<Plan> &plans = transposed ? plans_t_ : plans_;
-    for (const Plan &p : plans)
+    for (const Plan &p : b.plans)
         if (p.n == n)
             return p.plan;
-    if (plans.size() >= 6) { /* a few batch sizes at a time; drop the oldest */
-        sp_spmm_plan_free(plans.front().plan);
-        plans.erase(plans.begin());
+    if (b.plans.size() >= 6) { /* a few batch sizes at a time; drop the oldest */
+        sp_spmm_plan_free(b.plans.front().plan);
+        b.plans.erase(b.plans.begin());
     }
     sp_spmm_opts o;
     sp_spmm_opts_init(&o);
-    o.threads = std::max(1, at::get_num_threads());
+    o.threads = 1; /* the blocks are the threads (run()) */
     o.fallback = fallback_;
     o.dense = torch_gemm;
     sp_spmm_plan *pl = nullptr;
     sp_error err{};
-    if (sp_spmm_plan_new(&pl, transposed ? wt_ : w_, (size_t)n, &o, &err) != SP_OK)
+    if (sp_spmm_plan_new(&pl, b.m, (size_t)n, &o, &err) != SP_OK)
         TORCH_CHECK(false, kLinearOp, " '", name_, "': ", err.msg);
     const sp_ukernel_info *uk = sp_ukernel_find(sp_spmm_plan_kernel(pl));
-    plans.push_back(Plan{n, pl, sp_spmm_plan_is_dense(pl) || (uk && uk->spmv)});
+    b.plans.push_back(Plan{n, pl, sp_spmm_plan_is_dense(pl) || (uk && uk->spmv)});
     return pl;
+}
+
+/* Y[rows x n] = blocks . X[cols x n] (+ bias): one block per task of
+ * libtorch's parallel_for. Plans are made first, outside the threads. */
+void PackedLinear::run(std::vector<Block> &blocks, int64_t n, const float *x, float *y,
+                       const float *bias)
+{
+    std::vector<sp_spmm_plan *> plans(blocks.size());
+    for (size_t i = 0; i < blocks.size(); i++)
+        plans[i] = plan(blocks[i], n);
+    std::atomic<bool> bad{false};
+    at::parallel_for(0, (int64_t)blocks.size(), 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0; i < b1; i++) {
+            const Block &b = blocks[(size_t)i];
+            if (sp_spmm_plan_run(plans[(size_t)i], x, (size_t)n, y + b.r0 * n, (size_t)n,
+                                 bias ? bias + b.r0 : nullptr, nullptr) != SP_OK)
+                bad = true;
+        }
+    });
+    TORCH_CHECK(!bad, kLinearOp, " '", name_, "': a sparse product failed");
 }
 
 std::string PackedLinear::kernel(int64_t n)
 {
     std::lock_guard<std::mutex> g(mu_);
-    return sp_spmm_plan_kernel(plan(false, n));
+    return sp_spmm_plan_kernel(plan(w_.front(), n));
 }
 
 bool PackedLinear::dense_for(int64_t n)
 {
     std::lock_guard<std::mutex> g(mu_);
-    return sp_spmm_plan_is_dense(plan(false, n));
+    return sp_spmm_plan_is_dense(plan(w_.front(), n));
 }
 
 at::Tensor PackedLinear::forward(const at::Tensor &x, const at::Tensor &values,
@@ -331,11 +431,8 @@ at::Tensor PackedLinear::forward(const at::Tensor &x, const at::Tensor &values,
     if (B == 0)
         return y;
     sync(values);
-    sp_error err{};
-    if (sp_spmm_plan_run(plan(false, B), xtt.data_ptr<float>(), (size_t)B, y.data_ptr<float>(),
-                         (size_t)B, bias.defined() ? bias.data_ptr<float>() : nullptr,
-                         &err) != SP_OK)
-        TORCH_CHECK(false, kLinearOp, " '", name_, "': ", err.msg);
+    run(w_, B, xtt.data_ptr<float>(), y.data_ptr<float>(),
+        bias.defined() ? bias.data_ptr<float>() : nullptr);
     return y;
 }
 
@@ -348,19 +445,14 @@ at::Tensor PackedLinear::grad_input(const at::Tensor &dyt, const at::Tensor &val
     if (B == 0)
         return dx;
     sync(values);
-    if (!wt_) {
+    if (wt_.empty()) {
         build_transpose(values);
     } else if (!wt_synced_) {
-        const float *v = values.data_ptr<float>();
-        for (size_t k = 0; k < map_t_.size(); k++)
-            wt_->values[map_t_[k]] = v[k];
-        drop_plans(plans_t_, true);
+        scatter(wt_, values.data_ptr<float>());
+        drop_plans(wt_, true);
     }
     wt_synced_ = true;
-    sp_error err{};
-    if (sp_spmm_plan_run(plan(true, B), dyt.data_ptr<float>(), (size_t)B, dx.data_ptr<float>(),
-                         (size_t)B, nullptr, &err) != SP_OK)
-        TORCH_CHECK(false, kLinearOp, " '", name_, "': ", err.msg);
+    run(wt_, B, dyt.data_ptr<float>(), dx.data_ptr<float>(), nullptr);
     return dx;
 }
 

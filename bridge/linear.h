@@ -16,13 +16,19 @@
  * tensor's version counter moved, or values_changed() was called): an
  * O(nnz) scatter through sp_spmat_value_map.
  *
- * Products: forward Y^T = W X^T with sparsify's SpMM plan (X^T is X itself
+ * Products: forward Y^T = W X^T with sparsify's SpMM plans (X^T is X itself
  * at batch 1, a transpose otherwise; Y is written in place with strides
  * (1, batch) so no copy back is needed); backward dX^T = W^T dY^T with a
  * second packed matrix W^T (built on the first backward), dvalues by SDDMM
- * at the kept positions, dbias = sum of dY over the batch. The plans use
- * at::get_num_threads() threads and fall back to libtorch's dense mm where
- * the dispatcher says dense is faster.
+ * at the kept positions, dbias = sum of dY over the batch.
+ *
+ * Threads: a packed matrix is cut into at::get_num_threads() blocks of rows
+ * with equal numbers of kept values, each packed on its own with a
+ * one-thread plan, and the blocks run inside libtorch's own parallel_for.
+ * So the operator runs on libtorch's threads, the ones every other op of the
+ * model uses, instead of a second pool of workers competing with them for
+ * the cores (measured: docs/run.md). Plans fall back to libtorch's dense mm
+ * where the dispatcher says dense is faster.
  */
 #ifndef SPARSIFY_BRIDGE_LINEAR_H
 #define SPARSIFY_BRIDGE_LINEAR_H
@@ -68,7 +74,7 @@ class PackedLinear : public torch::CustomClassHolder {
     std::string layout() const;
     sp_fallback fallback() const { return fallback_; }
     /* Bytes of the packed forward matrix. */
-    size_t bytes() const { return sp_spmat_bytes(w_); }
+    size_t bytes() const;
 
     /* The kept values as packed (a new tensor, canonical order). */
     at::Tensor values() const;
@@ -95,21 +101,30 @@ class PackedLinear : public torch::CustomClassHolder {
     at::Tensor grad_input(const at::Tensor &dyt, const at::Tensor &values);
     at::Tensor grad_values(const at::Tensor &dyt, const at::Tensor &xt);
 
-  private:
     struct Plan {
         int64_t n;
         sp_spmm_plan *plan;
         bool holds_values; /* keeps its own copy of the values (dense, SpMV) */
     };
+    /* Rows [r0, r1) of W or W^T, packed on their own. Kept value j of the
+     * block is canonical value src[j] (src empty: k0 + j) and lives at
+     * m->values[dst[j]]. */
+    struct Block {
+        int64_t r0 = 0, r1 = 0;
+        sp_spmat *m = nullptr;
+        size_t k0 = 0;
+        std::vector<uint32_t> src, dst;
+        std::vector<Plan> plans;
+    };
+
+  private:
     std::string name_;
     int64_t rows_ = 0, cols_ = 0;
     sp_pattern pattern_{};
     bool patterned_ = false;
     sp_fallback fallback_ = SP_FALLBACK_AUTO;
-    sp_spmat *w_ = nullptr, *wt_ = nullptr;
-    std::vector<uint32_t> map_, map_t_; /* canonical k -> index in w_/wt_ values */
-    std::vector<uint32_t> rp_, ci_;     /* the kept positions as plain CSR */
-    std::vector<Plan> plans_, plans_t_;
+    std::vector<Block> w_, wt_;     /* W and (after the first backward) W^T */
+    std::vector<uint32_t> rp_, ci_; /* the kept positions as plain CSR */
     const void *synced_ptr_ = nullptr;
     int64_t synced_version_ = -1;
     bool wt_synced_ = false;
@@ -117,8 +132,10 @@ class PackedLinear : public torch::CustomClassHolder {
 
     void sync(const at::Tensor &values);
     void build_transpose(const at::Tensor &values);
-    sp_spmm_plan *plan(bool transposed, int64_t n);
-    static void drop_plans(std::vector<Plan> &plans, bool only_copies);
+    void scatter(std::vector<Block> &blocks, const float *values);
+    void run(std::vector<Block> &blocks, int64_t n, const float *x, float *y, const float *bias);
+    sp_spmm_plan *plan(Block &b, int64_t n);
+    static void drop_plans(std::vector<Block> &blocks, bool only_copies);
 };
 
 /* The operator with autograd (what sparsify::linear runs): input [..., K]
