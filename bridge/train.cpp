@@ -38,8 +38,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdarg>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>

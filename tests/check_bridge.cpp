@@ -276,8 +276,9 @@ START_TEST(test_pickle)
     torch::jit::Module back = torch::jit::load(path);
     unlink(path);
     auto q = back.attr("packed").toCustomClass<PackedLinear>();
-    ck_assert_str_eq(q->name().c_str(), "saved");
-    ck_assert_str_eq(q->layout().c_str(), p->layout().c_str());
+    const std::string name = q->name(), layout = q->layout(), want = p->layout();
+    ck_assert_str_eq(name.c_str(), "saved");
+    ck_assert_str_eq(layout.c_str(), want.c_str());
     expect_close(q->dense(q->values()), w, "loaded weight");
 }
 END_TEST
