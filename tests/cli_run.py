@@ -257,10 +257,12 @@ def main():
             (["run", p90, "--data", data, "--batch-size", "0"], "--batch-size"),
             (["run", T("nomodel.pt"), "--data", data], "cannot open"),
         ]
-        for args, msg in cases:
+        for i, (args, msg) in enumerate(cases):
             p = run(*args)
             check(p.returncode == 2 and msg in p.stderr and p.stderr.startswith("sparsify: error: "),
                   f"{args[1:]}: exit 2 with '{msg}' (got {p.returncode}: {p.stderr.strip()[:300]})")
+            if i < 6:  # bad input (not usage): one line, nothing else
+                check(one_error_line(p), f"{args[1:]}: one line: {p.stderr.strip()[:300]}")
         with open(T("exists.csv")) as f:
             check(f.read() == "keep me\n", "an existing --output is left untouched")
         p = run("run", p90, "--data", data, "--label-column", "label", "--output", T("exists.csv"),
