@@ -53,14 +53,16 @@ class PackedLinear : public torch::CustomClassHolder {
     /*
      * Pack weight w (2-D, float32, CPU) keeping the positions where keep is
      * true (keep undefined: where w != 0; a kept position may hold 0). The
-     * layout is chosen from the kept positions (exact blocks -> BCSR, full
-     * N:M groups -> N:M, else CSR); fallback says when the plans run dense.
-     * Returns NULL with err filled when the weight cannot be packed (too
-     * many columns for 16-bit indices, ...); throws Failed on NOMEM.
+     * layout is `layout` when given (unstructured -> CSR, RxC -> BCSR,
+     * N:M -> N:M), else chosen from the kept positions (exact blocks ->
+     * BCSR, else CSR); fallback says when the plans run dense. Returns NULL
+     * with err filled when the weight cannot be packed (too many columns for
+     * 16-bit indices, kept positions that break the asked N:M, ...); throws
+     * Failed on NOMEM.
      */
     static c10::intrusive_ptr<PackedLinear> make(const std::string &name, const at::Tensor &w,
                                                  const at::Tensor &keep, sp_fallback fallback,
-                                                 sp_error *err);
+                                                 sp_error *err, const sp_pattern *layout = nullptr);
     PackedLinear() = default;
     ~PackedLinear() override;
     PackedLinear(const PackedLinear &) = delete;
@@ -72,6 +74,8 @@ class PackedLinear : public torch::CustomClassHolder {
     int64_t nnz() const { return (int64_t)ci_.size(); }
     /* "csr", "bcsr 4x1", "nm 2:4", "dense" */
     std::string layout() const;
+    /* The pattern packed: "unstructured", "4x1", "2:4" */
+    std::string pattern() const;
     sp_fallback fallback() const { return fallback_; }
     /* Bytes of the packed forward matrix. */
     size_t bytes() const;

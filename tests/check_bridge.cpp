@@ -61,14 +61,17 @@ void expect_close(const at::Tensor &got, const at::Tensor &want, const std::stri
 /* The operator and libtorch's dense Linear on the same masked weight:
  * output and the three gradients. */
 void check_case(const std::string &pattern, double sparsity, int64_t m, int64_t k, int64_t batch,
-                bool bias, sp_fallback fb, const char *want_layout)
+                bool bias, sp_fallback fb, const char *want_layout, bool force_layout = false)
 {
     const std::string what = pattern + " " + std::to_string(m) + "x" + std::to_string(k) +
                               " batch " + std::to_string(batch) + (bias ? " bias" : "") +
                               " fallback " + std::to_string((int)fb);
     at::Tensor w = masked_weight(m, k, pattern, sparsity);
     sp_error err{};
-    auto p = PackedLinear::make("layer", w, at::Tensor(), fb, &err);
+    sp_pattern forced;
+    if (force_layout)
+        ck_assert_int_eq(sp_pattern_parse(&forced, pattern.c_str(), &err), SP_OK);
+    auto p = PackedLinear::make("layer", w, at::Tensor(), fb, &err, force_layout ? &forced : nullptr);
     ck_assert_msg(p, "%s: %s", what.c_str(), err.msg);
     if (want_layout)
         ck_assert_msg(p->layout() == want_layout, "%s: layout %s, want %s", what.c_str(),
@@ -130,9 +133,14 @@ START_TEST(test_layouts)
         const char *pattern;
         double sparsity;
         const char *layout;
+        bool force;
     } pats[] = {
-        {"unstructured", 0.9, "csr"}, {"unstructured", 0.5, "csr"}, {"4x1", 0.8, "bcsr 4x1"},
-        {"1x4", 0.8, "bcsr 1x4"},     {"4x4", 0.7, "bcsr 4x4"},     {"2:4", 0, "nm 2:4"},
+        /* the packer's own choice: exact blocks -> BCSR, else CSR (N:M too) */
+        {"unstructured", 0.9, "csr", false}, {"unstructured", 0.5, "csr", false},
+        {"4x1", 0.8, "bcsr 4x1", false},     {"1x4", 0.8, "bcsr 1x4", false},
+        {"4x4", 0.7, "bcsr 4x4", false},     {"2:4", 0, "csr", false},
+        /* a layout asked for */
+        {"2:4", 0, "nm 2:4", true},          {"1x4", 0.8, "bcsr 1x4", true},
     };
     const int64_t shapes[][2] = {{3, 5}, {37, 70}, {64, 130}, {130, 300}};
     const int64_t batches[] = {1, 2, 3, 17, 64, 65};
@@ -142,11 +150,12 @@ START_TEST(test_layouts)
                 for (int bias = 0; bias < 2; bias++) {
                     /* tiny shapes: the pattern may degenerate (say, no zero at all) */
                     const char *want = s[0] >= 37 ? pt.layout : nullptr;
-                    check_case(pt.pattern, pt.sparsity, s[0], s[1], bt, bias, SP_FALLBACK_NEVER, want);
+                    check_case(pt.pattern, pt.sparsity, s[0], s[1], bt, bias, SP_FALLBACK_NEVER,
+                               pt.force ? pt.layout : want, pt.force);
                 }
     /* the plans' dense path (libtorch mm) gives the same products */
     for (const auto &pt : pats)
-        check_case(pt.pattern, pt.sparsity, 37, 70, 17, true, SP_FALLBACK_ALWAYS, pt.layout);
+        check_case(pt.pattern, pt.sparsity, 37, 70, 17, true, SP_FALLBACK_ALWAYS, pt.layout, pt.force);
 }
 END_TEST
 
@@ -261,9 +270,10 @@ END_TEST
 START_TEST(test_pickle)
 {
     torch::manual_seed(5);
-    at::Tensor w = masked_weight(16, 24, "4x1", 0.5);
+    at::Tensor w = masked_weight(16, 24, "2:4", 0);
     sp_error err{};
-    auto p = PackedLinear::make("saved", w, at::Tensor(), SP_FALLBACK_AUTO, &err);
+    sp_pattern nm{SP_PATTERN_NM, 0, 0, 2, 4};
+    auto p = PackedLinear::make("saved", w, at::Tensor(), SP_FALLBACK_AUTO, &err, &nm);
     ck_assert(p);
     torch::jit::Module m("holder");
     m.register_attribute("packed", c10::getCustomClassType<c10::intrusive_ptr<PackedLinear>>(),

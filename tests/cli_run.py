@@ -222,7 +222,9 @@ def main():
             check(not conv.get("sparse", True) and conv.get("reason", "").startswith("not a Linear product"),
                   f"conv weight reported, not a Linear product: {conv}")
             check("shared2" not in lay, "a shared weight is one layer")
-            check(lay["blocky"]["layout"] == "bcsr 4x1" and lay["nm"]["layout"] == "nm 2:4",
+            # blocks from the zeros; 2:4 weights run as CSR (faster than the
+            # N:M layout on today's kernels: docs/run.md)
+            check(lay["blocky"]["layout"] == "bcsr 4x1" and lay["nm"]["layout"] == "csr",
                   f"layouts from the zeros: {lay['blocky']['layout']}, {lay['nm']['layout']}")
             check(d["max_rel_diff"] <= 1e-4, f"batch {bs}: rewritten model max rel diff {d['max_rel_diff']}")
             _, pred = read_pred(out)
