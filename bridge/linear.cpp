@@ -303,25 +303,28 @@ void PackedLinear::scatter(std::vector<Block> &blocks, const float *v)
 }
 
 /* Refresh the packed values when `values` changed since the last product:
- * a new tensor, or the same one updated in place (its version moved). Plans
- * that copied the values at creation are rebuilt on their next use. */
+ * another tensor, or the same one updated in place (its version moved).
+ * The tensor last synced from is held, so that no other tensor can reuse
+ * its memory and pass for it. Plans that copied the values at creation are
+ * rebuilt on their next use. */
 void PackedLinear::sync(const at::Tensor &values)
 {
-    const void *ptr = values.data_ptr();
     const int64_t ver = values.is_inference() ? -2 : values._version();
-    if (ptr == synced_ptr_ && ver == synced_version_ && ver != -2)
+    if (synced_.defined() && values.unsafeGetTensorImpl() == synced_.unsafeGetTensorImpl() &&
+        values.data_ptr() == synced_ptr_ && ver == synced_version_ && ver != -2)
         return;
     scatter(w_, values.data_ptr<float>());
     drop_plans(w_, true);
     wt_synced_ = false;
-    synced_ptr_ = ptr;
+    synced_ = values;
+    synced_ptr_ = values.data_ptr();
     synced_version_ = ver;
 }
 
 void PackedLinear::values_changed()
 {
     std::lock_guard<std::mutex> g(mu_);
-    synced_ptr_ = nullptr;
+    synced_ = at::Tensor();
 }
 
 /* W^T, packed on the first backward: its own layout (blocks transposed, else

@@ -129,6 +129,7 @@ class PackedLinear : public torch::CustomClassHolder {
     sp_fallback fallback_ = SP_FALLBACK_AUTO;
     std::vector<Block> w_, wt_;     /* W and (after the first backward) W^T */
     std::vector<uint32_t> rp_, ci_; /* the kept positions as plain CSR */
+    at::Tensor synced_; /* the values last scattered into w_ (held) */
     const void *synced_ptr_ = nullptr;
     int64_t synced_version_ = -1;
     bool wt_synced_ = false;

@@ -128,6 +128,7 @@ void check_case(const std::string &pattern, double sparsity, int64_t m, int64_t 
 
 START_TEST(test_layouts)
 {
+    at::GradMode::set_enabled(true); /* a failed test before may have left it off */
     torch::manual_seed(1);
     struct {
         const char *pattern;
@@ -160,9 +161,12 @@ START_TEST(test_layouts)
 END_TEST
 
 /* Central differences of a scalar loss: the operator is linear in x and in
- * the values, so the difference quotient is exact up to rounding. */
+ * the values, so the difference quotient is exact up to rounding. Every
+ * difference packs fresh values tensors, which the allocator may place
+ * where the previous one was: the operator must still see them as new. */
 START_TEST(test_gradcheck)
 {
+    at::GradMode::set_enabled(true); /* a failed test before may have left it off */
     torch::manual_seed(2);
     at::Tensor w = masked_weight(9, 13, "unstructured", 0.6);
     sp_error err{};
@@ -198,6 +202,7 @@ END_TEST
 
 START_TEST(test_shapes)
 {
+    at::GradMode::set_enabled(true); /* a failed test before may have left it off */
     torch::manual_seed(3);
     at::Tensor w = masked_weight(20, 30, "unstructured", 0.8), b = at::randn({20});
     sp_error err{};
@@ -227,6 +232,7 @@ END_TEST
 
 START_TEST(test_dispatcher)
 {
+    at::GradMode::set_enabled(true); /* a failed test before may have left it off */
     torch::manual_seed(4);
     at::Tensor w = masked_weight(48, 40, "unstructured", 0.9), b = at::randn({48});
     sp_error err{};
@@ -269,6 +275,7 @@ END_TEST
  * saves and loads it (its state: name, dense weight, keep-mask). */
 START_TEST(test_pickle)
 {
+    at::GradMode::set_enabled(true); /* a failed test before may have left it off */
     torch::manual_seed(5);
     at::Tensor w = masked_weight(16, 24, "2:4", 0);
     sp_error err{};
