@@ -33,6 +33,10 @@ struct sp_ckpt {
      * returned misaligned (legacy torch, safetensors), else NULL. */
     void **aligned;
     size_t aligned_n;
+    /* sp_ckpt_open_mem: the caller's bytes stand in for the file at path */
+    const unsigned char *mem;
+    uint64_t mem_size;
+    bool in_mem;
 };
 
 /* Append a tensor / storage; name/key are copied. Return the new index in
@@ -60,11 +64,18 @@ typedef struct sp_mapfile {
     int fd;
     const unsigned char *data; /* NULL for an empty file */
     uint64_t size;
+    bool borrowed;             /* caller's memory: never unmapped or dropped */
 } sp_mapfile;
 
 /* Map path read-only. ENOENT gives SP_ERR_NOT_FOUND, other failures
  * SP_ERR_IO; the message names the path. */
 sp_status sp_mapfile_open(sp_mapfile *mf, const char *path, sp_error *err);
+/* A "mapping" of size bytes of the caller's memory (borrowed until
+ * sp_mapfile_close, which leaves it alone). */
+void sp_mapfile_mem(sp_mapfile *mf, const void *data, uint64_t size);
+/* The checkpoint's own bytes: ck->path mapped, or the buffer given to
+ * sp_ckpt_open_mem. Every single-file backend maps through this. */
+sp_status sp_ckpt_map(const sp_ckpt *ck, sp_mapfile *mf, sp_error *err);
 /* Tell the kernel the pages of [off, off+len) may be dropped from memory. */
 void sp_mapfile_drop(const sp_mapfile *mf, uint64_t off, uint64_t len);
 void sp_mapfile_close(sp_mapfile *mf);

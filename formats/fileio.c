@@ -44,9 +44,27 @@ sp_status sp_mapfile_open(sp_mapfile *mf, const char *path, sp_error *err)
     return SP_OK;
 }
 
+void sp_mapfile_mem(sp_mapfile *mf, const void *data, uint64_t size)
+{
+    memset(mf, 0, sizeof *mf);
+    mf->fd = -1;
+    mf->data = size ? data : NULL;
+    mf->size = size;
+    mf->borrowed = true;
+}
+
+sp_status sp_ckpt_map(const sp_ckpt *ck, sp_mapfile *mf, sp_error *err)
+{
+    if (ck->in_mem) {
+        sp_mapfile_mem(mf, ck->mem, ck->mem_size);
+        return SP_OK;
+    }
+    return sp_mapfile_open(mf, ck->path, err);
+}
+
 void sp_mapfile_drop(const sp_mapfile *mf, uint64_t off, uint64_t len)
 {
-    if (!mf->data || len == 0 || off >= mf->size)
+    if (mf->borrowed || !mf->data || len == 0 || off >= mf->size)
         return;
     long pg = sysconf(_SC_PAGESIZE);
     uint64_t start = (off + (uint64_t)pg - 1) / (uint64_t)pg * (uint64_t)pg;
@@ -58,7 +76,7 @@ void sp_mapfile_drop(const sp_mapfile *mf, uint64_t off, uint64_t len)
 
 void sp_mapfile_close(sp_mapfile *mf)
 {
-    if (mf->data)
+    if (mf->data && !mf->borrowed)
         munmap((void *)mf->data, mf->size);
     if (mf->fd >= 0)
         close(mf->fd);

@@ -173,13 +173,25 @@ static sp_status read_local(sp_zip *z, sp_zip_entry *e, sp_error *err)
 
 sp_status sp_zip_open(sp_zip *z, const char *path, sp_error *err)
 {
+    sp_mapfile mf;
+    sp_status s = sp_mapfile_open(&mf, path, err);
+    if (s) {
+        memset(z, 0, sizeof *z);
+        z->mf.fd = -1;
+        return s;
+    }
+    return sp_zip_open_map(z, path, &mf, err);
+}
+
+sp_status sp_zip_open_map(sp_zip *z, const char *path, sp_mapfile *mf, sp_error *err)
+{
     memset(z, 0, sizeof *z);
-    z->mf.fd = -1;
-    if (!(z->path = strdup(path)))
+    z->mf = *mf;
+    sp_status s = SP_OK;
+    if (!(z->path = strdup(path))) {
+        sp_mapfile_close(&z->mf);
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    sp_status s = sp_mapfile_open(&z->mf, path, err);
-    if (s)
-        goto out;
+    }
     uint64_t eocd = 0;
     if ((s = find_eocd(z, &eocd, err)))
         goto out;

@@ -58,6 +58,14 @@ typedef struct sp_ckpt sp_ckpt;
  * SP_ERR_FORMAT (malformed, truncated, bad CRC, hostile pickle),
  * SP_ERR_UNSUPPORTED. The message names the file. */
 sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err);
+/* Open a checkpoint held in memory (torch zip, TorchScript, legacy torch,
+ * safetensors or .spz; folders need files). data is borrowed until
+ * sp_ckpt_close and must not change meanwhile; name stands for the file in
+ * messages. Rewriting such a checkpoint writes a real file. Used by the
+ * fuzz harnesses and by callers that hold a checkpoint in a buffer.
+ * Errors as sp_ckpt_open. */
+sp_status sp_ckpt_open_mem(sp_ckpt **out, const char *name, const void *data, size_t size,
+                           sp_error *err);
 /* Accepts NULL. */
 void sp_ckpt_close(sp_ckpt *ck);
 
