@@ -46,8 +46,10 @@ static const char usage_text[] =
     "  -v, --verbose          one line per tensor in the report\n"
     "  --json                 print the report as JSON\n"
     "  -q, --quiet            no progress bar\n"
+    "  --force                replace an existing OUT (file or folder)\n"
     "  -h, --help             show this help\n"
     "\n"
+    "An existing OUT is refused unless --force; OUT is never IN.\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
 typedef struct progress_state {
@@ -161,7 +163,7 @@ static void print_report(const sp_export_report *r, const char *out, bool verbos
 int cmd_export(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *format = NULL, *ct_format = NULL;
-    bool verbose = false, json = false, quiet = false;
+    bool verbose = false, json = false, quiet = false, force = false;
     sp_spz_options so;
     sp_spz_options_init(&so);
     sp_ct_options co;
@@ -230,6 +232,8 @@ int cmd_export(int argc, char **argv)
             json = true;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
+        } else if (!strcmp(a, "--force")) {
+            force = true;
         } else if (a[0] == '-' && a[1]) {
             return cli_usage_error("export", "unknown option '%s'", a);
         } else if (!in) {
@@ -260,6 +264,9 @@ int cmd_export(int argc, char **argv)
         strcmp(ct_format, "dense"))
         return cli_usage_error("export", "unknown --ct-format '%s'", ct_format);
     co.format = ct_format;
+    int rc = cli_output_check(in, out, (force ? CLI_OUT_FORCE : 0) | CLI_OUT_NEVER_IN_PLACE);
+    if (rc)
+        return rc;
 
     sp_ckpt *ck = NULL;
     if (sp_ckpt_open(&ck, in, &err))

@@ -33,6 +33,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    cli_signals_install();
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -5,7 +5,6 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -37,20 +36,16 @@ static const char usage_text[] =
     "      --report FILE    write the per-tensor report as JSON to FILE\n"
     "      --json           print the report as JSON on stdout\n"
     "      --in-place       allow OUT to be IN (or omit -o) and replace it\n"
+    "      --force          replace an existing OUT (or report file)\n"
     "  -q, --quiet          no table on stderr\n"
     "  -h, --help           this help\n"
     "\n"
+    "\n"
+    "OUT is written to a temporary beside it and renamed into place when\n"
+    "complete; an existing OUT is refused unless --force (docs/cli.md).\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
-enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE };
-
-static bool same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
-        return false;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
+enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE, OPT_FORCE };
 
 static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *in,
                           const char *out)
@@ -131,22 +126,6 @@ static void print_table(sp_ckpt *ck, const sp_prune_report *rep)
             rep->targeted_params ? 100.0 * (double)rep->zeros_after / (double)rep->targeted_params : 0.0);
 }
 
-static int write_text_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0) {
-        if (f)
-            fclose(f);
-        cli_error("cannot write report '%s'", path);
-        return EXIT_FAILED;
-    }
-    if (fclose(f) != 0) {
-        cli_error("cannot write report '%s'", path);
-        return EXIT_FAILED;
-    }
-    return EXIT_OK;
-}
-
 int cmd_prune(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -161,13 +140,14 @@ int cmd_prune(int argc, char **argv)
         {"report", required_argument, NULL, OPT_REPORT},
         {"json", no_argument, NULL, OPT_JSON},
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
     const char *out = NULL, *report = NULL;
-    bool json = false, in_place = false, quiet = false;
+    bool json = false, in_place = false, quiet = false, force = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:s:p:i:x:r:qh", longopts, NULL)) != -1) {
@@ -182,6 +162,7 @@ int cmd_prune(int argc, char **argv)
         case OPT_REPORT: report = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_IN_PLACE: in_place = true; break;
+        case OPT_FORCE: force = true; break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         default: return cli_usage_error("prune", "bad option");
@@ -196,12 +177,17 @@ int cmd_prune(int argc, char **argv)
             return cli_usage_error("prune", "missing -o OUT (or --in-place)");
         out = in;
     }
-    if (!in_place && (!strcmp(out, in) || same_file(out, in)))
-        return cli_usage_error("prune", "output '%s' is the input; use --in-place to replace it",
-                               out);
+    unsigned oflags = (force ? CLI_OUT_FORCE : 0) | (in_place ? CLI_OUT_IN_PLACE : 0);
+    int rc = cli_output_check(in, out, oflags);
+    if (rc)
+        return rc;
+    if (report && (!strcmp(report, out) || !strcmp(report, in)))
+        return cli_usage_error("prune", "--report '%s' names the input or the output", report);
+    if (report && (rc = cli_output_check(in, report, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
+        return rc;
 
     rules rs;
-    int rc = rules_build(&rs, &ro, "prune");
+    rc = rules_build(&rs, &ro, "prune");
     if (rc) {
         rules_release(&rs);
         return rc;
@@ -229,7 +215,7 @@ int cmd_prune(int argc, char **argv)
         if (json)
             printf("%s\n", text);
         if (report)
-            rc = write_text_file(report, text);
+            rc = cli_write_text(report, text);
     }
 out:
     cJSON_free(text);
