@@ -83,31 +83,24 @@ def costly_header(path, values):
         f.write(struct.pack("<Q", len(body)) + body + b"\0" * 4)
 
 
-def spz_short_mask(path, rows=2 ** 15, cols=2 ** 14, nkept=1_500_000):
-    """.spz with one float32 bitmask tensor of rows x cols (2 GiB dense)
-    whose Rice-coded mask claims nkept ones but holds 64 bytes: the reader
-    must notice before allocating the dense tensor. The values section is
-    deflated zeros (nkept * 4 bytes), so every size passes the open-time
-    bounds (docs/format-spz.md)."""
-    numel = rows * cols
-    mask = b"\x01" * 64
-    vals = zlib.compressobj(9, zlib.DEFLATED, -15)
-    vstream = vals.compress(b"\0" * (nkept * 4)) + vals.flush()
+def _spz(path, entry_fields, shape, sections, name=b"w"):
+    """An .spz of one tensor: entry_fields = (dtype, encoding, nkept,
+    nvals); sections = [(kind, codec, plane, param, stored bytes, raw)]."""
+    dtype, enc, nkept, nvals = entry_fields
     body = bytearray(64)
     secs = []
-    for kind, codec, plane, param, stored, raw in ((2, 2, 0, 0, mask, (numel + 7) // 8),
-                                                   (1, 1, 255, 0, vstream, nkept * 4)):
+    for kind, codec, plane, param, stored, raw in sections:
         off = len(body)
         body += stored
         body += b"\0" * ((64 - len(body) % 64) % 64)
         secs.append(struct.pack("<BBBBIIIQQQ", kind, codec, plane, 0, param, zlib.crc32(stored), 0,
                                 off, len(stored), raw))
-    name = b"w"
     meta = b'{"producer":"hostile"}'
     toc = struct.pack("<I", len(meta)) + meta
     toc += b"\0" * ((8 - len(toc) % 8) % 8)
-    entry = struct.pack("<IHBBBBHIIIQQ", 0, len(name), 1, 2, 2, 0, len(secs), 0xFFFFFFFF, 0, 0, nkept, nkept)
-    entry += struct.pack("<qq", rows, cols) + b"".join(secs) + name
+    entry = struct.pack("<IHBBBBHIIIQQ", 0, len(name), dtype, len(shape), enc, 0, len(secs), 0xFFFFFFFF, 0, 0,
+                        nkept, nvals)
+    entry += b"".join(struct.pack("<q", d) for d in shape) + b"".join(secs) + name
     entry += b"\0" * ((8 - len(entry) % 8) % 8)
     entry = struct.pack("<I", len(entry)) + entry[4:]
     toc += entry
@@ -121,6 +114,34 @@ def spz_short_mask(path, rows=2 ** 15, cols=2 ** 14, nkept=1_500_000):
         f.write(body)
 
 
+def spz_zero_dim(path):
+    """.spz: a dense float32 tensor of shape [0, 2^40, 2^40] (no elements,
+    no sections; its row-major strides overflow int64)."""
+    _spz(path, (1, 1, 0, 0), (0, 2 ** 40, 2 ** 40), [])
+
+
+def ct_zero_dim(folder):
+    """compressed-tensors folder whose uncompressed tensor has shape
+    [0, 2^40, 2^40]."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"quantization_config": {"sparsity_config": {"format": "sparse-bitmask"}}}, f)
+    empty_huge_dims(os.path.join(folder, "model.safetensors"))
+
+
+def spz_short_mask(path, rows=2 ** 15, cols=2 ** 14, nkept=1_500_000):
+    """.spz with one float32 bitmask tensor of rows x cols (2 GiB dense)
+    whose Rice-coded mask claims nkept ones but holds 64 bytes: the reader
+    must notice before allocating the dense tensor. The values section is
+    deflated zeros (nkept * 4 bytes), so every size passes the open-time
+    bounds (docs/format-spz.md)."""
+    numel = rows * cols
+    vals = zlib.compressobj(9, zlib.DEFLATED, -15)
+    vstream = vals.compress(b"\0" * (nkept * 4)) + vals.flush()
+    _spz(path, (1, 2, nkept, nkept), (rows, cols),
+         [(2, 2, 0, 0, b"\x01" * 64, (numel + 7) // 8), (1, 1, 255, 0, vstream, nkept * 4)])
+
+
 def write_all(out):
     os.makedirs(out, exist_ok=True)
     expanded_view(os.path.join(out, "view31.pt"), (2 ** 31, 2 ** 31), (0, 0))
@@ -128,6 +149,8 @@ def write_all(out):
     deflated_oversized(os.path.join(out, "deflated_big.pt"))
     empty_huge_dims(os.path.join(out, "zero_dim.safetensors"))
     spz_short_mask(os.path.join(out, "short_mask.spz"))
+    spz_zero_dim(os.path.join(out, "zero_dim.spz"))
+    ct_zero_dim(os.path.join(out, "zero_dim_ct"))
 
 
 if __name__ == "__main__":
