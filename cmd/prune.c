@@ -40,7 +40,6 @@ static const char usage_text[] =
     "  -q, --quiet          no table on stderr\n"
     "  -h, --help           this help\n"
     "\n"
-    "\n"
     "OUT is written to a temporary beside it and renamed into place when\n"
     "complete; an existing OUT is refused unless --force (docs/cli.md).\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
