@@ -267,10 +267,44 @@ def zsh_checks(script, tmp):
         check(f"ok {line}" in out, f"zsh: {line!r} completes to {want!r}")
 
 
+def version_checks():
+    """--version: the project version, the git revision it was built from,
+    the ISAs this CPU runs as /proc/cpuinfo tells them."""
+    project = json.loads(sh("meson", "introspect", "--projectinfo", BUILD).stdout)["version"]
+    p = run("--version", "--json")
+    v = json.loads(p.stdout) if p.returncode == 0 else {}
+    check(v.get("version") == project, f"--version: version {v.get('version')} (project {project})")
+    git = sh("git", "-C", SRC, "describe", "--always", "--abbrev=12")
+    if git.returncode == 0:
+        check(v.get("git", "").split("-dirty")[0] == git.stdout.strip(),
+              f"--version: git revision {v.get('git')} (checkout {git.stdout.strip()})")
+    text = run("--version").stdout.splitlines()
+    check(bool(text) and text[0] == f"sparsify {project} (git {v.get('git')})", f"--version first line: {text[:1]}")
+    f = v.get("features", {})
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    runs = f.get("isa", {}).get("runs", [])
+    want = ["scalar"] + (["avx2"] if {"avx2", "fma"} <= flags else []) + \
+        (["avx512"] if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags else [])
+    check(runs == want, f"--version: ISAs this CPU runs {runs} (cpuinfo: {want})")
+    check(f.get("isa", {}).get("best") == want[-1] and "scalar" in f.get("isa", {}).get("built", []),
+          "--version: the best ISA, the ISAs built")
+    if f.get("libtorch"):
+        check(bool(f.get("libtorch_version")) and isinstance(f.get("cuda"), bool),
+              f"--version: libtorch {f.get('libtorch_version')}, cuda {f.get('cuda')} (asked of sparsify-torch)")
+        check(any(l.startswith("libtorch  " + f["libtorch_version"]) for l in text), "--version text: libtorch line")
+    p = run("--version", "--yaml")
+    check(p.returncode == 2 and len(p.stderr.splitlines()) == 1, "--version with another argument: exit 2, one line")
+
+
 def main():
     cmds = commands()
     check(len(cmds) >= 9 and "prune" in cmds, f"commands of 'sparsify --help': {cmds}")
     o = options()
+    version_checks()
     with tempfile.TemporaryDirectory(prefix="cli_install_") as tmp:
         root = os.path.join(tmp, "dest")
         p = sh("meson", "install", "-C", BUILD, "--destdir", root, "--no-rebuild", "--quiet")
