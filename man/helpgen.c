@@ -189,6 +189,7 @@ static bool is_heading(const char *line)
     return true;
 }
 
+/* Parse text (modified; every piece kept is copied out of it). */
 static void parse_text(help *h, char *text)
 {
     enum { S_START, S_USAGE, S_BODY } state = S_START;
@@ -309,8 +310,11 @@ static size_t split_top(const char *s, const char *sep, char **out, size_t max)
             depth--;
         bool end = !*p;
         if (end || (depth == 0 && !strncmp(p, sep, ls))) {
-            if (n == max)
+            if (n == max) { /* too many: none */
+                while (n)
+                    free(out[--n]);
                 return max + 1;
+            }
             out[n++] = xstrndup(start, (size_t)(p - start));
             if (end)
                 break;
@@ -360,7 +364,7 @@ static char *choice_word(const char *piece, bool last)
 
 static void free_pieces(char **pieces, size_t n)
 {
-    for (size_t i = 0; i < n && i < MAX_CHOICES + 1; i++)
+    for (size_t i = 0; i < n && i <= MAX_CHOICES; i++)
         free(pieces[i]);
 }
 
@@ -372,7 +376,7 @@ static void find_choices(option *o)
     const char *d = o->desc;
     size_t n = split_top(d, " | ", pieces, MAX_CHOICES);
     if (n < 2 || n > MAX_CHOICES) {
-        if (n <= MAX_CHOICES)
+        if (n <= MAX_CHOICES) /* (more made none) */
             free_pieces(pieces, n);
         /* a comma list, after a "what: " prefix without parentheses */
         const char *colon = strstr(d, ": ");
@@ -484,8 +488,10 @@ static void collect(help *h)
             if (strncmp(h->synopsis[i], prefix, strlen(prefix)))
                 continue;
             const char *a = h->synopsis[i] + strlen(prefix);
-            if (isupper((unsigned char)a[0]))
+            if (isupper((unsigned char)a[0])) {
+                free(h->subs[k].arg);
                 h->subs[k].arg = xstrndup(a, strcspn(a, " "));
+            }
         }
     }
 }
@@ -513,7 +519,9 @@ static void load(model *m, int argc, char **argv)
     m->version = argv[0];
     memset(&m->main, 0, sizeof m->main);
     m->main.name = xstrdup("");
-    parse_text(&m->main, read_file(argv[1]));
+    char *text = read_file(argv[1]);
+    parse_text(&m->main, text);
+    free(text);
     collect(&m->main);
 
     char *list = read_file(argv[2]);
@@ -525,6 +533,7 @@ static void load(model *m, int argc, char **argv)
             die("too many bundled recipes");
         m->recipes[m->nrecipes++] = xstrndup(line, n);
     }
+    free(list);
 
     m->ncmds = (size_t)(argc - 3);
     m->cmds = calloc(m->ncmds ? m->ncmds : 1, sizeof *m->cmds);
@@ -537,7 +546,9 @@ static void load(model *m, int argc, char **argv)
             die("'%s': expected CMD.help", argv[3 + i]);
         help *h = &m->cmds[i];
         h->name = xstrndup(b, (size_t)(dot - b));
-        parse_text(h, read_file(argv[3 + i]));
+        text = read_file(argv[3 + i]);
+        parse_text(h, text);
+        free(text);
         collect(h);
     }
     /* the command table of `sparsify --help` against the pages asked for */
@@ -1059,6 +1070,40 @@ static void gen_zsh(const model *m, FILE *f)
     fputs("  esac\n}\n\n_sparsify \"$@\"\n", f);
 }
 
+static void help_release(help *h)
+{
+    free(h->name);
+    for (size_t i = 0; i < h->nsynopsis; i++)
+        free(h->synopsis[i]);
+    for (size_t i = 0; i < h->nblocks; i++) {
+        free(h->blocks[i].term);
+        free(h->blocks[i].text);
+    }
+    free(h->exit_codes);
+    for (size_t i = 0; i < h->nopts; i++) {
+        option *o = &h->opts[i];
+        for (size_t k = 0; k < o->nnames; k++)
+            free(o->names[k]);
+        for (size_t k = 0; k < o->nchoices; k++)
+            free(o->choices[k]);
+        free(o->arg);
+    }
+    for (size_t i = 0; i < h->nsubs; i++) {
+        free(h->subs[i].name);
+        free(h->subs[i].arg);
+    }
+}
+
+static void model_release(model *m)
+{
+    help_release(&m->main);
+    for (size_t i = 0; i < m->ncmds; i++)
+        help_release(&m->cmds[i]);
+    free(m->cmds);
+    for (size_t i = 0; i < m->nrecipes; i++)
+        free(m->recipes[i]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 6)
@@ -1068,6 +1113,7 @@ int main(int argc, char **argv)
     const char *mode = argv[1], *out = argv[2];
     if (!strcmp(mode, "man")) {
         gen_man(&m, out);
+        model_release(&m);
         return 0;
     }
     FILE *f = fopen(out, "w");
@@ -1081,5 +1127,6 @@ int main(int argc, char **argv)
         die("unknown mode '%s'", mode);
     if (fclose(f))
         die("cannot write '%s'", out);
+    model_release(&m);
     return 0;
 }
