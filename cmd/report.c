@@ -448,24 +448,25 @@ static void table(FILE *f, const cli_report *r, const cols *c)
     fputs("</tbody>\n</table>\n", f);
 }
 
-/* The text written to a memory stream, or NULL (freed) when it failed. */
-static char *finish(FILE *f, char *const *buf)
-{
-    bool bad = ferror(f) != 0;
-    if (fclose(f) != 0 || bad) {
-        free(*buf);
-        return NULL;
-    }
-    return *buf;
-}
-
-char *cli_report_html(const cli_report *r)
+/* What body writes, as a new string; NULL when out of memory. */
+static char *render(void (*body)(FILE *, const cli_report *), const cli_report *r)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         return NULL;
+    body(f, r);
+    bool bad = ferror(f) != 0;
+    if (fclose(f) != 0 || bad) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void html_page(FILE *f, const cli_report *r)
+{
     cols c = columns(r);
     head(f, r);
     fputs("<main>\n", f);
@@ -475,18 +476,14 @@ char *cli_report_html(const cli_report *r)
     fputs("</main>\n<footer>Written by sparsify " SPARSIFY_VERSION " (git " SPARSIFY_GIT_REV
           "). Sparsity is the share of elements equal to zero.</footer>\n</body>\n</html>",
           f);
-    return finish(f, &buf);
 }
+
+char *cli_report_html(const cli_report *r) { return render(html_page, r); }
 
 /* ---- JUnit XML ---- */
 
-char *cli_report_junit(const cli_report *r)
+static void junit_xml(FILE *f, const cli_report *r)
 {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return NULL;
     size_t tests = r->nrows + (r->global_violation != NULL), failures = !!r->global_violation;
     for (size_t i = 0; i < r->nrows; i++)
         failures += r->rows[i].conform == CLI_REPORT_FAIL;
@@ -532,8 +529,9 @@ char *cli_report_junit(const cli_report *r)
         wrap(f, "\">", r->global_violation, "</failure>\n    </testcase>\n");
     }
     fputs("  </testsuite>\n</testsuites>", f);
-    return finish(f, &buf);
 }
+
+char *cli_report_junit(const cli_report *r) { return render(junit_xml, r); }
 
 int cli_report_write(const char *path, char *text)
 {
