@@ -59,12 +59,13 @@ typedef struct torch_features {
     int cuda;            /* 1 a device is usable, 0 not, -1 unknown */
 } torch_features;
 
-/* Ask sparsify-torch what its libtorch offers ("libtorch 1.13.1", "cuda 0"). */
-static void query_torch(torch_features *t)
+/* Find sparsify-torch and, with libtorch, ask it what its libtorch offers
+ * ("libtorch 1.13.1", "cuda 0"). */
+static void query_torch(torch_features *t, bool ask)
 {
     t->cuda = -1;
     t->helper = cli_torch_helper(t->path, sizeof t->path, t->tried, sizeof t->tried);
-    if (!t->helper)
+    if (!t->helper || !ask)
         return;
     int fd[2];
     if (pipe2(fd, O_CLOEXEC))
@@ -124,8 +125,7 @@ static int version(int argc, char **argv)
     const bool have_blas = false;
 #endif
     torch_features tf = {.cuda = -1};
-    if (have_torch)
-        query_torch(&tf);
+    query_torch(&tf, have_torch);
     sp_isa best = sp_isa_best();
     if (json) {
         cJSON *root = cJSON_CreateObject();
@@ -174,7 +174,8 @@ static int version(int argc, char **argv)
         printf("libtorch  %s (finetune, run: %s)\n", tf.torch_version, tf.path);
     printf("cuda      %s\n", tf.cuda == 1   ? "yes: libtorch sees a CUDA device"
                              : tf.cuda == 0 ? "no: libtorch without CUDA, or no device"
-                                            : "unknown (no libtorch helper)");
+                             : !have_torch  ? "no: built without libtorch"
+                                            : "unknown: sparsify-torch did not answer");
     printf("isa       %s (this CPU runs:", sp_isa_name(best));
     for (int i = 0; i < SP_ISA_COUNT; i++)
         if (sp_isa_supported((sp_isa)i))

@@ -133,8 +133,10 @@ def pkgconfig_checks(tmp, root, o, libdir, incdir):
           f"pkg-config --cflags sparsify points into the DESTDIR ({cflags.stdout.strip()})")
     check(libs.returncode == 0 and "-lsparsify" in libs.stdout.split(), f"pkg-config --libs sparsify ({libs.stdout.strip()})")
     probe = os.path.join(SRC, "tests", "install_probe.c")
+    # a sanitizer build installs an instrumented library: its users link the runtime
+    san = [] if o.get("b_sanitize", "none") == "none" else ["-fsanitize=" + o["b_sanitize"]]
     shared = os.path.join(tmp, "probe_shared")
-    p = sh("cc", "-std=c11", "-Wall", "-Wextra", "-Werror", probe, "-o", shared,
+    p = sh("cc", "-std=c11", "-Wall", "-Wextra", "-Werror", *san, probe, "-o", shared,
            *cflags.stdout.split(), *libs.stdout.split())
     check(p.returncode == 0, f"the probe builds against the shared library ({p.stderr[-500:]})")
     p = sh(shared, env=dict(os.environ, LD_LIBRARY_PATH=libdir))
@@ -146,7 +148,8 @@ def pkgconfig_checks(tmp, root, o, libdir, incdir):
     slibs = sh(*pkg, "--static", "--libs", "sparsify", env=env).stdout.split()
     slibs = ["-l:libsparsify.a" if f == "-lsparsify" else f for f in slibs]
     static = os.path.join(tmp, "probe_static")
-    p = sh("cc", "-std=c11", "-Wall", "-Wextra", "-Werror", probe, "-o", static, *cflags.stdout.split(), *slibs)
+    p = sh("cc", "-std=c11", "-Wall", "-Wextra", "-Werror", *san, probe, "-o", static,
+           *cflags.stdout.split(), *slibs)
     check(p.returncode == 0, f"the probe builds against the static library ({p.stderr[-500:]})")
     p = sh(static)
     check(p.returncode == 0 and "conforms" in p.stdout, f"the static probe runs without the .so ({p.stderr.strip()!r})")
