@@ -25,6 +25,10 @@ int cmd_export(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);     /* in sparsify-torch */
 int cmd_run(int argc, char **argv);          /* in sparsify-torch */
 int cmd_torch_launch(int argc, char **argv); /* execs sparsify-torch argv[0] ... */
+/* The path of the helper sparsify-torch (cmd/launch.c: installed in
+ * LIBEXECDIR/sparsify, or beside sparsify in the build folder) into path;
+ * false when it is in neither place, with the places tried in `tried`. */
+bool cli_torch_helper(char *path, size_t len, char *tried, size_t tried_len);
 int cmd_inspect(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_recipe(int argc, char **argv);
