@@ -24,6 +24,8 @@ static const char usage_text[] =
     "                       (repeatable; default: the weights prune targets)\n"
     "  -x, --exclude RE     skip tensors matching RE (repeatable)\n"
     "  -r, --recipe R       take targets from a recipe's pruning modifiers\n"
+    "      --substitute     with --recipe: check the closest modifier for one\n"
+    "                       sparsify does not implement (docs/recipes.md)\n"
     "      --json           print the result as JSON on stdout\n"
     "  -q, --quiet          print nothing but errors: the exit code is the answer\n"
     "  -h, --help           this help\n"
@@ -41,6 +43,7 @@ int cmd_check(int argc, char **argv)
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
+        {"substitute", no_argument, NULL, RULES_OPT_SUBSTITUTE},
         {"json", no_argument, NULL, OPT_JSON},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -84,6 +87,8 @@ int cmd_check(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
+    if ((rc = rules_bind(&rs, ck)))
+        goto out;
     sp_status s = sp_prune_check(ck, rs.rules, rs.n, &rep, &err);
     if (s && s != SP_ERR_CHECK) {
         if (err.code == SP_ERR_NOT_FOUND || err.code == SP_ERR_INVALID_ARG)
