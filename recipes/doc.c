@@ -373,9 +373,28 @@ typedef struct builder {
     size_t nanchors;
     size_t nodes; /* created so far, copies of aliases included */
     rnode *root;
+    rnode **dropped; /* nodes left out (duplicate keys, merged maps): freed
+                        last, because an anchor may still point into them */
+    size_t ndropped;
     int line0;   /* lines above the YAML (Markdown front matter) */
     bool failed; /* a problem that stops the reading */
 } builder;
+
+/* Leave a node out of the tree. Returns false on out-of-memory (then the
+ * node is freed at once: the parse stops, no alias is read again). */
+static bool discard(builder *b, rnode *n)
+{
+    if (!n)
+        return true;
+    rnode **nd = realloc(b->dropped, (b->ndropped + 1) * sizeof *nd);
+    if (!nd) {
+        rnode_free(n);
+        return false;
+    }
+    b->dropped = nd;
+    nd[b->ndropped++] = n;
+    return true;
+}
 
 static size_t count_nodes(const rnode *n, size_t limit)
 {
@@ -433,9 +452,8 @@ static bool apply_merges(builder *b, rnode *m)
                 }
             }
         }
-        rnode_free(k);
-        rnode_free(v);
-        if (!ok)
+        bool kept = discard(b, k);
+        if (!discard(b, v) || !kept || !ok)
             return false;
         i--;
     }
@@ -463,10 +481,8 @@ static void node_path(const builder *b, const char *last, char *buf, size_t len)
 static bool attach(builder *b, rnode *n)
 {
     if (b->depth == 0) {
-        if (b->root) {
-            rnode_free(n);
-            return true;
-        }
+        if (b->root)
+            return discard(b, n);
         b->root = n;
         return true;
     }
@@ -482,9 +498,8 @@ static bool attach(builder *b, rnode *n)
         if (n->kind == RK_SEQ || n->kind == RK_MAP) {
             rdiag_add(b->d, false, n->line, n->col, NULL, "a map key must be a plain value, not %s",
                       rnode_kind_name(n));
-            rnode_free(n);
             b->failed = true;
-            return true;
+            return discard(b, n);
         }
         if (!n->text && !(n->text = strdup(""))) {
             rnode_free(n);
@@ -502,9 +517,8 @@ static bool attach(builder *b, rnode *n)
         node_path(b, key->text, path, sizeof path);
         rdiag_add(b->d, false, key->line, key->col, path,
                   "given twice (first at line %d, column %d)", first->line, first->col);
-        rnode_free(key);
-        rnode_free(n);
-        return true;
+        bool kept = discard(b, key);
+        return discard(b, n) && kept;
     }
     if (!node_append(f->node, key, n)) {
         rnode_free(key);
@@ -611,7 +625,11 @@ static bool on_event(builder *b, const yaml_event_t *ev)
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT: {
         frame f = b->stack[--b->depth];
-        rnode_free(f.key); /* a map ended on a key: libyaml gives it a null value first */
+        if (!discard(b, f.key)) { /* a map ended on a key (libyaml gives it a null first) */
+            rnode_free(f.node);
+            free(f.anchor);
+            return false;
+        }
         if (f.node->kind == RK_MAP && !apply_merges(b, f.node)) {
             rnode_free(f.node);
             free(f.anchor);
@@ -661,6 +679,9 @@ static void builder_release(builder *b)
     for (size_t i = 0; i < b->nanchors; i++)
         free(b->anchors[i].name);
     free(b->anchors);
+    for (size_t i = 0; i < b->ndropped; i++)
+        rnode_free(b->dropped[i]);
+    free(b->dropped);
 }
 
 /* libyaml's problem, said for people. */

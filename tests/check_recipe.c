@@ -752,6 +752,10 @@ START_TEST(test_yaml)
          "    final_sparsity: 0.7\n",
          4, "modifiers[0].final_sparsity", "given twice (first at line 3, column 5)"},
         {"a: 1\na: 2\nmodifiers: []\n", 2, "a", "given twice (first at line 1, column 1)"},
+        /* found by fuzz_recipe_yaml: an alias to the anchor of a value left out
+         * as a duplicate read freed memory */
+        {"a: &x {p: 1}\na: &x {q: 2}\nm_modifiers:\n  - !ConstantPruningModifier\n    <<: *x\n",
+         2, "a", "given twice (first at line 1, column 1)"},
         {"modifiers: [\n", 2, "",
          "invalid YAML: did not find expected node content while parsing a flow node (line 2)"},
         {"modifiers:\n  - *nope\n", 2, "", "alias '*nope' names no anchor defined before it"},
