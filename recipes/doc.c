@@ -874,8 +874,11 @@ static bool fence_line(const char *p, const char *end, bool closing)
 }
 
 /* A Markdown recipe card: optional blank lines and HTML comments, a fence
- * line, the YAML, a closing fence line, then anything. Finds the YAML. */
-static bool front_matter(const char *text, size_t len, size_t *start, size_t *flen, int *line0)
+ * line, the YAML, a closing fence line, then anything. Finds the YAML;
+ * *body: something follows the closing fence (else it is a YAML document
+ * between "---" and "..."). */
+static bool front_matter(const char *text, size_t len, size_t *start, size_t *flen, int *line0,
+                         bool *body)
 {
     const char *end = text + len, *p = text;
     for (;;) {
@@ -913,6 +916,7 @@ static bool front_matter(const char *text, size_t len, size_t *start, size_t *fl
             for (const char *r = text; r < y; r++)
                 l += *r == '\n';
             *line0 = l - 1;
+            *body = skip_blank(le, end) < end;
             return true;
         }
         if (!nl)
@@ -937,6 +941,7 @@ bool rdoc_parse(rnode **out, const char *text, size_t len, rformat *fmt, rdiag *
     const char *first = skip_blank(p, end);
     size_t fstart, flen;
     int line0;
+    bool body;
     if (first < end && (*first == '{' || *first == '[')) {
         *fmt = RF_JSON;
         /* libyaml gives positions; a JSON file it refuses goes to cJSON */
@@ -948,8 +953,8 @@ bool rdoc_parse(rnode **out, const char *text, size_t len, rformat *fmt, rdiag *
         rdiag_release(&yd);
         if (!*out && !nomem)
             *out = parse_json(p, (size_t)(end - p), d, &nomem);
-    } else if (front_matter(p, (size_t)(end - p), &fstart, &flen, &line0)) {
-        *fmt = RF_MARKDOWN;
+    } else if (front_matter(p, (size_t)(end - p), &fstart, &flen, &line0, &body)) {
+        *fmt = body || strncmp(first, "---", 3) ? RF_MARKDOWN : RF_YAML;
         *out = parse_yaml(p + fstart, flen, line0, d, &nomem);
     } else {
         *fmt = RF_YAML;
