@@ -112,6 +112,8 @@ sp_status sp_modifier_select(const sp_modifier *m, const char *name, sp_dtype dt
 {
     bool ignored;
     *targets = false;
+    if (!sp_modifier_prunes(m) && m->type != SP_MOD_CONSTANT)
+        return SP_OK; /* training, distillation: no tensors of their own */
     /* ignore entries name tensors outright; their dtype and rank do not matter */
     sp_status st = list_match(&m->ignore, true, name, SP_F32, ndim > 2 ? ndim : 2, &ignored, err);
     if (st || ignored)

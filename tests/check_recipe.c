@@ -463,6 +463,13 @@ START_TEST(test_modifier_targets)
     ck_assert(!sp_modifier_targets(&m[2], "head.weight", SP_F32, 2));
     ck_assert(sp_modifier_targets(&m[3], "fc.bias", SP_F32, 1));
     sp_recipe_free(r);
+    /* modifiers that neither prune nor hold masks target nothing */
+    r = parse_ok("t_modifiers:\n  - !EpochRangeModifier {end_epoch: 2}\n"
+                 "  - !SetLearningRateModifier {learning_rate: 0.1}\n"
+                 "  - !DistillationModifier {}\n  - !QuantizationModifier {}\n");
+    for (size_t i = 0; i < r->nmods; i++)
+        ck_assert(!sp_modifier_targets(&r->mods[i], "fc.weight", SP_F32, 2));
+    sp_recipe_free(r);
 
     /* Python syntax: [\d] and [^\d] are digit sets (a hand translation to
      * POSIX got them wrong), lookaheads work, match is anchored at the start */

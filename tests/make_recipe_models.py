@@ -5,8 +5,13 @@ Llama decoder, each shrunk to a few channels. Every tensor the recipes do
 not name (norms, biases, embeddings, heads, first convs) is there too, so a
 test can see that it stays untouched.
 
+For `sparsify finetune`, a TorchScript model with torchvision's ResNet-50
+names (the same bottleneck layout, 8 channels, on 8x8 images) and a small
+image data set for it (a tensor file with `inputs` and `labels`).
+
 usage: /usr/bin/python3 tests/make_recipe_models.py OUT_DIR
-Writes OUT_DIR/<model>.pt (torch.save of an OrderedDict state dict).
+Writes OUT_DIR/<model>.pt (torch.save of an OrderedDict state dict),
+OUT_DIR/resnet_ts.pt (torch.jit.save) and OUT_DIR/images.pt.
 """
 import collections
 import os
@@ -145,6 +150,54 @@ def llama(layers=6, hidden=16, inter=32, vocab=64):
     return sd
 
 
+class Bottleneck(torch.nn.Module):
+    """torchvision's Bottleneck, shrunk: conv1 1x1, conv2 3x3, conv3 1x1,
+    a projection on the first block of a layer."""
+
+    def __init__(self, c, project):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c, c, 1, bias=False)
+        self.conv2 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.conv3 = torch.nn.Conv2d(c, c, 1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(c)
+        self.downsample = torch.nn.Sequential(torch.nn.Conv2d(c, c, 1, bias=False), torch.nn.BatchNorm2d(c)) \
+            if project else torch.nn.Sequential()
+
+    def forward(self, x):
+        out = torch.relu(self.conv1(x))
+        out = torch.relu(self.conv2(out))
+        out = self.bn3(self.conv3(out))
+        return torch.relu(out + self.downsample(x))
+
+
+class ResNet(torch.nn.Module):
+    def __init__(self, c=8, classes=3):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, c, 7, padding=3, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(c)
+        self.layer1 = torch.nn.Sequential(*[Bottleneck(c, i == 0) for i in range(3)])
+        self.layer2 = torch.nn.Sequential(*[Bottleneck(c, i == 0) for i in range(4)])
+        self.layer3 = torch.nn.Sequential(*[Bottleneck(c, i == 0) for i in range(6)])
+        self.layer4 = torch.nn.Sequential(*[Bottleneck(c, i == 0) for i in range(3)])
+        self.fc = torch.nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def torchscript(out):
+    torch.manual_seed(7)
+    torch.jit.script(ResNet()).save(os.path.join(out, "resnet_ts.pt"))
+    # three classes of 8x8 images: which colour channel is brightest
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(96, 3, 8, 8, generator=g)
+    y = torch.randint(0, 3, (96,), generator=g)
+    x[torch.arange(96), y] += 0.5
+    torch.save({"inputs": x, "labels": y.float()}, os.path.join(out, "images.pt"))
+
+
 MODELS = {
     "sparseml_resnet50": sparseml_resnet50,
     "torchvision_resnet50": torchvision_resnet50,
@@ -161,6 +214,7 @@ def main():
     for i, (name, make) in enumerate(MODELS.items()):
         torch.manual_seed(1000 + i)
         torch.save(make(), os.path.join(out, name + ".pt"))
+    torchscript(out)
 
 
 if __name__ == "__main__":

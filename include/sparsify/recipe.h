@@ -255,7 +255,8 @@ void sp_recipe_rules_release(sp_recipe_rules *rr);
 
 /* Does modifier m target this tensor by name? (params/ignore, each entry
  * read as a tensor name; __ALL_PRUNABLE__ and an empty params list mean
- * sp_select_default). Entries that name modules need sp_recipe_assign.
+ * sp_select_default; modifiers that do not prune or hold masks target
+ * nothing). Entries that name modules need sp_recipe_assign.
  * Errors: a "re:" pattern that hits the backtracking limits. */
 sp_status sp_modifier_select(const sp_modifier *m, const char *name, sp_dtype dtype, int ndim,
                              bool *targets, sp_error *err);
