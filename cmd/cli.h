@@ -22,8 +22,9 @@ int cmd_bench(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_densify(int argc, char **argv);
 int cmd_export(int argc, char **argv);
-int cmd_finetune(int argc, char **argv);        /* in sparsify-finetune */
-int cmd_finetune_launch(int argc, char **argv); /* execs sparsify-finetune */
+int cmd_finetune(int argc, char **argv);     /* in sparsify-torch */
+int cmd_run(int argc, char **argv);          /* in sparsify-torch */
+int cmd_torch_launch(int argc, char **argv); /* execs sparsify-torch argv[0] ... */
 int cmd_inspect(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_recipe(int argc, char **argv);

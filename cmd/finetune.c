@@ -1,8 +1,8 @@
 /*
  * sparsify finetune — sparse transfer-learning fine-tune of a TorchScript
- * model through libtorch (train/train.h). This file parses options, draws
+ * model through libtorch (bridge/train.h). This file parses options, draws
  * progress, writes the JSON-lines log and maps statuses to exit codes; the
- * training itself is in train/. docs/finetune.md is the reference.
+ * training itself is in bridge/. docs/finetune.md is the reference.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -11,12 +11,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "cmd/cli.h"
+#include "cmd/torch_cli.h"
 
 #ifdef SP_HAVE_TORCH
 #include <cjson/cJSON.h>
 
-#include "train/train.h"
+#include "bridge/train.h"
 #endif
 
 static const char usage_text[] =
@@ -53,6 +53,9 @@ static const char usage_text[] =
     "  --recipe R             a recipe file or bundled name: GMPruningModifier,\n"
     "                         MovementPruningModifier, ConstantPruningModifier, ...\n"
     "  --no-masks             train every weight (dense baseline)\n"
+    "  --kernels K            auto (default) | sparse | dense: once the masks are fixed,\n"
+    "                         train the masked Linear layers on sparsify's sparse\n"
+    "                         kernels (auto: where faster than dense; CPU only)\n"
     "distillation and new tasks:\n"
     "  --teacher DENSE.pt     distil from a TorchScript teacher\n"
     "  --distill-hardness H   weight of the distillation loss (default 0.5)\n"
@@ -73,15 +76,7 @@ static const char usage_text[] =
 
 int cmd_finetune(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(usage_text, stdout);
-            return EXIT_OK;
-        }
-    cli_error("this sparsify was built without libtorch, so it cannot fine-tune; install "
-              "libtorch-dev (Debian/Ubuntu) or point -Dtorch_prefix at a libtorch, then "
-              "reconfigure with 'meson setup --reconfigure -Dtorch=enabled'");
-    return EXIT_FAILED;
+    return torch_missing(argc, argv, usage_text, "fine-tune");
 }
 
 #else
@@ -163,8 +158,8 @@ static void on_event(void *ctx, const sp_train_event *ev)
                 if (ev->val_accuracy >= 0)
                     fprintf(stderr, ", val accuracy %.2f%%", 100.0 * ev->val_accuracy);
             }
-            fprintf(stderr, ", sparsity %.2f%%, %.3f ms/step\n", 100.0 * ev->sparsity,
-                    ev->step_ms);
+            fprintf(stderr, ", sparsity %.2f%%, %.3f ms/step (%s)\n", 100.0 * ev->sparsity,
+                    ev->step_ms, ev->sparse_kernels ? "sparse kernels" : "dense");
         }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "event", "epoch");
@@ -182,6 +177,7 @@ static void on_event(void *ctx, const sp_train_event *ev)
         cJSON_AddNumberToObject(o, "masked_zeros", (double)ev->masked_zeros);
         cJSON_AddNumberToObject(o, "masked_numel", (double)ev->masked_numel);
         cJSON_AddNumberToObject(o, "step_ms", ev->step_ms);
+        cJSON_AddStringToObject(o, "kernels", ev->sparse_kernels ? "sparse" : "dense");
         log_obj(ui, o);
         break;
     }
@@ -220,6 +216,27 @@ static void on_event(void *ctx, const sp_train_event *ev)
         clear_bar(ui);
         cli_warn("%s", ev->message);
         break;
+    case SP_TRAIN_EV_KERNELS: {
+        clear_bar(ui);
+        if (!ui->quiet) {
+            fprintf(stderr, "finetune: masks fixed from epoch %g: %zu of %zu Linear layers on "
+                            "the sparse kernels",
+                    ev->epoch_f, ev->sparse_layers, ev->nlayers);
+            for (size_t i = 0, k = 0; i < ev->nlayers; i++)
+                if (ev->layers[i].sparse)
+                    fprintf(stderr, "%s%s", k++ ? ", " : " (", ev->layers[i].name);
+            fprintf(stderr, "%s\n", ev->sparse_layers ? ")" : "");
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "kernels");
+        cJSON_AddNumberToObject(o, "epoch", ev->epoch_f);
+        cJSON_AddNumberToObject(o, "step", (double)ev->global_step);
+        cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+        for (size_t i = 0; i < ev->nlayers; i++)
+            cJSON_AddItemToArray(ls, layer_report_json(&ev->layers[i]));
+        log_obj(ui, o);
+        break;
+    }
     }
 }
 
@@ -238,7 +255,7 @@ enum {
     OPT_DATA = 256, OPT_VAL, OPT_LABEL, OPT_TASK, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIM,
     OPT_MOMENTUM, OPT_WD, OPT_SCHED, OPT_WARM_E, OPT_WARM_S, OPT_SEED, OPT_DEVICE,
     OPT_THREADS, OPT_RECIPE, OPT_NO_MASKS, OPT_TEACHER, OPT_HARD, OPT_TEMP, OPT_HEAD,
-    OPT_CLASSES, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_EVAL, OPT_JSON,
+    OPT_CLASSES, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_EVAL, OPT_JSON, OPT_KERNELS,
 };
 
 int cmd_finetune(int argc, char **argv)
@@ -263,6 +280,7 @@ int cmd_finetune(int argc, char **argv)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"recipe", required_argument, NULL, OPT_RECIPE},
         {"no-masks", no_argument, NULL, OPT_NO_MASKS},
+        {"kernels", required_argument, NULL, OPT_KERNELS},
         {"teacher", required_argument, NULL, OPT_TEACHER},
         {"distill-hardness", required_argument, NULL, OPT_HARD},
         {"distill-temperature", required_argument, NULL, OPT_TEMP},
@@ -280,6 +298,7 @@ int cmd_finetune(int argc, char **argv)
     static const char *const tasks[] = {"classification", "regression"};
     static const char *const optims[] = {"sgd", "adamw"};
     static const char *const scheds[] = {"constant", "linear", "cosine"};
+    static const char *const kernels[] = {"auto", "sparse", "dense"};
 
     sp_train_opts o;
     sp_train_opts_init(&o);
@@ -367,6 +386,11 @@ int cmd_finetune(int argc, char **argv)
             break;
         case OPT_RECIPE: o.recipe = optarg; break;
         case OPT_NO_MASKS: o.no_masks = true; break;
+        case OPT_KERNELS:
+            if (!pick("--kernels", optarg, kernels, 3, &iv))
+                return EXIT_USAGE;
+            o.kernels = (sp_kernels)iv;
+            break;
         case OPT_TEACHER: o.teacher = optarg; break;
         case OPT_HARD:
             if (!cli_parse_double("--distill-hardness", optarg, &dv))
@@ -463,6 +487,8 @@ int cmd_finetune(int argc, char **argv)
             cJSON_AddNumberToObject(o2, "val_samples", (double)r.val_n);
         }
         cJSON_AddNumberToObject(o2, "step_ms", r.step_ms);
+        cJSON_AddStringToObject(o2, "kernels", r.sparse_layers ? "sparse" : "dense");
+        cJSON_AddNumberToObject(o2, "sparse_layers", (double)r.sparse_layers);
         cJSON_AddNumberToObject(o2, "masked_tensors", (double)r.masked_tensors);
         cJSON_AddNumberToObject(o2, "masked_zeros", (double)r.masked_zeros);
         cJSON_AddNumberToObject(o2, "masked_numel", (double)r.masked_numel);
@@ -489,8 +515,9 @@ int cmd_finetune(int argc, char **argv)
                                       : 0.0,
                        (long long)r.masked_zeros, (long long)r.masked_numel, r.masked_tensors);
             if (r.steps)
-                printf("trained %d epoch(s), %lld steps, %.3f ms/step (median)\n", r.epochs_run,
-                       (long long)r.steps, r.step_ms);
+                printf("trained %d epoch(s), %lld steps, %.3f ms/step (median), %s\n",
+                       r.epochs_run, (long long)r.steps, r.step_ms,
+                       r.sparse_layers ? "sparse kernels" : "dense kernels");
             if (o.out)
                 printf("wrote '%s'\n", o.out);
         }

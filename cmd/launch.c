@@ -1,8 +1,9 @@
 /*
- * `sparsify finetune`: run the sibling executable sparsify-finetune (built
- * beside sparsify and installed with it), which links libtorch. Keeping
- * libtorch out of the main binary keeps every other command fast to start and
- * small in memory.
+ * `sparsify finetune` and `sparsify run`: run the sibling executable
+ * sparsify-torch (built beside sparsify and installed with it), which links
+ * libtorch, with the command's name and arguments. Keeping libtorch out of
+ * the main binary keeps every other command fast to start and small in
+ * memory.
  */
 #include <errno.h>
 #include <limits.h>
@@ -12,32 +13,33 @@
 
 #include "cmd/cli.h"
 
-int cmd_finetune_launch(int argc, char **argv)
+int cmd_torch_launch(int argc, char **argv)
 {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) {
-        cli_error("finetune: cannot locate the sparsify executable: %s", strerror(errno));
+        cli_error("%s: cannot locate the sparsify executable: %s", argv[0], strerror(errno));
         return EXIT_FAILED;
     }
     self[n] = '\0';
     char *slash = strrchr(self, '/');
-    if (!slash || (size_t)(slash - self) + sizeof "/sparsify-finetune" > sizeof self) {
-        cli_error("finetune: cannot locate sparsify-finetune");
+    if (!slash || (size_t)(slash - self) + sizeof "/sparsify-torch" > sizeof self) {
+        cli_error("%s: cannot locate sparsify-torch", argv[0]);
         return EXIT_FAILED;
     }
-    strcpy(slash, "/sparsify-finetune");
-    char **args = calloc((size_t)argc + 1, sizeof *args);
+    strcpy(slash, "/sparsify-torch");
+    /* sparsify-torch <command> <args...>: argv[0] is the command's name */
+    char **args = calloc((size_t)argc + 2, sizeof *args);
     if (!args) {
         cli_error("out of memory");
         return EXIT_FAILED;
     }
     args[0] = self;
-    for (int i = 1; i < argc; i++)
-        args[i] = argv[i];
+    for (int i = 0; i < argc; i++)
+        args[i + 1] = argv[i];
     fflush(NULL);
     execv(self, args);
-    cli_error("finetune: cannot run '%s': %s (is it installed beside sparsify?)", self,
+    cli_error("%s: cannot run '%s': %s (is it installed beside sparsify?)", argv[0], self,
               strerror(errno));
     free(args);
     return EXIT_FAILED;

@@ -16,10 +16,11 @@ static const struct {
     {"check", cmd_check, "fail (exit 1) when a model misses its sparsity target"},
     {"densify", cmd_densify, "rebuild dense weights from .spz or compressed-tensors"},
     {"export", cmd_export, "write a compact sparse weight file"},
-    {"finetune", cmd_finetune_launch, "sparse transfer-learning fine-tune through libtorch"},
+    {"finetune", cmd_torch_launch, "sparse transfer-learning fine-tune through libtorch"},
     {"inspect", cmd_inspect, "list the tensors of a checkpoint with their sparsity"},
     {"prune", cmd_prune, "prune a checkpoint to a sparsity and pattern"},
     {"recipe", cmd_recipe, "list, show or validate pruning recipes"},
+    {"run", cmd_torch_launch, "run a TorchScript model on sparse kernels, against dense"},
 };
 
 static void usage(FILE *f)

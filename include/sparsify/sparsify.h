@@ -8,6 +8,7 @@
  *   recipe.h   recipes: SparseML / llm-compressor YAML, Markdown, JSON
  *   spz.h      the .spz sparse weight file and compressed-tensors interop
  *   kernels.h  sparse x dense matrix products and their dispatcher
+ *   sddmm.h    sampled dense-dense products (sparse weight gradients)
  */
 #ifndef SPARSIFY_H
 #define SPARSIFY_H
@@ -26,5 +27,6 @@
 #if __has_include("sparsify/kernels.h")
 #include "sparsify/kernels.h"
 #endif
+#include "sparsify/sddmm.h"
 
 #endif

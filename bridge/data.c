@@ -1,5 +1,5 @@
 /* Training data readers: CSV and tensor files (see data.h). */
-#include "train/data.h"
+#include "bridge/data.h"
 
 #include <errno.h>
 #include <math.h>
@@ -76,7 +76,7 @@ static bool is_blank(const char *s)
 }
 
 static sp_status csv_load(sp_dataset *ds, const char *path, const char *label_column,
-                          sp_error *err)
+                          sp_label_default def, sp_error *err)
 {
     sp_status st = SP_OK;
     char *text = NULL, **fields = NULL, **header = NULL;
@@ -148,10 +148,11 @@ static sp_status csv_load(sp_dataset *ds, const char *path, const char *label_co
                 goto out;
             }
             ncols = csv_split(header_line, header, fcap);
-            if (ncols < 2) {
+            const size_t need = label_column || def == SP_LABEL_LAST ? 2 : 1;
+            if (ncols < need) {
                 st = sp_error_set(err, SP_ERR_FORMAT,
-                                  "'%s':%zu: need at least 2 columns (inputs and a label), got %zu",
-                                  path, lineno, ncols);
+                                  "'%s':%zu: need at least %zu columns (inputs%s), got %zu",
+                                  path, lineno, need, need == 2 ? " and a label" : "", ncols);
                 goto out;
             }
             for (size_t i = 0; i < ncols; i++) {
@@ -162,7 +163,7 @@ static sp_status csv_load(sp_dataset *ds, const char *path, const char *label_co
             have_first = true;
             /* choose the label column */
             if (!label_column) {
-                label = (long)ncols - 1;
+                label = def == SP_LABEL_LAST ? (long)ncols - 1 : -1;
             } else {
                 char *end;
                 errno = 0;
@@ -207,15 +208,22 @@ static sp_status csv_load(sp_dataset *ds, const char *path, const char *label_co
     }
 
     /* Pass 2: parse (the lines are now NUL-separated). */
+    const size_t width = ncols - (label >= 0);
     ds->n = (int64_t)nrows;
-    ds->width = (int64_t)ncols - 1;
+    ds->width = (int64_t)width;
     ds->sample_ndim = 1;
     ds->sample_shape[0] = ds->width;
     ds->label_ndim = 0;
     ds->label_width = 1;
-    ds->x = malloc(nrows * (ncols - 1) * sizeof(float));
-    ds->y = malloc(nrows * sizeof(float));
-    if (!ds->x || !ds->y) {
+    ds->has_labels = label >= 0;
+    if (nrows > SIZE_MAX / sizeof(float) / width) {
+        st = sp_error_set(err, SP_ERR_FORMAT, "'%s': %zu rows of %zu values are too many", path,
+                          nrows, width);
+        goto out;
+    }
+    ds->x = malloc(nrows * width * sizeof(float));
+    ds->y = ds->has_labels ? malloc(nrows * sizeof(float)) : NULL;
+    if (!ds->x || (ds->has_labels && !ds->y)) {
         st = sp_error_set(err, SP_ERR_NOMEM, "'%s': out of memory for %zu rows", path, nrows);
         goto out;
     }
@@ -241,7 +249,7 @@ static sp_status csv_load(sp_dataset *ds, const char *path, const char *label_co
                               path, lineno, k, ncols);
             goto out;
         }
-        float *xr = ds->x + row * (ncols - 1);
+        float *xr = ds->x + row * width;
         for (size_t i = 0, j = 0; i < ncols; i++) {
             double v;
             if (!parse_num(fields[i], &v)) {
@@ -313,20 +321,22 @@ static sp_status tensor_to_float(sp_ckpt *ck, long ti, float **out, sp_error *er
     return SP_OK;
 }
 
-static sp_status tensor_load(sp_dataset *ds, const char *path, sp_error *err)
+static sp_status tensor_load(sp_dataset *ds, const char *path, sp_label_default def,
+                             sp_error *err)
 {
     sp_ckpt *ck = NULL;
     sp_status st = sp_ckpt_open(&ck, path, err);
     if (st != SP_OK)
         return st;
     long xi = sp_ckpt_find(ck, "inputs"), yi = sp_ckpt_find(ck, "labels");
-    if (xi < 0 || yi < 0) {
+    if (xi < 0 || (yi < 0 && def == SP_LABEL_LAST)) {
         st = sp_error_set(err, SP_ERR_INVALID_ARG,
                           "'%s': a tensor data file needs tensors 'inputs' and 'labels' (missing '%s')",
                           path, xi < 0 ? "inputs" : "labels");
         goto out;
     }
-    const sp_tensor *x = sp_ckpt_tensor(ck, (size_t)xi), *y = sp_ckpt_tensor(ck, (size_t)yi);
+    const sp_tensor *x = sp_ckpt_tensor(ck, (size_t)xi);
+    const sp_tensor *y = yi >= 0 ? sp_ckpt_tensor(ck, (size_t)yi) : x;
     if (x->ndim < 1 || y->ndim < 1 || x->shape[0] != y->shape[0] || x->shape[0] == 0) {
         st = sp_error_set(err, SP_ERR_INVALID_ARG,
                           "'%s': 'inputs' and 'labels' must have the same non-zero first "
@@ -334,6 +344,7 @@ static sp_status tensor_load(sp_dataset *ds, const char *path, sp_error *err)
                           path);
         goto out;
     }
+    ds->has_labels = yi >= 0;
     ds->n = x->shape[0];
     ds->sample_ndim = x->ndim - 1;
     ds->width = 1;
@@ -349,6 +360,11 @@ static sp_status tensor_load(sp_dataset *ds, const char *path, sp_error *err)
     }
     if ((st = tensor_to_float(ck, xi, &ds->x, err)) != SP_OK)
         goto out;
+    if (!ds->has_labels) {
+        ds->label_ndim = 0;
+        ds->label_width = 0;
+        goto out;
+    }
     if ((st = tensor_to_float(ck, yi, &ds->y, err)) != SP_OK)
         goto out;
     ds->labels_integral = true;
@@ -368,7 +384,7 @@ out:
 }
 
 sp_status sp_dataset_load(sp_dataset *ds, const char *path, const char *label_column,
-                          sp_error *err)
+                          sp_label_default def, sp_error *err)
 {
     memset(ds, 0, sizeof *ds);
     if (ends_with(path, ".pt") || ends_with(path, ".pth") || ends_with(path, ".bin") ||
@@ -378,7 +394,7 @@ sp_status sp_dataset_load(sp_dataset *ds, const char *path, const char *label_co
                                 "'%s': --label-column applies to CSV files only "
                                 "(tensor files hold 'labels')",
                                 path);
-        return tensor_load(ds, path, err);
+        return tensor_load(ds, path, def, err);
     }
-    return csv_load(ds, path, label_column, err);
+    return csv_load(ds, path, label_column, def, err);
 }

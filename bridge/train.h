@@ -1,11 +1,15 @@
 /*
- * sparsify — the libtorch fine-tuning bridge (the only C++ in sparsify).
+ * sparsify — fine-tuning through the libtorch bridge (bridge/, the only C++
+ * in sparsify).
  *
- * A C API over a C++ training loop (train/train.cpp) that loads a TorchScript
- * model, trains it on CSV or tensor-file data and writes a TorchScript model
- * back, keeping pruning masks fixed (sparse transfer learning) or changing
- * them on a recipe's schedule. Masks and schedules come from the C pruning
- * engine (prune.h, recipe.h); libtorch only does the arithmetic.
+ * A C API over a C++ training loop (bridge/train.cpp) that loads a
+ * TorchScript model, trains it on CSV or tensor-file data and writes a
+ * TorchScript model back, keeping pruning masks fixed (sparse transfer
+ * learning) or changing them on a recipe's schedule. Masks and schedules come
+ * from the C pruning engine (prune.h, recipe.h). Once the masks are fixed,
+ * the sparse Linear layers train through sparsify's own kernels (the sparse
+ * operator of bridge/linear.h; `kernels`), otherwise libtorch does the
+ * arithmetic.
  *
  * Like the rest of the library this never prints and never exits: progress
  * and per-epoch numbers reach the caller through a callback (sp_train_event),
@@ -15,6 +19,7 @@
 #ifndef SPARSIFY_TRAIN_H
 #define SPARSIFY_TRAIN_H
 
+#include "bridge/layers.h"
 #include "sparsify/common.h"
 
 #ifdef __cplusplus
@@ -30,6 +35,13 @@ typedef enum sp_optimizer {
     SP_OPTIM_SGD = 0,   /* with --momentum (and Nesterov off) */
     SP_OPTIM_ADAMW = 1, /* decoupled weight decay */
 } sp_optimizer;
+
+/* Which kernels train the masked Linear layers once their masks are fixed. */
+typedef enum sp_kernels {
+    SP_KERNELS_AUTO = 0,   /* sparse where the dispatcher says it is faster */
+    SP_KERNELS_SPARSE = 1, /* sparse for every masked Linear layer with zeros */
+    SP_KERNELS_DENSE = 2,  /* libtorch's dense ops with masked gradients */
+} sp_kernels;
 
 typedef enum sp_lr_schedule {
     SP_LR_CONSTANT = 0,
@@ -64,6 +76,7 @@ typedef struct sp_train_opts {
      * its current zeros. Otherwise the recipe's modifiers decide. */
     const char *recipe;       /* path or bundled template name */
     bool no_masks;            /* train everything dense (benchmark baseline) */
+    sp_kernels kernels;       /* default auto (CPU only; CUDA trains dense) */
 
     /* Distillation from a dense teacher (TorchScript). Negative hardness or
      * temperature: the recipe's DistillationModifier, else 0.5 and 2.0. */
@@ -91,6 +104,8 @@ typedef enum sp_train_event_kind {
     SP_TRAIN_EV_MASK = 3,  /* masks changed (recipe schedule) or final report */
     SP_TRAIN_EV_CHECKPOINT = 4, /* a checkpoint folder was written (message) */
     SP_TRAIN_EV_WARNING = 5,    /* something the user should know (message) */
+    SP_TRAIN_EV_KERNELS = 6,    /* the masked Linear layers moved to the sparse
+                                   operator (layers: which, and why not) */
 } sp_train_event_kind;
 
 /* One masked tensor in a MASK event. */
@@ -119,6 +134,9 @@ typedef struct sp_train_event {
     int64_t masked_zeros, masked_numel;
     const sp_train_tensor_info *tensors; /* MASK events */
     size_t ntensors;
+    bool sparse_kernels;  /* EPOCH: the epoch ended on the sparse operator */
+    const sp_layer_report *layers; /* KERNELS events: the Linear layers */
+    size_t nlayers, sparse_layers;
     const char *message;  /* CHECKPOINT: folder; WARNING: text; START: device */
 } sp_train_event;
 
@@ -135,6 +153,7 @@ typedef struct sp_train_result {
     double step_ms;       /* median step time over the run */
     size_t masked_tensors;
     int64_t masked_zeros, masked_numel;
+    size_t sparse_layers; /* layers trained on the sparse operator (0: dense) */
 } sp_train_result;
 
 /*

@@ -1,6 +1,5 @@
 /*
- * The libtorch training loop behind train.h. The only translation unit that
- * includes libtorch headers (they compile slowly): keep it that way.
+ * The libtorch training loop behind train.h.
  *
  * Masks: every masked parameter has a `pruned` bool tensor and a `keep`
  * float tensor (1 kept, 0 pruned). When a mask changes, the pruned weights
@@ -17,8 +16,18 @@
  * CPU float copy of the weight, on the recipe's schedule
  * (sp_modifier_sparsity_at); with no recipe the zeros of the input model are
  * held (like SparseML's ConstantPruningModifier).
+ *
+ * Sparse kernels: once the masks can no longer change (no recipe, only
+ * ConstantPruningModifiers, or past the last mask update of every schedule),
+ * the model is rewritten (rewrite.h) so that its masked Linear layers run on
+ * the sparse operator (linear.h) and the optimizer is rebuilt over their kept
+ * values instead of their dense weights, its state gathered at the kept
+ * positions. The pruned weights are then no parameters at all. The dense
+ * weights are written back (unpacked) at every epoch end, checkpoint and
+ * save; a checkpoint holds the dense form of the optimizer state, so a
+ * resume packs again exactly where the run left off.
  */
-#include "train/train.h"
+#include "bridge/train.h"
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -29,8 +38,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdarg>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -44,66 +51,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bridge/common.h"
+#include "bridge/data.h"
+#include "bridge/rewrite.h"
 #include "sparsify/prune.h"
 #include "sparsify/recipe.h"
-#include "train/data.h"
 
 namespace {
 
-/* Thrown after sp_error_set has filled the caller's error. */
-struct Failed {
-    sp_status st;
-};
-
-[[noreturn]] void fail(sp_error *err, sp_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-[[noreturn]] void fail(sp_error *err, sp_status st, const char *fmt, ...)
-{
-    char buf[SP_ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    sp_error_set(err, st, "%s", buf);
-    throw Failed{st};
-}
-
-/* The useful line of a libtorch/TorchScript error: the last non-empty line
- * without the backtrace ("mat1 and mat2 shapes cannot be multiplied ..."). */
-std::string torch_msg(const std::exception &e)
-{
-    std::string s;
-    if (auto *ce = dynamic_cast<const c10::Error *>(&e))
-        s = ce->what_without_backtrace();
-    else
-        s = e.what();
-    std::vector<std::string> lines;
-    size_t p = 0;
-    while (p <= s.size()) {
-        size_t nl = s.find('\n', p);
-        if (nl == std::string::npos)
-            nl = s.size();
-        std::string line = s.substr(p, nl - p);
-        while (!line.empty() && (line.back() == ' ' || line.back() == '\r'))
-            line.pop_back();
-        size_t b = line.find_first_not_of(' ');
-        if (b != std::string::npos)
-            lines.push_back(line.substr(b));
-        p = nl + 1;
-    }
-    std::string out = lines.empty() ? std::string("unknown libtorch error") : lines.back();
-    if (lines.size() > 1 && out.find("Exception raised from") == 0)
-        out = lines[lines.size() - 2];
-    return out;
-}
-
-std::string shape_str(at::IntArrayRef s)
-{
-    std::string r = "[";
-    for (size_t i = 0; i < s.size(); i++)
-        r += (i ? ", " : "") + std::to_string(s[i]);
-    return r + "]";
-}
+using namespace sp_bridge;
 
 struct Masked {
     std::string name;
@@ -116,20 +72,13 @@ struct Masked {
     bool active = false;  /* pruned has a true element */
 };
 
-double now_ms()
-{
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v)
-{
-    if (v.empty())
-        return 0;
-    std::sort(v.begin(), v.end());
-    size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+/* A masked weight trained through the sparse operator. */
+struct SparseParam {
+    size_t masked;  /* index in masked_ */
+    torch::Tensor values;
+    c10::intrusive_ptr<PackedLinear> packed;
+    torch::Tensor index; /* flat kept positions (int64) */
+};
 
 /* splitmix64: the shuffle depends on (seed, epoch) only, so a resumed run
  * sees the same batches as an uninterrupted one. */
@@ -178,6 +127,10 @@ class Trainer {
     bool have_train_ = false, have_val_ = false;
     torch::Tensor xtr_, ytr_, xva_, yva_;
     torch::jit::Module model_, teacher_;
+    torch::jit::Module smodel_; /* model_ rewritten for the sparse operator */
+    bool sparse_on_ = false, sparse_tried_ = false;
+    double fixed_from_ = 0;     /* epoch from which the masks are fixed */
+    std::vector<SparseParam> sparse_;
     bool have_teacher_ = false;
     double hardness_ = 0.5, temperature_ = 2.0;
     const char *teacher_path_ = nullptr; /* --teacher, else the recipe's */
@@ -212,6 +165,13 @@ class Trainer {
     void check_model();
     void setup_masks();
     void make_optimizer();
+    std::vector<torch::Tensor> dense_params() const;
+    std::unique_ptr<torch::optim::Optimizer> new_optimizer(const std::vector<torch::Tensor> &p) const;
+    double masks_fixed_from() const;
+    void enable_sparse(double epoch_f);
+    void sync_dense();
+    std::unique_ptr<torch::optim::Optimizer> dense_form();
+    torch::jit::Module &active() { return sparse_on_ ? smodel_ : model_; }
     void select(const std::vector<size_t> &idx, const sp_modifier &m, double s);
     bool update_masks(double epoch, bool final_pass);
     void apply_masks_to_weights();
@@ -231,6 +191,11 @@ class Trainer {
 void Trainer::check_opts()
 {
     const sp_train_opts *o = o_;
+    if (o->kernels == SP_KERNELS_SPARSE && o->no_masks)
+        fail(err_, SP_ERR_INVALID_ARG, "--kernels sparse trains masked layers: not with --no-masks");
+    if (o->kernels == SP_KERNELS_SPARSE && o->device && strcmp(o->device, "cpu"))
+        fail(err_, SP_ERR_INVALID_ARG,
+             "--kernels sparse: the sparse kernels run on the CPU, not on --device %s", o->device);
     if (!o->model && !o->resume)
         fail(err_, SP_ERR_INVALID_ARG, "no model given");
     if (o->epochs < 0)
@@ -303,7 +268,7 @@ torch::Tensor Trainer::labels_tensor(const sp_dataset &ds)
 void Trainer::load_data()
 {
     auto load = [&](sp_dataset *ds, const char *path) {
-        sp_status st = sp_dataset_load(ds, path, o_->label_column, err_);
+        sp_status st = sp_dataset_load(ds, path, o_->label_column, SP_LABEL_LAST, err_);
         if (st != SP_OK)
             throw Failed{st};
         if (o_->task == SP_TASK_CLASSIFICATION) {
@@ -332,12 +297,7 @@ void Trainer::load_data()
                  o_->val, (long long)val_.width, (long long)val_.label_width, o_->data,
                  (long long)train_.width, (long long)train_.label_width);
     }
-    auto inputs = [&](const sp_dataset &ds) {
-        std::vector<int64_t> shape{ds.n};
-        for (int d = 0; d < ds.sample_ndim; d++)
-            shape.push_back(ds.sample_shape[d]);
-        return torch::from_blob(ds.x, shape, torch::kFloat).clone().to(device_);
-    };
+    auto inputs = [&](const sp_dataset &ds) { return dataset_inputs(ds).to(device_); };
     if (have_train_) {
         xtr_ = inputs(train_);
         ytr_ = labels_tensor(train_);
@@ -351,25 +311,9 @@ void Trainer::load_data()
 void Trainer::load_models()
 {
     std::string path = o_->resume ? std::string(o_->resume) + "/model.pt" : o_->model;
-    if (access(path.c_str(), R_OK) != 0)
-        fail(err_, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO, "cannot open '%s': %s",
-             path.c_str(), strerror(errno));
-    try {
-        model_ = torch::jit::load(path, torch::Device(torch::kCPU));
-    } catch (const std::exception &e) {
-        fail(err_, SP_ERR_FORMAT, "'%s': not a TorchScript archive that libtorch can load: %s",
-             path.c_str(), torch_msg(e).c_str());
-    }
+    model_ = load_module(path, err_);
     if (teacher_path_) {
-        if (access(teacher_path_, R_OK) != 0)
-            fail(err_, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO, "cannot open '%s': %s",
-                 teacher_path_, strerror(errno));
-        try {
-            teacher_ = torch::jit::load(teacher_path_, torch::Device(torch::kCPU));
-        } catch (const std::exception &e) {
-            fail(err_, SP_ERR_FORMAT, "'%s': not a TorchScript archive that libtorch can load: %s",
-                 teacher_path_, torch_msg(e).c_str());
-        }
+        teacher_ = load_module(teacher_path_, err_);
         teacher_.eval();
         teacher_.to(device_);
         have_teacher_ = true;
@@ -417,23 +361,9 @@ void Trainer::check_model()
     const torch::Tensor &x = have_train_ ? xtr_ : xva_;
     const char *path = have_train_ ? o_->data : o_->val;
     torch::Tensor xb = x.narrow(0, 0, std::min<int64_t>(2, ds.n));
-    torch::Tensor out;
     model_.eval();
-    try {
-        torch::NoGradGuard ng;
-        auto r = model_.forward({xb});
-        if (!r.isTensor())
-            fail(err_, SP_ERR_UNSUPPORTED,
-                 "model '%s': forward must return one tensor (it returns %s)",
-                 o_->model ? o_->model : o_->resume, r.tagKind().c_str());
-        out = r.toTensor();
-    } catch (const Failed &) {
-        throw;
-    } catch (const std::exception &e) {
-        fail(err_, SP_ERR_INVALID_ARG, "'%s': the model does not accept inputs of shape %s "
-             "(%lld values per sample): %s",
-             path, shape_str(xb.sizes()).c_str(), (long long)ds.width, torch_msg(e).c_str());
-    }
+    torch::Tensor out =
+        probe_model(model_, x, o_->model ? o_->model : o_->resume, path, ds.width, err_);
     if (o_->task == SP_TASK_CLASSIFICATION) {
         if (out.dim() != 2)
             fail(err_, SP_ERR_INVALID_ARG,
@@ -730,20 +660,181 @@ void Trainer::mask_report(int epoch, double epoch_f)
     emit(ev);
 }
 
-void Trainer::make_optimizer()
+std::vector<torch::Tensor> Trainer::dense_params() const
 {
     std::vector<torch::Tensor> params;
     for (const auto &p : model_.parameters(true))
         if (p.requires_grad())
             params.push_back(p);
+    return params;
+}
+
+std::unique_ptr<torch::optim::Optimizer>
+Trainer::new_optimizer(const std::vector<torch::Tensor> &params) const
+{
     if (o_->optimizer == SP_OPTIM_SGD)
-        opt_ = std::make_unique<torch::optim::SGD>(
+        return std::make_unique<torch::optim::SGD>(
             params, torch::optim::SGDOptions(o_->lr)
                         .momentum(o_->momentum)
                         .weight_decay(o_->weight_decay));
-    else
-        opt_ = std::make_unique<torch::optim::AdamW>(
-            params, torch::optim::AdamWOptions(o_->lr).weight_decay(o_->weight_decay));
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(o_->lr).weight_decay(o_->weight_decay));
+}
+
+void Trainer::make_optimizer() { opt_ = new_optimizer(dense_params()); }
+
+std::string state_key(const torch::Tensor &t)
+{
+    return c10::guts::to_string(t.unsafeGetTensorImpl());
+}
+
+/* An optimizer state moved between a dense weight and its kept values:
+ * gathered at the kept positions (to_values) or scattered back (pruned
+ * entries 0, which is what the dense loop keeps there). */
+std::unique_ptr<torch::optim::OptimizerParamState>
+convert_state(const torch::optim::OptimizerParamState &st, const torch::Tensor &index,
+              const torch::Tensor &dense_like, bool to_values)
+{
+    torch::NoGradGuard ng;
+    auto conv = [&](const torch::Tensor &t) -> torch::Tensor {
+        if (!t.defined())
+            return t;
+        if (to_values)
+            return t.reshape(-1).index_select(0, index);
+        return torch::zeros_like(dense_like).view(-1).index_copy_(0, index, t).view(dense_like.sizes());
+    };
+    if (auto *a = dynamic_cast<const torch::optim::AdamWParamState *>(&st)) {
+        auto r = std::make_unique<torch::optim::AdamWParamState>();
+        r->step(a->step());
+        r->exp_avg(conv(a->exp_avg()));
+        r->exp_avg_sq(conv(a->exp_avg_sq()));
+        r->max_exp_avg_sq(conv(a->max_exp_avg_sq()));
+        return r;
+    }
+    if (auto *g = dynamic_cast<const torch::optim::SGDParamState *>(&st)) {
+        auto r = std::make_unique<torch::optim::SGDParamState>();
+        r->momentum_buffer(conv(g->momentum_buffer()));
+        return r;
+    }
+    return st.clone();
+}
+
+/* The first epoch (fractional) from which no modifier changes a mask. */
+double Trainer::masks_fixed_from() const
+{
+    double e = 0;
+    for (size_t i = 0; recipe_ && i < recipe_->nmods; i++) {
+        const sp_modifier &m = recipe_->mods[i];
+        if (sp_modifier_prunes(&m))
+            e = std::max(e, std::max(m.start_epoch, m.end_epoch));
+    }
+    return e;
+}
+
+/* Move the masked Linear layers onto the sparse operator (their masks are
+ * fixed from here on) and rebuild the optimizer over their kept values. */
+void Trainer::enable_sparse(double epoch_f)
+{
+    sparse_tried_ = true;
+    RewriteOptions ro;
+    ro.batch = o_->batch_size;
+    ro.fallback = o_->kernels == SP_KERNELS_SPARSE ? SP_FALLBACK_NEVER : SP_FALLBACK_AUTO;
+    ro.training = true;
+    ro.model = o_->model ? o_->model : o_->resume;
+    ro.keep = [&](const std::string &path, const torch::Tensor &) -> torch::Tensor {
+        for (const Masked &m : masked_)
+            if (m.name == path && m.pruned.defined())
+                return m.pruned.logical_not();
+        return torch::Tensor();
+    };
+    Rewritten rw;
+    sp_error why{};
+    try {
+        rw = rewrite_linears(model_, ro, &why);
+    } catch (const Failed &) {
+        if (o_->kernels == SP_KERNELS_SPARSE)
+            fail(err_, why.code, "--kernels sparse: %s", why.msg);
+        return; /* no Linear layer: nothing to run sparse */
+    }
+    std::vector<sp_layer_report> info;
+    for (const LayerInfo &l : rw.layers)
+        if (l.linear)
+            info.push_back(sp_layer_report{l.name.c_str(), true, l.sparse, l.reason.c_str(),
+                                           l.rows, l.cols, l.sparsity, l.layout.c_str(),
+                                           l.kernel.c_str()});
+    sp_train_event ev{};
+    ev.kind = SP_TRAIN_EV_KERNELS;
+    ev.epochs = o_->epochs;
+    ev.epoch_f = epoch_f;
+    ev.global_step = global_step_;
+    ev.layers = info.data();
+    ev.nlayers = info.size();
+    ev.sparse_layers = rw.nsparse;
+    emit(ev);
+    if (rw.nsparse == 0) {
+        if (o_->kernels == SP_KERNELS_SPARSE)
+            warn("--kernels sparse: no masked Linear layer can run on the sparse operator");
+        return;
+    }
+    for (const LayerInfo &l : rw.layers) {
+        if (!l.sparse)
+            continue;
+        for (size_t k = 0; k < masked_.size(); k++)
+            if (masked_[k].name == l.weight)
+                sparse_.push_back(SparseParam{k, l.values, l.packed, l.packed->kept_index()});
+    }
+    /* the optimizer: each dense weight's place taken by its kept values */
+    std::vector<torch::Tensor> dense = dense_params(), params = dense;
+    std::vector<const SparseParam *> of(params.size(), nullptr);
+    for (size_t i = 0; i < params.size(); i++)
+        for (const SparseParam &sp : sparse_)
+            if (params[i].unsafeGetTensorImpl() == masked_[sp.masked].param.unsafeGetTensorImpl()) {
+                params[i] = sp.values;
+                of[i] = &sp;
+            }
+    auto opt = new_optimizer(params);
+    for (size_t i = 0; i < params.size(); i++) {
+        auto it = opt_->state().find(state_key(dense[i]));
+        if (it != opt_->state().end())
+            opt->state()[state_key(params[i])] =
+                of[i] ? convert_state(*it->second, of[i]->index, dense[i], true)
+                      : it->second->clone();
+    }
+    opt_ = std::move(opt);
+    smodel_ = rw.module;
+    smodel_.train();
+    sparse_on_ = true;
+}
+
+/* Write the trained kept values back into the dense weights (+0.0 at the
+ * pruned positions). */
+void Trainer::sync_dense()
+{
+    torch::NoGradGuard ng;
+    for (const SparseParam &sp : sparse_)
+        masked_[sp.masked].param.copy_(sp.packed->dense(sp.values));
+}
+
+/* The optimizer as the dense loop has it: the dense weights as parameters,
+ * the values' state scattered back to them. */
+std::unique_ptr<torch::optim::Optimizer> Trainer::dense_form()
+{
+    sync_dense();
+    std::vector<torch::Tensor> dense = dense_params();
+    auto opt = new_optimizer(dense);
+    for (auto &g : opt->param_groups())
+        g.options().set_lr(opt_->param_groups()[0].options().get_lr());
+    for (const torch::Tensor &p : dense) {
+        const SparseParam *sp = nullptr;
+        for (const SparseParam &q : sparse_)
+            if (masked_[q.masked].param.unsafeGetTensorImpl() == p.unsafeGetTensorImpl())
+                sp = &q;
+        auto it = opt_->state().find(state_key(sp ? sp->values : p));
+        if (it != opt_->state().end())
+            opt->state()[state_key(p)] =
+                sp ? convert_state(*it->second, sp->index, p, false) : it->second->clone();
+    }
+    return opt;
 }
 
 double Trainer::lr_at(int64_t step, int64_t total, int64_t spe) const
@@ -791,14 +882,15 @@ torch::Tensor Trainer::loss_of(const torch::Tensor &out, const torch::Tensor &y,
 void Trainer::evaluate(const torch::Tensor &x, const torch::Tensor &y, double *loss, double *acc)
 {
     torch::NoGradGuard ng;
-    model_.eval();
+    torch::jit::Module &m = active();
+    m.eval();
     int64_t n = x.size(0), bs = std::max<int64_t>(o_->batch_size, 256);
     double total = 0;
     int64_t correct = 0;
     for (int64_t i = 0; i < n; i += bs) {
         int64_t b = std::min(bs, n - i);
         torch::Tensor xb = x.narrow(0, i, b), yb = y.narrow(0, i, b);
-        torch::Tensor out = model_.forward({xb}).toTensor();
+        torch::Tensor out = m.forward({xb}).toTensor();
         if (o_->task == SP_TASK_CLASSIFICATION) {
             total += torch::nll_loss(torch::log_softmax(out, 1), yb, {}, at::Reduction::Sum)
                          .item<double>();
@@ -811,11 +903,12 @@ void Trainer::evaluate(const torch::Tensor &x, const torch::Tensor &y, double *l
     }
     *loss = total / (double)n;
     *acc = o_->task == SP_TASK_CLASSIFICATION ? (double)correct / (double)n : -1.0;
-    model_.train();
+    m.train();
 }
 
 void Trainer::save_model(const std::string &path)
 {
+    sync_dense();
     apply_masks_to_weights();
     std::string tmp = path + ".partial";
     try {
@@ -849,7 +942,10 @@ void Trainer::save_checkpoint(int epochs_done)
     std::string st = dir + "/state.pt", tmp = st + ".partial";
     try {
         torch::serialize::OutputArchive a, oa;
-        opt_->save(oa);
+        if (sparse_on_)
+            dense_form()->save(oa); /* the checkpoint holds the dense form */
+        else
+            opt_->save(oa);
         a.write("optimizer", oa);
         a.write("epoch", c10::IValue((int64_t)epochs_done));
         a.write("global_step", c10::IValue(global_step_));
@@ -1013,6 +1109,10 @@ void Trainer::run(sp_train_result *res)
 
     if (recipe_ && update_masks((double)start_epoch_, false))
         mask_report(start_epoch_, start_epoch_);
+    /* the sparse operator runs on the CPU: CUDA training stays dense */
+    const bool want_sparse = o_->kernels != SP_KERNELS_DENSE && !o_->no_masks &&
+                             device_.is_cpu() && !masked_.empty();
+    fixed_from_ = masks_fixed_from();
 
     std::vector<double> all_ms;
     double last_loss = 0;
@@ -1021,7 +1121,7 @@ void Trainer::run(sp_train_result *res)
         std::vector<int64_t> perm = permutation(n, o_->seed, epoch);
         torch::Tensor permt = torch::from_blob(perm.data(), {n}, torch::kLong).to(device_);
         torch::manual_seed(o_->seed * 1000003ULL + (uint64_t)epoch);
-        model_.train();
+        active().train();
         std::vector<double> ms;
         double loss_sum = 0;
         int64_t seen = 0;
@@ -1029,6 +1129,8 @@ void Trainer::run(sp_train_result *res)
             double ef = epoch + (double)s / (double)spe;
             if (recipe_ && update_masks(ef, false))
                 mask_report(epoch + 1, ef);
+            if (want_sparse && !sparse_tried_ && ef >= fixed_from_)
+                enable_sparse(ef);
             double t0 = now_ms();
             int64_t b = std::min(bs, n - s * bs);
             torch::Tensor idx = permt.narrow(0, s * bs, b);
@@ -1037,7 +1139,7 @@ void Trainer::run(sp_train_result *res)
             for (auto &g : opt_->param_groups())
                 g.options().set_lr(lr);
             opt_->zero_grad();
-            torch::Tensor out = model_.forward({xb}).toTensor();
+            torch::Tensor out = active().forward({xb}).toTensor();
             torch::Tensor loss = loss_of(out, yb, xb);
             loss.backward();
             {
@@ -1053,6 +1155,8 @@ void Trainer::run(sp_train_result *res)
                 }
             }
             opt_->step();
+            for (const SparseParam &sp : sparse_)
+                sp.packed->values_changed(); /* SGD writes through .data() */
             double lv = loss.item<double>();
             if (!std::isfinite(lv))
                 fail(err_, SP_ERR_CHECK,
@@ -1076,6 +1180,7 @@ void Trainer::run(sp_train_result *res)
             emit(se);
         }
         last_loss = seen ? loss_sum / (double)seen : 0;
+        sync_dense();
         verify_masks(epoch + 1);
         all_ms.insert(all_ms.end(), ms.begin(), ms.end());
         sp_train_event ee{};
@@ -1089,6 +1194,7 @@ void Trainer::run(sp_train_result *res)
         ee.train_loss = last_loss;
         ee.train_n = n;
         ee.step_ms = median(ms);
+        ee.sparse_kernels = sparse_on_;
         if (have_val_) {
             ee.has_val = true;
             ee.val_n = xva_.size(0);
@@ -1101,6 +1207,15 @@ void Trainer::run(sp_train_result *res)
         r.epochs_run++;
         if (o_->save_every > 0 && (epoch + 1) % o_->save_every == 0 && epoch + 1 < o_->epochs)
             save_checkpoint(epoch + 1);
+    }
+
+    /* Training is over: back to the dense model, whose weights now hold the
+     * trained values, for the final mask pass, evaluation and save. */
+    if (sparse_on_) {
+        sync_dense();
+        r.sparse_layers = sparse_.size();
+        sparse_.clear();
+        sparse_on_ = false;
     }
 
     /* The final model meets every modifier's final sparsity exactly, even

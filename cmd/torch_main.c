@@ -1,0 +1,21 @@
+/*
+ * sparsify-torch — the only executable that links libtorch: the commands
+ * built on the libtorch bridge (finetune, run). `sparsify finetune ...` and
+ * `sparsify run ...` exec it (cmd/launch.c) with the command name first, so
+ * the other commands start without loading libtorch (~0.6 s and ~160 MB per
+ * start).
+ */
+#include <string.h>
+
+#include "cmd/cli.h"
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "finetune"))
+        return cmd_finetune(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "run"))
+        return cmd_run(argc - 1, argv + 1);
+    cli_error("usage: sparsify-torch finetune|run [options] (started by 'sparsify finetune' "
+              "and 'sparsify run')");
+    return EXIT_USAGE;
+}
