@@ -5,13 +5,15 @@ Llama decoder, each shrunk to a few channels. Every tensor the recipes do
 not name (norms, biases, embeddings, heads, first convs) is there too, so a
 test can see that it stays untouched.
 
-For `sparsify finetune`, a TorchScript model with torchvision's ResNet-50
-names (the same bottleneck layout, 8 channels, on 8x8 images) and a small
-image data set for it (a tensor file with `inputs` and `labels`).
+For `sparsify finetune`, TorchScript models with torchvision's ResNet-50
+names (the same bottleneck layout, 8 channels, on 8x8 images) and with
+Llama's names (two decoder layers on 16-wide vectors), and a small data set
+for each (tensor files with `inputs` and `labels`).
 
 usage: /usr/bin/python3 tests/make_recipe_models.py OUT_DIR
 Writes OUT_DIR/<model>.pt (torch.save of an OrderedDict state dict),
-OUT_DIR/resnet_ts.pt (torch.jit.save) and OUT_DIR/images.pt.
+OUT_DIR/resnet_ts.pt and tinylm_ts.pt (torch.jit.save), images.pt and
+vectors.pt.
 """
 import collections
 import os
@@ -187,6 +189,63 @@ class ResNet(torch.nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+class Attention(torch.nn.Module):
+    def __init__(self, h):
+        super().__init__()
+        self.q_proj = torch.nn.Linear(h, h, bias=False)
+        self.o_proj = torch.nn.Linear(h, h, bias=False)
+
+    def forward(self, x):
+        return self.o_proj(torch.tanh(self.q_proj(x)))
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self, h, inter):
+        super().__init__()
+        self.up_proj = torch.nn.Linear(h, inter, bias=False)
+        self.down_proj = torch.nn.Linear(inter, h, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(torch.relu(self.up_proj(x)))
+
+
+class Layer(torch.nn.Module):
+    def __init__(self, h, inter):
+        super().__init__()
+        self.input_layernorm = torch.nn.LayerNorm(h)
+        self.self_attn = Attention(h)
+        self.mlp = Mlp(h, inter)
+
+    def forward(self, x):
+        x = x + self.self_attn(self.input_layernorm(x))
+        return x + self.mlp(x)
+
+
+class Decoder(torch.nn.Module):
+    def __init__(self, layers, h, inter):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([Layer(h, inter) for _ in range(layers)])
+        self.norm = torch.nn.LayerNorm(h)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+
+class TinyLM(torch.nn.Module):
+    """Llama's names (model.layers.N.self_attn.q_proj, ...) on a classifier
+    of 16-wide vectors, so finetune can train what the LLM recipes name."""
+
+    def __init__(self, layers=2, h=16, inter=32, classes=4):
+        super().__init__()
+        self.model = Decoder(layers, h, inter)
+        self.lm_head = torch.nn.Linear(h, classes, bias=False)
+
+    def forward(self, x):
+        return self.lm_head(self.model(x))
+
+
 def torchscript(out):
     torch.manual_seed(7)
     torch.jit.script(ResNet()).save(os.path.join(out, "resnet_ts.pt"))
@@ -196,6 +255,10 @@ def torchscript(out):
     y = torch.randint(0, 3, (96,), generator=g)
     x[torch.arange(96), y] += 0.5
     torch.save({"inputs": x, "labels": y.float()}, os.path.join(out, "images.pt"))
+    torch.manual_seed(9)
+    torch.jit.script(TinyLM()).save(os.path.join(out, "tinylm_ts.pt"))
+    v = torch.randn(128, 16, generator=g)
+    torch.save({"inputs": v, "labels": v[:, :4].argmax(1).float()}, os.path.join(out, "vectors.pt"))
 
 
 MODELS = {
