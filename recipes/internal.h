@@ -38,10 +38,6 @@ void rterms_release(sp_recipe_terms *t);
  * "gradual_magnitude" -> "GMPruningModifier"). */
 const char *rmod_class_name(const char *written);
 
-/* JSON text of a node (for SP_MOD_NOT_APPLIED's raw fields); NULL on
- * out-of-memory. */
-char *rnode_to_json(const rnode *n);
-
 /* A JSON number that reads back as exactly v (cJSON's own printing rounds
  * to 15 digits when that is "close enough"); null when v is not finite. */
 struct cJSON *rjson_number(double v);

@@ -966,12 +966,32 @@ static cJSON *to_cjson(const rnode *n)
     return NULL;
 }
 
-char *rnode_to_json(const rnode *n)
+/* The fields of a modifier that is not applied, as written, without what
+ * placed it (its "type", "stage", "run_type"). Returns false on
+ * out-of-memory. */
+static bool keep_raw(const rmod_ctx *rc, const rnode *fields, sp_modifier *m)
 {
-    cJSON *j = to_cjson(n);
-    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    if (!fields || fields->kind != RK_MAP)
+        return true;
+    cJSON *j = cJSON_CreateObject();
+    for (size_t i = 0; j && i < fields->n; i++) {
+        const char *k = fields->keys[i]->text;
+        if ((rc->type_field && !strcmp(k, "type")) || !strcmp(k, "stage") || !strcmp(k, "run_type"))
+            continue;
+        cJSON *v = to_cjson(fields->items[i]);
+        if (!v) {
+            cJSON_Delete(j);
+            return false;
+        }
+        cJSON_AddItemToObject(j, k, v);
+    }
+    if (j && !j->child) {
+        cJSON_Delete(j);
+        return true;
+    }
+    m->raw_json = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
-    return s;
+    return m->raw_json != NULL;
 }
 
 /* ---- one modifier */
@@ -1077,6 +1097,8 @@ bool rmod_parse(rmod_ctx *rc, const char *written, const rnode *cls_node, const 
             m->type = SP_MOD_NOT_APPLIED;
             m->cls = cl->name;
             m->substitute_for = cl->name;
+            if (!keep_raw(rc, fields, m))
+                rc->d->nomem = true;
             free(c);
             goto place;
         }
@@ -1099,7 +1121,7 @@ bool rmod_parse(rmod_ctx *rc, const char *written, const rnode *cls_node, const 
     if (fields && fields->kind == RK_NULL)
         fields = NULL;
     if (k->kind == MK_NOT_APPLIED) {
-        if (fields && fields->n && !(m->raw_json = rnode_to_json(fields)))
+        if (!keep_raw(rc, fields, m))
             rc->d->nomem = true;
         free(c);
         goto place;

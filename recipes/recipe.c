@@ -992,10 +992,9 @@ sp_status sp_recipe_to_json(const sp_recipe *r, char **out, sp_error *err)
     cJSON *mods = cJSON_AddArrayToObject(root, "modifiers");
     bool ok = mods != NULL;
     for (size_t i = 0; ok && i < r->nmods; i++) {
-        const sp_modifier *m = &r->mods[i];
-        if (m->type == SP_MOD_NOT_APPLIED && m->substitute_for)
-            continue; /* left out by --substitute */
-        cJSON *o = modifier_json(m);
+        /* one left out by --substitute stays as it was: reading it back
+         * needs --substitute again */
+        cJSON *o = modifier_json(&r->mods[i]);
         ok = o != NULL;
         if (o)
             cJSON_AddItemToArray(mods, o);

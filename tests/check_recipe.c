@@ -1004,6 +1004,26 @@ START_TEST(test_substitute)
     ck_assert(strstr(r->warnings[0].message, "LayerThinningModifier is left out"));
     sp_recipe_free(r);
     sp_recipe_problems_release(&p);
+    /* found by fuzz_recipe_yaml: a recipe of nothing but a modifier left out
+     * converted to an empty list, which does not read back */
+    p = problems_of("modifiers:\n    LayerThinningModifier: {update_epochs: [1]}\n", true, &st, &r);
+    ck_assert_int_eq(st, SP_OK);
+    char *j = NULL;
+    sp_error err = {0};
+    ck_assert_int_eq(sp_recipe_to_json(r, &j, &err), SP_OK);
+    sp_recipe_problems_release(&p);
+    sp_recipe *r2 = NULL;
+    sp_recipe_problems p2 = problems_of(j, true, &st, &r2);
+    ck_assert_msg(st == SP_OK, "%s", j);
+    ck_assert_str_eq(r2->mods[0].cls, "LayerThinningModifier");
+    ck_assert_str_eq(r2->mods[0].raw_json, "{\"update_epochs\":[1]}");
+    sp_recipe_problems_release(&p2);
+    sp_recipe_free(r2);
+    p2 = problems_of(j, false, &st, NULL);
+    ck_assert_int_eq(st, SP_ERR_UNSUPPORTED);
+    sp_recipe_problems_release(&p2);
+    free(j);
+    sp_recipe_free(r);
 }
 END_TEST
 
