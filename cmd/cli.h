@@ -42,6 +42,32 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Parse a double/integer option strictly; on failure print and return false. */
 bool cli_parse_double(const char *opt, const char *s, double *out);
 bool cli_parse_long(const char *opt, const char *s, long *out);
+/*
+ * Outputs: one policy for every command that writes (docs/cli.md,
+ * "Outputs"). cli_output_check refuses, with one error line and exit 2:
+ *  - OUT that is IN (the same file or folder, a link to it), unless
+ *    CLI_OUT_IN_PLACE (and never with CLI_OUT_NEVER_IN_PLACE);
+ *  - OUT inside the input folder, or an OUT folder that contains IN;
+ *  - OUT that exists (a file, a link, a non-empty folder), unless
+ *    CLI_OUT_FORCE.
+ * On success OUT's temporary is registered for removal when a signal ends
+ * the run. in may be NULL. Returns 0 or EXIT_USAGE.
+ */
+enum {
+    CLI_OUT_FORCE = 1,          /* --force given */
+    CLI_OUT_IN_PLACE = 2,       /* --in-place given */
+    CLI_OUT_NEVER_IN_PLACE = 4, /* the command cannot replace its input */
+};
+int cli_output_check(const char *in, const char *out, unsigned flags);
+/* Write a small text file (a report) under the same policy's atomicity. */
+int cli_write_text(const char *path, const char *text);
+/* Once, from main(): on SIGINT, SIGTERM and SIGHUP the temporaries of the
+ * registered outputs are removed before the signal ends the process; a
+ * SIGBUS on a mapped input (changed or truncated while being read) becomes
+ * "sparsify: error: 'FILE': changed or truncated while being read", the
+ * same cleanup, and exit 2. See docs/architecture.md, "Trust". */
+void cli_signals_install(void);
+
 /* True when stderr is a terminal (progress bars only then). */
 bool cli_stderr_is_tty(void);
 /* Format a byte count as "12.3 MB". */

@@ -47,8 +47,10 @@ static const char usage_text[] =
     "  -v, --verbose          one line per tensor in the report\n"
     "  --json                 print the report as JSON\n"
     "  -q, --quiet            no progress bar\n"
+    "  --force                replace an existing OUT (file or folder)\n"
     "  -h, --help             show this help\n"
     "\n"
+    "An existing OUT is refused unless --force; OUT is never IN.\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
 static bool ends_with(const char *s, const char *suf)
@@ -147,7 +149,7 @@ static const struct option export_opts[] = {
 int cmd_export(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *format = NULL, *ct_format = NULL;
-    bool verbose = false, json = false, quiet = false;
+    bool verbose = false, json = false, quiet = false, force = false;
     sp_spz_options so;
     sp_spz_options_init(&so);
     sp_ct_options co;
@@ -216,6 +218,8 @@ int cmd_export(int argc, char **argv)
             json = true;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
+        } else if (!strcmp(a, "--force")) {
+            force = true;
         } else if (a[0] == '-' && a[1]) {
             return cli_unknown_option("export", a, export_opts, "ovqh");
         } else if (!in) {
@@ -246,6 +250,9 @@ int cmd_export(int argc, char **argv)
         strcmp(ct_format, "dense"))
         return cli_usage_error("export", "unknown --ct-format '%s'", ct_format);
     co.format = ct_format;
+    int rc = cli_output_check(in, out, (force ? CLI_OUT_FORCE : 0) | CLI_OUT_NEVER_IN_PLACE);
+    if (rc)
+        return rc;
 
     sp_ckpt *ck = NULL;
     if (sp_ckpt_open(&ck, in, &err))

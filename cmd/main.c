@@ -61,6 +61,7 @@ static int unknown_command(const char *name)
 
 int main(int argc, char **argv)
 {
+    cli_signals_install();
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -5,7 +5,6 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -46,12 +45,15 @@ static const char usage_text[] =
     "  -n, --dry-run        print what would be pruned (pattern, target and\n"
     "                       current sparsity, aliases) and write nothing\n"
     "      --in-place       allow OUT to be IN (or omit -o) and replace it\n"
+    "      --force          replace an existing OUT (or report file)\n"
     "  -q, --quiet          no table or progress on stderr\n"
     "  -h, --help           this help\n"
     "\n"
+    "OUT is written to a temporary beside it and renamed into place when\n"
+    "complete; an existing OUT is refused unless --force (docs/cli.md).\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
-enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE };
+enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE, OPT_FORCE };
 
 static cJSON *names_json(const char *const *names, size_t n)
 {
@@ -59,14 +61,6 @@ static cJSON *names_json(const char *const *names, size_t n)
     for (size_t i = 0; a && i < n; i++)
         cJSON_AddItemToArray(a, cJSON_CreateString(names[i]));
     return a;
-}
-
-static bool same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
-        return false;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 /* Which modifier of the recipe pruned what, and what ran in place of what
@@ -236,22 +230,6 @@ static void print_plan(sp_ckpt *ck, const sp_prune_report *rep, const char *in)
     }
 }
 
-static int write_text_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0) {
-        if (f)
-            fclose(f);
-        cli_error("cannot write report '%s'", path);
-        return EXIT_FAILED;
-    }
-    if (fclose(f) != 0) {
-        cli_error("cannot write report '%s'", path);
-        return EXIT_FAILED;
-    }
-    return EXIT_OK;
-}
-
 int cmd_prune(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -268,13 +246,14 @@ int cmd_prune(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
         {"dry-run", no_argument, NULL, 'n'},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
     const char *out = NULL, *report = NULL;
-    bool json = false, in_place = false, quiet = false, dry = false;
+    bool json = false, in_place = false, quiet = false, dry = false, force = false;
     int c, bad = EXIT_USAGE;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "o:s:p:i:x:r:nqh", longopts, "prune", &bad)) != -1) {
@@ -290,6 +269,7 @@ int cmd_prune(int argc, char **argv)
         case OPT_JSON: json = true; break;
         case OPT_IN_PLACE: in_place = true; break;
         case 'n': dry = true; break;
+        case OPT_FORCE: force = true; break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         default: return bad;
@@ -306,13 +286,18 @@ int cmd_prune(int argc, char **argv)
             return cli_usage_error("prune", "missing -o OUT (or --in-place)");
         out = in;
     }
-    if (!dry && !in_place && (!strcmp(out, in) || same_file(out, in)))
-        return cli_usage_error("prune", "output '%s' is the input; use --in-place to replace it",
-                               out);
+    unsigned oflags = (force ? CLI_OUT_FORCE : 0) | (in_place ? CLI_OUT_IN_PLACE : 0);
+    int rc = dry ? 0 : cli_output_check(in, out, oflags);
+    if (rc)
+        return rc;
+    if (report && ((out && !strcmp(report, out)) || !strcmp(report, in)))
+        return cli_usage_error("prune", "--report '%s' names the input or the output", report);
+    if (report && (rc = cli_output_check(in, report, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
+        return rc;
 
     rules rs;
     ro.apply = !dry;
-    int rc = rules_build(&rs, &ro, "prune");
+    rc = rules_build(&rs, &ro, "prune");
     if (rc) {
         rules_release(&rs);
         return rc;
@@ -353,7 +338,7 @@ int cmd_prune(int argc, char **argv)
         if (json)
             printf("%s\n", text);
         if (report)
-            rc = write_text_file(report, text);
+            rc = cli_write_text(report, text);
     }
 out:
     cJSON_free(text);

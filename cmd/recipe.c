@@ -4,12 +4,9 @@
  * normalised JSON.
  */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cmd/cli.h"
 
@@ -271,58 +268,15 @@ static int validate(const char *what, bool json, bool substitute)
     return EXIT_OK;
 }
 
-/* Write text to out atomically: a temporary beside it, then a rename (which
- * replaces a symlink itself, never its target). */
-static int write_atomic(const char *out, const char *text)
-{
-    size_t n = strlen(out);
-    char *tmp = malloc(n + 32);
-    if (!tmp) {
-        cli_error("out of memory");
-        return EXIT_FAILED;
-    }
-    const char *slash = strrchr(out, '/');
-    int dl = slash ? (int)(slash - out + 1) : 0;
-    snprintf(tmp, n + 32, "%.*s.%s.XXXXXX", dl, out, slash ? slash + 1 : out);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        cli_error("cannot write '%s': %s", out, strerror(errno));
-        free(tmp);
-        return EXIT_FAILED;
-    }
-    mode_t um = umask(0); /* mkstemp makes 0600: give it a new file's usual mode */
-    umask(um);
-    fchmod(fd, 0666 & ~um);
-    FILE *f = fdopen(fd, "w");
-    if (!f)
-        close(fd);
-    bool ok = f && fputs(text, f) >= 0;
-    ok = f && fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, out) != 0) {
-        cli_error("cannot write '%s': %s", out, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return EXIT_FAILED;
-    }
-    free(tmp);
-    return EXIT_OK;
-}
-
 static int convert(const char *what, const char *out, bool force, bool substitute)
 {
-    struct stat so, si;
-    if (out && lstat(out, &so) == 0) {
-        if (stat(what, &si) == 0 && stat(out, &so) == 0 && so.st_dev == si.st_dev &&
-            so.st_ino == si.st_ino)
-            return cli_usage_error("recipe", "output '%s' is the input recipe", out);
-        if (lstat(out, &so) == 0 && S_ISDIR(so.st_mode))
-            return cli_usage_error("recipe", "output '%s' is a folder", out);
-        if (!force)
-            return cli_usage_error("recipe", "output '%s' exists (use --force to replace it)", out);
-    }
+    /* the output policy of every command (cli.h): nothing replaced without
+     * --force, never the input, written atomically */
+    int rc;
+    if (out && (rc = cli_output_check(what, out, (force ? CLI_OUT_FORCE : 0) | CLI_OUT_NEVER_IN_PLACE)))
+        return rc;
     sp_recipe *r = NULL;
-    int rc = cli_recipe_load(&r, what, substitute);
-    if (rc)
+    if ((rc = cli_recipe_load(&r, what, substitute)))
         return rc;
     char *text = NULL;
     sp_error err = {0};
@@ -331,10 +285,14 @@ static int convert(const char *what, const char *out, bool force, bool substitut
         return cli_fail(&err);
     }
     sp_recipe_free(r);
-    if (out)
-        rc = write_atomic(out, text);
-    else
+    if (out) {
+        size_t n = strlen(text);
+        if (n && text[n - 1] == '\n')
+            text[n - 1] = '\0'; /* cli_write_text ends the line */
+        rc = cli_write_text(out, text);
+    } else {
         fputs(text, stdout);
+    }
     free(text);
     return rc;
 }

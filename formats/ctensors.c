@@ -42,6 +42,7 @@
 #include "sparsify/spz.h"
 
 #include "formats/ckpt_internal.h"
+#include "formats/checked.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -51,7 +52,7 @@
 #include <sys/stat.h>
 
 #define CT_DEFAULT_SHARD ((uint64_t)5 * 1000 * 1000 * 1000)
-#define CT_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
+#define CT_MAX_HEADER SP_JSON_MAX_BYTES
 /* A weight with at least this fraction of zeros was pruned; fewer are stray
  * zeros of a dense weight and do not make it a target. */
 #define CT_PRUNED_MIN 0.05
@@ -77,7 +78,8 @@ static cJSON *read_json_file(const char *path)
     if (sp_mapfile_open(&mf, path, NULL) != SP_OK)
         return NULL;
     cJSON *j = NULL;
-    if (mf.data && mf.size < CT_MAX_HEADER)
+    if (mf.data && mf.size < CT_MAX_HEADER &&
+        sp_json_cost_ok((const char *)mf.data, (size_t)mf.size, SP_JSON_MAX_VALUES, 32))
         j = cJSON_ParseWithLength((const char *)mf.data, (size_t)mf.size);
     sp_mapfile_close(&mf);
     return j;
@@ -167,6 +169,9 @@ static sp_status parse_shard(ct_impl *im, size_t fi, const char *fname, sp_error
     if (hl > CT_MAX_HEADER || hl > mf->size - 8)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': safetensors header length %llu is past the end",
                             fname, (unsigned long long)hl);
+    if (!sp_json_cost_ok((const char *)mf->data + 8, (size_t)hl, SP_JSON_MAX_VALUES, 3))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': safetensors header nests too deep or holds too many values",
+                            fname);
     cJSON *j = cJSON_ParseWithLength((const char *)mf->data + 8, (size_t)hl);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -200,15 +205,17 @@ static sp_status parse_shard(ct_impl *im, size_t fi, const char *fname, sp_error
                 break;
             }
             it.shape[d] = (int64_t)v->valuedouble;
-            if (it.shape[d] && it.numel > UINT64_MAX / 16 / (uint64_t)it.shape[d])
-                bad = true;
-            else
-                it.numel *= (uint64_t)it.shape[d];
         }
+        int64_t numel = 0;
+        uint64_t nbytes = 0;
+        if (!bad && (!sp_shape_numel(it.ndim, it.shape, &numel) ||
+                     !sp_numel_bytes(numel, sp_dtype_size(it.dtype), &nbytes)))
+            bad = true;
+        it.numel = (uint64_t)numel;
         const cJSON *a = cJSON_GetArrayItem(of, 0), *b = cJSON_GetArrayItem(of, 1);
         if (bad || !cJSON_IsNumber(a) || !cJSON_IsNumber(b) || a->valuedouble < 0 ||
             b->valuedouble < a->valuedouble || b->valuedouble > (double)datalen ||
-            (uint64_t)(b->valuedouble - a->valuedouble) != it.numel * sp_dtype_size(it.dtype)) {
+            (uint64_t)(b->valuedouble - a->valuedouble) != nbytes) {
             s = sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s': shape or data_offsets do not fit the file",
                              fname, e->string);
             break;
@@ -356,11 +363,15 @@ static sp_status add_plain(sp_ckpt *ck, ct_impl *im, const char *name, const st_
                            sp_dtype dtype, sp_error *err)
 {
     size_t si;
-    uint64_t numel = 1;
-    for (int d = 0; d < ndim; d++)
-        numel *= (uint64_t)shape[d];
+    sp_tensor t;
+    memset(&t, 0, sizeof t);
+    uint64_t nbytes;
     (void)it;
-    sp_status s = sp_ckpt_add_storage(ck, name, dtype, numel * sp_dtype_size(dtype), &si, err);
+    memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
+    if (!sp_shape_numel(ndim, t.shape, &t.numel) || !sp_shape_strides(ndim, t.shape, t.stride) ||
+        !sp_numel_bytes(t.numel, sp_dtype_size(dtype), &nbytes))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has an absurd shape", ck->path, name);
+    sp_status s = sp_ckpt_add_storage(ck, name, dtype, nbytes, &si, err);
     if (s)
         return s;
     long *a = realloc(im->item_of, (si + 1) * sizeof *a);
@@ -378,18 +389,9 @@ static sp_status add_plain(sp_ckpt *ck, ct_impl *im, const char *name, const st_
     im->kind[si] = kind;
     if (part)
         im->parts[si] = *part;
-    sp_tensor t;
-    memset(&t, 0, sizeof t);
     t.name = (char *)name;
     t.dtype = dtype;
     t.ndim = ndim;
-    t.numel = (int64_t)numel;
-    int64_t st = 1;
-    for (int d = ndim - 1; d >= 0; d--) {
-        t.shape[d] = shape[d];
-        t.stride[d] = st;
-        st *= shape[d] ? shape[d] : 1;
-    }
     t.storage = si;
     if (sp_ckpt_find(ck, name) >= 0)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' appears twice", ck->path, name);
@@ -625,8 +627,11 @@ sp_status sp_ckpt_tensor_dense(sp_ckpt *ck, size_t ti, const void **data, void *
         *data = (const unsigned char *)base + (size_t)t->offset * es;
         return SP_OK;
     }
-    unsigned char *buf = malloc((size_t)t->numel * es + 1);
-    if (!buf)
+    /* the view passed sp_ckpt_validate_tensor: its dense size is bounded
+     * by the storage it reads (formats/checked.h) */
+    size_t bytes;
+    unsigned char *buf = NULL;
+    if (!sp_mul_size((uint64_t)t->numel, es, &bytes) || !(buf = malloc(bytes + 1)))
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory copying tensor '%s'", t->name);
     int64_t idx[SP_MAX_DIMS] = {0};
     for (int64_t i = 0; i < t->numel; i++) {

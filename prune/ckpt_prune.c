@@ -7,6 +7,7 @@
 #include "sparsify/prune_ckpt.h"
 
 #include "prune/internal.h"
+#include "formats/checked.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -93,8 +94,9 @@ static const void *view_gather(const sp_tensor *t, const void *storage, void **o
     *owned = NULL;
     if (sp_tensor_is_contiguous(t))
         return (const unsigned char *)storage + (size_t)t->offset * es;
-    unsigned char *buf = malloc((size_t)t->numel * es);
-    if (!buf)
+    size_t bytes;
+    unsigned char *buf = NULL;
+    if (!sp_mul_size((uint64_t)t->numel, es, &bytes) || !(buf = malloc(bytes ? bytes : 1)))
         return NULL;
     const unsigned char *src = storage;
     size_t k = 0;

@@ -226,7 +226,7 @@ def main():
         torch.manual_seed(4)
         t = {"l.weight": torch.randn(24, 40).to(dt), "ids": torch.arange(5)}
         torch.save(t, P("dt.pt"))
-        rr = run("prune", P("dt.pt"), "-o", P("dt80.pt"), "--sparsity", "0.8", "-q", expect=0)
+        rr = run("prune", P("dt.pt"), "-o", P("dt80.pt"), "--sparsity", "0.8", "-q", "--force", expect=0)
         w = torch.load(P("dt80.pt"))["l.weight"]
         zeros = int((w == 0).sum())
         check(rr.returncode == 0 and w.dtype == dt and zeros >= nz_round(0.8, 960), f"{dt}: exact zeros ({zeros})")

@@ -39,7 +39,7 @@ DENSE=$(accuracy "$WORK/dense.pt")
 echo "dense accuracy: $DENSE%"
 
 step "sparsify prune to 90% (unstructured, per layer)"
-"$SPARSIFY" prune "$WORK/dense.pt" -o "$WORK/pruned90.pt" --sparsity 0.9
+"$SPARSIFY" prune "$WORK/dense.pt" -o "$WORK/pruned90.pt" --sparsity 0.9 --force
 PRUNED=$(accuracy "$WORK/pruned90.pt")
 echo "pruned accuracy: $PRUNED%"
 
@@ -54,7 +54,7 @@ echo "fine-tuned accuracy: $TUNED%"
 step "sparsify check / inspect / export"
 "$SPARSIFY" check "$WORK/finetuned90.pt" --sparsity 0.9
 "$SPARSIFY" inspect "$WORK/finetuned90.pt"
-"$SPARSIFY" export "$WORK/finetuned90.pt" -o "$WORK/finetuned90.spz"
+"$SPARSIFY" export "$WORK/finetuned90.pt" -o "$WORK/finetuned90.spz" --force
 size() { wc -c < "$1" | tr -d ' '; }
 
 step "sparsify run --compare: the fine-tuned model on the sparse kernels vs dense libtorch"
