@@ -102,7 +102,11 @@ int cmd_check(int argc, char **argv)
         /* one threshold across tensors: the aggregate must reach the target */
         double target = rs.rules[0].sparsity;
         double measured = rep.targeted_params ? (double)rep.zeros_after / (double)rep.targeted_params : 0;
-        ok = measured >= target - 0.5 / (double)(rep.targeted_params ? rep.targeted_params : 1);
+        /* round(s * units) of them are pruned: half a unit (an element, or
+         * a block of r x c elements) below s still meets it */
+        const sp_pattern *pat = &rs.rules[0].pattern;
+        double unit = pat->kind == SP_PATTERN_BLOCK ? (double)(pat->r * pat->c) : 1.0;
+        ok = measured >= target - 0.5 * unit / (double)(rep.targeted_params ? rep.targeted_params : 1);
         for (size_t i = 0; i < rep.n; i++)
             rep.entries[i].ok = true;
         if (!ok)

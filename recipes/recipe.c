@@ -294,7 +294,7 @@ static void eval_vars(scope *s, rdiag *d, const char *prefix)
 }
 
 /* eval(...) strings inside a modifier group, in place. */
-static void eval_tree(rnode **np, const scope *s, rdiag *d, const char *path, int depth)
+static void eval_tree(rnode **np, const scope *s, rdiag *d, const char *path)
 {
     rnode *n = *np;
     char msg[SP_ERR_MSG_MAX];
@@ -310,7 +310,7 @@ static void eval_tree(rnode **np, const scope *s, rdiag *d, const char *path, in
             snprintf(p, sizeof p, "%.160s[%zu]", path, i);
         else
             snprintf(p, sizeof p, "%.120s.%.60s", path, n->keys[i]->text);
-        eval_tree(&n->items[i], s, d, p, depth + 1);
+        eval_tree(&n->items[i], s, d, p);
     }
 }
 
@@ -588,7 +588,7 @@ static void parse_root(build *b, rnode *root)
         const char *k = root->keys[i]->text;
         if (is_group_key(k)) {
             any_group = true;
-            eval_tree(&root->items[i], &global, d, k, 0);
+            eval_tree(&root->items[i], &global, d, k);
             parse_group(b, k, root->items[i], NULL, SP_RUN_ANY);
             continue;
         }
@@ -616,7 +616,7 @@ static void parse_root(build *b, rnode *root)
             if (!is_group_key(st->keys[j]->text))
                 continue;
             snprintf(path, sizeof path, "%s%s", prefix, st->keys[j]->text);
-            eval_tree(&st->items[j], &ss, d, path, 0);
+            eval_tree(&st->items[j], &ss, d, path);
             parse_group(b, path, st->items[j], k, run);
         }
         scope_release(&ss);

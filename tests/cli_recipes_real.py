@@ -196,6 +196,11 @@ def prune_case(tmp, models, rec, model, unimpl, target, pattern, glob):
     else:
         for n, s in targets.items():
             check_tensor(f"{rec}: {n}", before[n], after[n], s, pattern)
+    # the CI gate agrees: every target at its sparsity and pattern
+    r = run("check", out, "--recipe", path, *sub, "-q")
+    check(r.returncode == 0, f"{rec}: check --recipe passes on the pruned model ({r.stderr})")
+    r = run("check", ck, "--recipe", path, *sub, "-q")
+    check(r.returncode == 1, f"{rec}: check --recipe fails on the dense model")
     # the converted JSON means the same
     out2 = P(rec + ".conv.pt")
     run("prune", ck, "-o", out2, "--recipe", conv, "-q", expect=0)
