@@ -206,6 +206,74 @@ static bool node_append(rnode *c, rnode *key, rnode *item)
     return true;
 }
 
+/* ---- a string -> index map (anchors, the keys of one map): a hostile file
+ * with many keys or anchors costs linear time, not quadratic */
+
+typedef struct strmap {
+    const char **keys; /* borrowed */
+    size_t *vals;
+    size_t cap, n;
+} strmap;
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static bool strmap_get(const strmap *m, const char *k, size_t *v)
+{
+    if (!m->cap)
+        return false;
+    for (size_t i = str_hash(k) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->keys[i])
+            return false;
+        if (!strcmp(m->keys[i], k)) {
+            *v = m->vals[i];
+            return true;
+        }
+    }
+}
+
+/* Set k -> v (k borrowed: it must outlive the map). False on out-of-memory. */
+static bool strmap_put(strmap *m, const char *k, size_t v)
+{
+    if (2 * (m->n + 1) > m->cap) {
+        strmap g = {0};
+        g.cap = m->cap ? 2 * m->cap : 16;
+        g.keys = calloc(g.cap, sizeof *g.keys);
+        g.vals = calloc(g.cap, sizeof *g.vals);
+        if (!g.keys || !g.vals) {
+            free(g.keys);
+            free(g.vals);
+            return false;
+        }
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i])
+                strmap_put(&g, m->keys[i], m->vals[i]); /* fits: no growth */
+        free(m->keys);
+        free(m->vals);
+        *m = g;
+    }
+    size_t i = str_hash(k) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], k))
+        i = (i + 1) & (m->cap - 1);
+    if (!m->keys[i])
+        m->n++;
+    m->keys[i] = k;
+    m->vals[i] = v;
+    return true;
+}
+
+static void strmap_release(strmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
 /* ---- scalar resolution (PyYAML's safe_load, YAML 1.1) */
 
 static bool in_words(const char *s, const char *const *w)
@@ -371,6 +439,7 @@ typedef struct builder {
     int depth;
     anchor *anchors;
     size_t nanchors;
+    strmap anchor_at; /* name -> index in anchors */
     size_t nodes; /* created so far, copies of aliases included */
     rnode *root;
     rnode **dropped; /* nodes left out (duplicate keys, merged maps): freed
@@ -407,41 +476,61 @@ static size_t count_nodes(const rnode *n, size_t limit)
     return c;
 }
 
-static bool find_key(const rnode *m, const char *k, size_t *at)
-{
-    for (size_t i = 0; i < m->n; i++)
-        if (m->keys[i]->text && !strcmp(m->keys[i]->text, k)) {
-            *at = i;
-            return true;
-        }
-    return false;
-}
+/* The entries of a finished map: a key given twice is a problem (the first
+ * stays); YAML 1.1 merge keys ("<<: *base", or a list of maps) then add the
+ * entries of the merged maps that the map does not set itself. nframes:
+ * the frames above the map, for the paths of problems. */
+static void node_path(const builder *b, int nframes, const char *last, char *buf, size_t len);
 
-/* YAML 1.1 merge keys: "<<: *base" (or a list of maps) adds the entries of
- * the merged maps that the map does not set itself. */
-static bool apply_merges(builder *b, rnode *m)
+static bool finish_map(builder *b, rnode *m, int nframes)
 {
-    for (size_t i = 0; i < m->n; i++) {
-        rnode *k = m->keys[i];
-        if (k->quoted || k->kind != RK_STR || strcmp(k->text, "<<"))
+    strmap seen = {0};
+    rnode **merges = NULL;
+    size_t nmerges = 0, kept = 0;
+    bool ok = true;
+    for (size_t i = 0; i < m->n && ok; i++) {
+        rnode *k = m->keys[i], *v = m->items[i];
+        size_t at;
+        if (!k->quoted && k->kind == RK_STR && !strcmp(k->text, "<<")) {
+            rnode **nm = realloc(merges, (nmerges + 1) * sizeof *nm);
+            ok = nm && discard(b, k);
+            if (nm) {
+                merges = nm;
+                merges[nmerges++] = v;
+            }
             continue;
-        rnode *v = m->items[i];
-        m->n--;
-        memmove(&m->keys[i], &m->keys[i + 1], (m->n - i) * sizeof *m->keys);
-        memmove(&m->items[i], &m->items[i + 1], (m->n - i) * sizeof *m->items);
+        }
+        if (strmap_get(&seen, k->text, &at)) {
+            const rnode *first = m->keys[at];
+            char path[192];
+            node_path(b, nframes, k->text, path, sizeof path);
+            rdiag_add(b->d, false, k->line, k->col, path,
+                      "given twice (first at line %d, column %d)", first->line, first->col);
+            bool kk = discard(b, k);
+            ok = discard(b, v) && kk;
+            continue;
+        }
+        m->keys[kept] = k;
+        m->items[kept] = v;
+        ok = strmap_put(&seen, k->text, kept);
+        kept++;
+    }
+    if (ok)
+        m->n = kept;
+    for (size_t g = 0; g < nmerges && ok; g++) {
+        const rnode *v = merges[g];
         size_t nsrc = v->kind == RK_SEQ ? v->n : 1;
-        bool ok = true;
         for (size_t s = 0; s < nsrc && ok; s++) {
             const rnode *src = v->kind == RK_SEQ ? v->items[s] : v;
             if (src->kind != RK_MAP) {
-                rdiag_add(b->d, false, k->line, k->col, NULL,
+                rdiag_add(b->d, false, v->line, v->col, NULL,
                           "'<<' merges maps, but its value is %s", rnode_kind_name(src));
                 b->failed = true;
                 break;
             }
-            for (size_t e = 0; e < src->n; e++) {
+            for (size_t e = 0; e < src->n && ok; e++) {
                 size_t at;
-                if (find_key(m, src->keys[e]->text, &at))
+                if (strmap_get(&seen, src->keys[e]->text, &at))
                     continue;
                 rnode *nk = rnode_clone(src->keys[e]), *nv = rnode_clone(src->items[e]);
                 if (!nk || !nv || !node_append(m, nk, nv)) {
@@ -450,23 +539,25 @@ static bool apply_merges(builder *b, rnode *m)
                     ok = false;
                     break;
                 }
+                ok = strmap_put(&seen, nk->text, m->n - 1);
             }
         }
-        bool kept = discard(b, k);
-        if (!discard(b, v) || !kept || !ok)
-            return false;
-        i--;
     }
-    return true;
+    for (size_t g = 0; g < nmerges; g++)
+        if (!discard(b, merges[g]))
+            ok = false;
+    free(merges);
+    strmap_release(&seen);
+    return ok;
 }
 
-/* The path of a key of the innermost map being built:
+/* The path of a key of a map below the first nframes frames:
  * "pruning_modifiers[0].final_sparsity". */
-static void node_path(const builder *b, const char *last, char *buf, size_t len)
+static void node_path(const builder *b, int nframes, const char *last, char *buf, size_t len)
 {
     size_t k = 0;
     buf[0] = '\0';
-    for (int i = 0; i + 1 < b->depth && k < len; i++) {
+    for (int i = 0; i < nframes && k < len; i++) {
         const frame *f = &b->stack[i];
         if (f->node->kind == RK_SEQ)
             k += (size_t)snprintf(buf + k, len - k, "[%zu]", f->node->n);
@@ -510,16 +601,7 @@ static bool attach(builder *b, rnode *n)
     }
     rnode *key = f->key;
     f->key = NULL;
-    size_t at;
-    if (strcmp(key->text, "<<") && find_key(f->node, key->text, &at)) {
-        const rnode *first = f->node->keys[at];
-        char path[192];
-        node_path(b, key->text, path, sizeof path);
-        rdiag_add(b->d, false, key->line, key->col, path,
-                  "given twice (first at line %d, column %d)", first->line, first->col);
-        bool kept = discard(b, key);
-        return discard(b, n) && kept;
-    }
+    /* duplicates and merge keys: when the map ends (finish_map) */
     if (!node_append(f->node, key, n)) {
         rnode_free(key);
         rnode_free(n);
@@ -533,7 +615,7 @@ static bool count_node(builder *b, int line, int col, size_t k)
     b->nodes += k;
     if (b->nodes > RDOC_MAX_NODES) {
         rdiag_add(b->d, false, line, col, NULL,
-                  "the recipe expands to more than %d values (aliases copied over and over?)",
+                  "the recipe has more than %d values (counting what its aliases copy)",
                   RDOC_MAX_NODES);
         b->failed = true;
         return false;
@@ -543,21 +625,26 @@ static bool count_node(builder *b, int line, int col, size_t k)
 
 static bool add_anchor(builder *b, char *name, const rnode *n)
 {
-    for (size_t i = 0; i < b->nanchors; i++)
-        if (!strcmp(b->anchors[i].name, name)) { /* YAML: a later anchor replaces */
-            free(b->anchors[i].name);
-            b->anchors[i].name = name;
-            b->anchors[i].node = n;
-            return true;
+    size_t at;
+    if (strmap_get(&b->anchor_at, name, &at)) { /* YAML: a later anchor replaces */
+        b->anchors[at].node = n;
+        free(name);
+        return true;
+    }
+    if ((b->nanchors & (b->nanchors - 1)) == 0) { /* grow at powers of two */
+        anchor *na = realloc(b->anchors, (b->nanchors ? 2 * b->nanchors : 8) * sizeof *na);
+        if (!na) {
+            free(name);
+            return false;
         }
-    anchor *na = realloc(b->anchors, (b->nanchors + 1) * sizeof *na);
-    if (!na) {
+        b->anchors = na;
+    }
+    b->anchors[b->nanchors].name = name;
+    b->anchors[b->nanchors].node = n;
+    if (!strmap_put(&b->anchor_at, name, b->nanchors)) {
         free(name);
         return false;
     }
-    b->anchors = na;
-    na[b->nanchors].name = name;
-    na[b->nanchors].node = n;
     b->nanchors++;
     return true;
 }
@@ -630,7 +717,7 @@ static bool on_event(builder *b, const yaml_event_t *ev)
             free(f.anchor);
             return false;
         }
-        if (f.node->kind == RK_MAP && !apply_merges(b, f.node)) {
+        if (f.node->kind == RK_MAP && !finish_map(b, f.node, b->depth)) {
             rnode_free(f.node);
             free(f.anchor);
             return false;
@@ -647,9 +734,9 @@ static bool on_event(builder *b, const yaml_event_t *ev)
     case YAML_ALIAS_EVENT: {
         const char *name = (const char *)ev->data.alias.anchor;
         const rnode *src = NULL;
-        for (size_t i = 0; i < b->nanchors; i++)
-            if (!strcmp(b->anchors[i].name, name))
-                src = b->anchors[i].node;
+        size_t at;
+        if (strmap_get(&b->anchor_at, name, &at))
+            src = b->anchors[at].node;
         if (!src) {
             rdiag_add(b->d, false, line, col, NULL, "alias '*%s' names no anchor defined before it",
                       name);
@@ -679,6 +766,7 @@ static void builder_release(builder *b)
     for (size_t i = 0; i < b->nanchors; i++)
         free(b->anchors[i].name);
     free(b->anchors);
+    strmap_release(&b->anchor_at);
     for (size_t i = 0; i < b->ndropped; i++)
         rnode_free(b->dropped[i]);
     free(b->dropped);
@@ -777,22 +865,28 @@ static rnode *from_cjson(const cJSON *j, rdiag *d, int depth, bool *nomem)
             *nomem = true;
             return NULL;
         }
+        strmap seen = {0};
         for (const cJSON *c = j->child; c; c = c->next) {
             rnode *v = from_cjson(c, d, depth + 1, nomem), *k = NULL;
             if (!v) {
+                strmap_release(&seen);
                 rnode_free(n);
                 return NULL;
             }
             if (obj) {
                 size_t at;
-                if (find_key(n, c->string, &at)) {
+                if (strmap_get(&seen, c->string, &at)) {
                     rdiag_add(d, false, 0, 0, NULL, "key '%s' is given twice", c->string);
                     rnode_free(v);
                     continue;
                 }
-                if (!(k = rnode_new_str(c->string, 0, 0)) || !node_append(n, k, v)) {
-                    rnode_free(k);
-                    rnode_free(v);
+                if (!(k = rnode_new_str(c->string, 0, 0)) || !node_append(n, k, v) ||
+                    !strmap_put(&seen, k->text, n->n - 1)) {
+                    if (!n->n || n->keys[n->n - 1] != k) { /* not in n: free them here */
+                        rnode_free(k);
+                        rnode_free(v);
+                    }
+                    strmap_release(&seen);
                     rnode_free(n);
                     *nomem = true;
                     return NULL;
@@ -804,6 +898,7 @@ static rnode *from_cjson(const cJSON *j, rdiag *d, int depth, bool *nomem)
                 return NULL;
             }
         }
+        strmap_release(&seen);
         return n;
     }
     if (!n || ((n->kind == RK_BOOL) && !n->text)) {

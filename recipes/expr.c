@@ -217,6 +217,14 @@ static bool variable(parser *ps, const char *name, expr_value *out)
         *out = mk_int(n->b);
         return true;
     }
+    if (n->kind == RK_BAD) { /* its own problem is reported: nothing to add */
+        if (ps->st == EXPR_OK) {
+            ps->st = EXPR_ERROR;
+            if (ps->msglen)
+                ps->msg[0] = '\0';
+        }
+        return false;
+    }
     return fail(ps, EXPR_ERROR, "variable '%s' is %s, not a number", name, rnode_kind_name(n));
 }
 

@@ -33,7 +33,9 @@ typedef enum expr_status {
     EXPR_ERROR = 2,   /* anything else: the message says what and where */
 } expr_status;
 
-/* A variable's value: a node, or NULL when the name is unknown (yet). */
+/* A variable's value: a node, or NULL when the name is unknown (yet). A
+ * node of kind RK_BAD (a variable whose own evaluation failed, already
+ * reported) fails the expression with an empty message. */
 typedef const rnode *(*expr_lookup_fn)(void *ctx, const char *name);
 
 /* Evaluate src. msg (msglen bytes) gets the reason on EXPR_ERROR ("division

@@ -99,25 +99,46 @@ void sp_recipe_free(sp_recipe *r)
 
 /* ---- variables */
 
+#define VAR_MAX_DEPTH 64 /* eval() variables referring to variables ... */
+
 typedef struct var {
     const char *name;  /* the key's text (the tree owns it) */
     const rnode *key;
     rnode *val;        /* owned: the evaluated value, or the original */
-    int state;         /* 0 pending eval, 1 a value, 2 failed (reported) */
+    int state;         /* 0 pending eval, 1 a value, 2 failed (reported),
+                          3 being evaluated (a reference back is a cycle) */
 } var;
 
 typedef struct scope {
     var *v;
     size_t n;
+    size_t *sorted;    /* v's indices by name, for lookups in log time */
     const struct scope *parent;
+    rdiag *d;          /* where evaluation problems go */
+    const char *prefix; /* of the variables' paths: "" or "stage." */
 } scope;
+
+static int var_cmp(const void *a, const void *b, void *ctx)
+{
+    const var *v = ctx;
+    return strcmp(v[*(const size_t *)a].name, v[*(const size_t *)b].name);
+}
 
 static var *scope_find(const scope *s, const char *name)
 {
-    for (; s; s = s->parent)
-        for (size_t i = 0; i < s->n; i++)
-            if (!strcmp(s->v[i].name, name))
-                return &s->v[i];
+    for (; s; s = s->parent) {
+        size_t lo = 0, hi = s->sorted ? s->n : 0;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = strcmp(s->v[s->sorted[mid]].name, name);
+            if (c == 0)
+                return &s->v[s->sorted[mid]];
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    }
     return NULL;
 }
 
@@ -127,10 +148,25 @@ static const rnode *bad_node(void)
     return &bad;
 }
 
+/* Where an evaluation is: the scope it reads, how deep in variables. */
+typedef struct evalctx {
+    const scope *s;
+    int depth;
+} evalctx;
+
+static void eval_var(const evalctx *c, var *v);
+
+/* A variable's value for expr_eval: evaluated on first use (SparseML's
+ * variables may come in any order), NULL when unknown or in a cycle. */
 static const rnode *lookup(void *ctx, const char *name)
 {
-    const var *v = scope_find(ctx, name);
-    if (!v || v->state == 0)
+    const evalctx *c = ctx;
+    var *v = scope_find(c->s, name);
+    if (!v)
+        return NULL;
+    if (v->state == 0)
+        eval_var(c, v);
+    if (v->state == 3)
         return NULL;
     return v->state == 2 ? bad_node() : v->val;
 }
@@ -140,6 +176,7 @@ static void scope_release(scope *s)
     for (size_t i = 0; i < s->n; i++)
         rnode_free(s->v[i].val);
     free(s->v);
+    free(s->sorted);
     memset(s, 0, sizeof *s);
 }
 
@@ -171,9 +208,10 @@ static bool is_identifier(const char *s, size_t n)
 }
 
 /* Evaluate the eval(...) string node *np in place. Returns EXPR_OK (the node
- * replaced), EXPR_UNKNOWN (nothing changed; *unknown names the variable)
- * or EXPR_ERROR (msg says why; empty: already reported). */
-static expr_status eval_node(rnode **np, const scope *s, char *msg, size_t msglen)
+ * replaced), EXPR_UNKNOWN (nothing changed; msg names the variable that is
+ * unknown, or part of a cycle) or EXPR_ERROR (msg says why; empty: already
+ * reported). */
+static expr_status eval_node(rnode **np, const evalctx *c, char *msg, size_t msglen)
 {
     rnode *n = *np;
     const char *in;
@@ -199,22 +237,22 @@ static expr_status eval_node(rnode **np, const scope *s, char *msg, size_t msgle
     if (is_identifier(t, tl)) {
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)tl, t);
-        const var *v = scope_find(s, name);
-        if (v && v->state == 1 && v->val->kind != RK_NUM && v->val->kind != RK_BOOL) {
-            rnode *c = rnode_clone(v->val);
-            if (!c) {
+        const rnode *val = lookup((void *)c, name);
+        if (val && val->kind != RK_NUM && val->kind != RK_BOOL && val->kind != RK_BAD) {
+            rnode *cl = rnode_clone(val);
+            if (!cl) {
                 snprintf(msg, msglen, "out of memory");
                 return EXPR_ERROR;
             }
-            c->line = n->line;
-            c->col = n->col;
+            cl->line = n->line;
+            cl->col = n->col;
             rnode_free(n);
-            *np = c;
+            *np = cl;
             return EXPR_OK;
         }
     }
     expr_value ev;
-    expr_status st = expr_eval(buf, lookup, (void *)s, &ev, msg, msglen);
+    expr_status st = expr_eval(buf, lookup, (void *)c, &ev, msg, msglen);
     if (st != EXPR_OK)
         return st;
     rnode *num = ev.is_int ? rnode_new_num((double)ev.i, true, n->line, n->col)
@@ -249,12 +287,39 @@ static void eval_failed(rdiag *d, const scope *s, rnode *n, const char *path, ex
     n->kind = RK_BAD;
 }
 
-/* SparseML's _evaluate_container_variables: numbers and other values are
- * known at once; eval() strings are evaluated as their variables become
- * known, until nothing changes. */
-static void eval_vars(scope *s, rdiag *d, const char *prefix)
+/* Evaluate one pending variable (and, through lookup, those it uses). */
+static void eval_var(const evalctx *c, var *v)
 {
     char msg[SP_ERR_MSG_MAX], path[192];
+    /* the scope that holds v: a variable sees its own scope and above */
+    const scope *own = c->s;
+    while (own && !(v >= own->v && v < own->v + own->n))
+        own = own->parent;
+    snprintf(path, sizeof path, "%s%s", own ? own->prefix : "", v->name);
+    if (c->depth >= VAR_MAX_DEPTH) {
+        rdiag_add(own->d, false, v->val->line, v->val->col, path,
+                  "%s: variables refer to variables more than %d deep", v->val->text,
+                  VAR_MAX_DEPTH);
+        v->val->kind = RK_BAD;
+        v->state = 2;
+        return;
+    }
+    evalctx inner = {own, c->depth + 1};
+    v->state = 3;
+    expr_status st = eval_node(&v->val, &inner, msg, sizeof msg);
+    if (st == EXPR_OK) {
+        v->state = 1;
+        return;
+    }
+    eval_failed(own->d, own, v->val, path, st, msg);
+    v->state = 2;
+}
+
+/* SparseML's _evaluate_container_variables: numbers and other values are
+ * known at once; eval() strings are evaluated in any order (each on first
+ * use, so a chain of n variables takes n evaluations). */
+static void eval_vars(scope *s)
+{
     for (size_t i = 0; i < s->n; i++) {
         const char *in;
         size_t inlen;
@@ -263,43 +328,21 @@ static void eval_vars(scope *s, rdiag *d, const char *prefix)
                    : (v->val->kind == RK_STR && expr_is_eval(v->val->text, &in, &inlen)) ? 0
                                                                                          : 1;
     }
-    for (bool progress = true; progress;) {
-        progress = false;
-        for (size_t i = 0; i < s->n; i++) {
-            var *v = &s->v[i];
-            if (v->state != 0)
-                continue;
-            expr_status st = eval_node(&v->val, s, msg, sizeof msg);
-            if (st == EXPR_UNKNOWN)
-                continue;
-            snprintf(path, sizeof path, "%s%s", prefix, v->name);
-            if (st == EXPR_ERROR) {
-                eval_failed(d, s, v->val, path, st, msg);
-                v->state = 2;
-            } else {
-                v->state = 1;
-            }
-            progress = true;
-        }
-    }
-    for (size_t i = 0; i < s->n; i++) {
-        var *v = &s->v[i];
-        if (v->state != 0)
-            continue;
-        expr_status st = eval_node(&v->val, s, msg, sizeof msg);
-        snprintf(path, sizeof path, "%s%s", prefix, v->name);
-        eval_failed(d, s, v->val, path, st, msg);
-        v->state = 2;
-    }
+    evalctx c = {s, 0};
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i].state == 0)
+            eval_var(&c, &s->v[i]);
 }
 
-/* eval(...) strings inside a modifier group, in place. */
+/* eval(...) strings inside a modifier group, in place (its variables are
+ * all evaluated by now). */
 static void eval_tree(rnode **np, const scope *s, rdiag *d, const char *path)
 {
     rnode *n = *np;
     char msg[SP_ERR_MSG_MAX];
     if (n->kind == RK_STR) {
-        expr_status st = eval_node(np, s, msg, sizeof msg);
+        evalctx c = {s, 0};
+        expr_status st = eval_node(np, &c, msg, sizeof msg);
         if (st != EXPR_OK)
             eval_failed(d, s, *np, path, st, msg);
         return;
@@ -331,10 +374,13 @@ static bool is_stage(const rnode *v)
     return false;
 }
 
-static bool collect_vars(scope *s, rnode *m, bool top, rdiag *d)
+static bool collect_vars(scope *s, rnode *m, bool top, rdiag *d, const char *prefix)
 {
+    s->d = d;
+    s->prefix = prefix;
     s->v = calloc(m->n ? m->n : 1, sizeof *s->v);
-    if (!s->v) {
+    s->sorted = calloc(m->n ? m->n : 1, sizeof *s->sorted);
+    if (!s->v || !s->sorted) {
         d->nomem = true;
         return false;
     }
@@ -352,6 +398,9 @@ static bool collect_vars(scope *s, rnode *m, bool top, rdiag *d)
             return false;
         }
     }
+    for (size_t i = 0; i < s->n; i++)
+        s->sorted[i] = i;
+    qsort_r(s->sorted, s->n, sizeof *s->sorted, var_cmp, s->v);
     return true;
 }
 
@@ -579,9 +628,9 @@ static void parse_root(build *b, rnode *root)
                   rnode_kind_name(root));
         return;
     }
-    if (!collect_vars(&global, root, true, d))
+    if (!collect_vars(&global, root, true, d, ""))
         goto out;
-    eval_vars(&global, d, "");
+    eval_vars(&global);
     check_version(b, &global);
     bool any_group = false;
     for (size_t i = 0; i < root->n; i++) {
@@ -598,13 +647,13 @@ static void parse_root(build *b, rnode *root)
         rnode *st = root->items[i];
         scope ss = {0};
         ss.parent = &global;
-        if (!collect_vars(&ss, st, false, d)) {
+        char prefix[192], path[224];
+        snprintf(prefix, sizeof prefix, "%s.", k);
+        if (!collect_vars(&ss, st, false, d, prefix)) {
             scope_release(&ss);
             goto out;
         }
-        char prefix[192], path[224];
-        snprintf(prefix, sizeof prefix, "%s.", k);
-        eval_vars(&ss, d, prefix);
+        eval_vars(&ss);
         const var *rv = NULL;
         for (size_t j = 0; j < ss.n; j++)
             if (!strcmp(ss.v[j].name, "run_type"))

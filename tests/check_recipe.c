@@ -779,7 +779,9 @@ START_TEST(test_yaml)
          4, "modifiers[0].leave_enabled", "expected true or false, got a string"},
         {"x: eval(y * 2)\ny: eval(x)\nmodifiers:\n  - !MagnitudePruningModifier\n"
          "    final_sparsity: eval(x)\n",
-         1, "x", "eval(y * 2): variable 'y' cannot be evaluated (it depends on itself?)"},
+         2, "y", "eval(x): variable 'x' cannot be evaluated (it depends on itself?)"},
+        {"v0: eval(v1 + 1)\nv1: eval(v2 + 1)\nv2: eval(v0 + 1)\nm_modifiers: []\n", 3, "v2",
+         "eval(v0 + 1): variable 'v0' cannot be evaluated (it depends on itself?)"},
         {"num_epochs: 3\nmodifiers:\n  - !GMPruningModifier\n    final_sparsity: 0.5\n"
          "    end_epoch: eval(num_epoch)\n",
          5, "modifiers[0].end_epoch",
@@ -814,8 +816,35 @@ START_TEST(test_yaml)
     snprintf(lol + k, sizeof lol - k, "modifiers: []\n");
     p = problems_of(lol, false, &st, NULL);
     ck_assert_int_eq(st, SP_ERR_INVALID_ARG);
-    ck_assert(strstr(p.v[0].message, "expands to more than 200000 values"));
+    ck_assert(strstr(p.v[0].message, "more than 200000 values (counting what its aliases copy)"));
     sp_recipe_problems_release(&p);
+    /* variables chained deeper than 64, in reverse order: each evaluated
+     * once (the chain used to take quadratic time), the chain cut */
+    char *chain = malloc(80 * 32);
+    size_t kc = 0;
+    for (int i = 0; i < 70; i++)
+        kc += (size_t)snprintf(chain + kc, 80 * 32 - kc, "v%d: eval(v%d + 1)\n", i, i + 1);
+    snprintf(chain + kc, 80 * 32 - kc, "v70: 1\nm_modifiers:\n  - !ConstantPruningModifier {}\n");
+    p = problems_of(chain, false, &st, NULL);
+    ck_assert_int_eq(st, SP_ERR_INVALID_ARG);
+    ck_assert_uint_eq(p.errors, 1);
+    ck_assert_str_eq(p.v[0].path, "v64");
+    ck_assert_str_eq(p.v[0].message, "eval(v65 + 1): variables refer to variables more than 64 deep");
+    sp_recipe_problems_release(&p);
+    free(chain);
+    /* a map with many keys: a duplicate found at the end, the first kept */
+    char *many = malloc(3000 * 24);
+    size_t km = 0;
+    for (int i = 0; i < 3000; i++)
+        km += (size_t)snprintf(many + km, 3000 * 24 - km, "k%d: %d\n", i, i);
+    snprintf(many + km, 3000 * 24 - km, "k7: 8\nm_modifiers: []\n");
+    p = problems_of(many, false, &st, NULL);
+    ck_assert_uint_eq(p.errors, 1);
+    ck_assert_int_eq(p.v[0].line, 3001);
+    ck_assert_str_eq(p.v[0].path, "k7");
+    ck_assert_str_eq(p.v[0].message, "given twice (first at line 8, column 1)");
+    sp_recipe_problems_release(&p);
+    free(many);
     /* nesting */
     char deep[500];
     strcpy(deep, "a: ");
