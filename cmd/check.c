@@ -25,6 +25,8 @@ static const char usage_text[] =
     "                       (repeatable; default: the weights prune targets)\n"
     "  -x, --exclude RE     skip tensors matching RE (repeatable)\n"
     "  -r, --recipe R       take targets from a recipe's pruning modifiers\n"
+    "      --substitute     with --recipe: check the closest modifier for one\n"
+    "                       sparsify does not implement (docs/recipes.md)\n"
     "      --json           print the result as JSON on stdout\n"
     "      --junit FILE     write the result as JUnit XML (one test case per\n"
     "                       tensor), which CI systems display\n"
@@ -82,6 +84,7 @@ int cmd_check(int argc, char **argv)
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
+        {"substitute", no_argument, NULL, RULES_OPT_SUBSTITUTE},
         {"json", no_argument, NULL, OPT_JSON},
         {"junit", required_argument, NULL, OPT_JUNIT},
         {"report-html", required_argument, NULL, OPT_REPORT_HTML},
@@ -139,6 +142,8 @@ int cmd_check(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
+    if ((rc = rules_bind(&rs, ck)))
+        goto out;
     sp_status s = sp_prune_check(ck, rs.rules, rs.n, &rep, &err);
     if (s && s != SP_ERR_CHECK) {
         if (err.code == SP_ERR_NOT_FOUND || err.code == SP_ERR_INVALID_ARG)
@@ -152,7 +157,11 @@ int cmd_check(int argc, char **argv)
         /* one threshold across tensors: the aggregate must reach the target */
         double target = rs.rules[0].sparsity;
         double measured = rep.targeted_params ? (double)rep.zeros_after / (double)rep.targeted_params : 0;
-        ok = measured >= target - 0.5 / (double)(rep.targeted_params ? rep.targeted_params : 1);
+        /* round(s * units) of them are pruned: half a unit (an element, or
+         * a block of r x c elements) below s still meets it */
+        const sp_pattern *pat = &rs.rules[0].pattern;
+        double unit = pat->kind == SP_PATTERN_BLOCK ? (double)(pat->r * pat->c) : 1.0;
+        ok = measured >= target - 0.5 * unit / (double)(rep.targeted_params ? rep.targeted_params : 1);
         for (size_t i = 0; i < rep.n; i++)
             rep.entries[i].ok = true;
         if (!ok)

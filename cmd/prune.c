@@ -34,8 +34,13 @@ static const char usage_text[] =
     "                       weights of rank >= 2 that are not embeddings, norms\n"
     "                       or output heads (lm_head, ...)\n"
     "  -x, --exclude RE     never prune tensors matching RE; repeatable\n"
-    "  -r, --recipe R       a recipe file or a bundled recipe name\n"
-    "                       ('sparsify recipe list')\n"
+    "  -r, --recipe R       a recipe (SparseML/llm-compressor YAML, a Markdown\n"
+    "                       recipe card, JSON) or a bundled recipe name\n"
+    "                       ('sparsify recipe list'); its one-shot and gradual\n"
+    "                       pruning modifiers prune to their final sparsity\n"
+    "      --substitute     with --recipe: run the closest modifier sparsify has\n"
+    "                       for one it does not implement (SparseGPT, Wanda,\n"
+    "                       OBS, M-FAC: magnitude); the report says so\n"
     "      --report FILE    write the per-tensor report as JSON to FILE\n"
     "      --report-html FILE  write it as an HTML page with a sparsity bar per\n"
     "                       tensor (self-contained: open it in any browser)\n"
@@ -61,8 +66,42 @@ static cJSON *names_json(const char *const *names, size_t n)
     return a;
 }
 
+/* Which modifier of the recipe pruned what, and what ran in place of what
+ * (--substitute) or was left out. */
+static cJSON *recipe_json(const rules *rs)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "recipe", rs->recipe_name);
+    cJSON *mods = cJSON_AddArrayToObject(o, "modifiers");
+    for (size_t i = 0; i < rs->rr.n; i++) {
+        const sp_modifier *m = rs->rr.mods[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        if (m->substitute_for)
+            cJSON_AddStringToObject(e, "substitute_for", m->substitute_for);
+        cJSON_AddNumberToObject(e, "tensors", (double)rs->rr.rules[i].ntensors);
+        cJSON_AddItemToArray(mods, e);
+    }
+    cJSON *na = cJSON_AddArrayToObject(o, "not_applied");
+    for (size_t i = 0; i < rs->recipe->nmods; i++) {
+        const sp_modifier *m = &rs->recipe->mods[i];
+        if (sp_modifier_prunes(m))
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        cJSON_AddStringToObject(e, "why", m->type == SP_MOD_NOT_APPLIED
+                                              ? (m->substitute_for ? "left out (--substitute)"
+                                                                   : "quantization")
+                                              : "applies when fine-tuning");
+        cJSON_AddItemToArray(na, e);
+    }
+    return o;
+}
+
 static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *in,
-                          const char *out, bool dry)
+                          const char *out, bool dry, const rules *rs)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "input", in);
@@ -103,6 +142,8 @@ static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *i
         cJSON_AddStringToObject(o, "shares_storage_with", rep->skipped[i].alias);
         cJSON_AddItemToArray(sk, o);
     }
+    if (rs->recipe)
+        cJSON_AddItemToObject(root, "recipe", recipe_json(rs));
     cJSON *tot = cJSON_AddObjectToObject(root, "totals");
     cJSON_AddNumberToObject(tot, "tensors", (double)rep->n);
     cJSON_AddNumberToObject(tot, "float_params", (double)rep->total_params);
@@ -249,6 +290,7 @@ int cmd_prune(int argc, char **argv)
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
+        {"substitute", no_argument, NULL, RULES_OPT_SUBSTITUTE},
         {"report", required_argument, NULL, OPT_REPORT},
         {"report-html", required_argument, NULL, OPT_REPORT_HTML},
         {"json", no_argument, NULL, OPT_JSON},
@@ -325,6 +367,8 @@ int cmd_prune(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
+    if ((rc = rules_bind(&rs, ck)))
+        goto out;
     cli_progress bar;
     cli_progress_init(&bar, "prune", !quiet && !json);
     sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar};
@@ -345,7 +389,7 @@ int cmd_prune(int argc, char **argv)
     else if (!quiet && !json)
         print_table(ck, &rep);
     if (json || report) {
-        j = report_json(ck, &rep, in, out, dry);
+        j = report_json(ck, &rep, in, out, dry, &rs);
         text = cJSON_Print(j);
         if (json)
             printf("%s\n", text);

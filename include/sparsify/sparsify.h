@@ -6,7 +6,7 @@
  *   ckpt.h     checkpoint readers/writers (torch zip/legacy/TorchScript,
  *              safetensors, Hugging Face folders)
  *   prune.h    patterns, mask selection, scopes, schedules
- *   recipe.h   JSON recipes (SparseML field names accepted)
+ *   recipe.h   recipes: SparseML / llm-compressor YAML, Markdown, JSON
  *   spz.h      the .spz sparse weight file and compressed-tensors interop
  *   kernels.h  sparse x dense matrix products and their dispatcher
  *   sddmm.h    sampled dense-dense products (sparse weight gradients)
