@@ -26,8 +26,10 @@ static const char usage_text[] =
     "  --format F         torch or safetensors (default: from OUT's extension,\n"
     "                     .safetensors -> safetensors, else torch)\n"
     "  --json             print a JSON summary\n"
+    "  --force            replace an existing OUT\n"
     "  -h, --help         show this help\n"
     "\n"
+    "An existing OUT is refused unless --force; OUT is never IN.\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
 static bool ends_with(const char *s, const char *suf)
@@ -39,7 +41,7 @@ static bool ends_with(const char *s, const char *suf)
 int cmd_densify(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *format = NULL;
-    bool json = false;
+    bool json = false, force = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -56,6 +58,8 @@ int cmd_densify(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--force")) {
+            force = true;
         } else if (a[0] == '-' && a[1]) {
             return cli_usage_error("densify", "unknown option '%s'", a);
         } else if (!in) {
@@ -73,6 +77,9 @@ int cmd_densify(int argc, char **argv)
     bool st = !strcmp(format, "safetensors");
     if (!st && strcmp(format, "torch"))
         return cli_usage_error("densify", "unknown format '%s' (torch, safetensors)", format);
+    int rc = cli_output_check(in, out, (force ? CLI_OUT_FORCE : 0) | CLI_OUT_NEVER_IN_PLACE);
+    if (rc)
+        return rc;
 
     sp_error err = {0};
     sp_ckpt *ck = NULL;

@@ -14,7 +14,6 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cmd/cli.h"
 
@@ -40,44 +39,19 @@ static const char usage_text[] =
     "                         and values, 64-byte aligned, mappable in place)\n"
     "  --level L              spz: deflate level 1..9 (default 6)\n"
     "  --ct-format F          compressed-tensors: sparse-bitmask,\n"
-    "                         sparse-24-bitmask or dense (default: 2:4 when\n"
-    "                         every sparse weight is 2:4, else sparse-bitmask)\n"
+    "                         sparse-24-bitmask or dense (default: from the\n"
+    "                         pruned weights: sparse-24-bitmask when most are\n"
+    "                         2:4, else sparse-bitmask; a weight the format\n"
+    "                         cannot hold is stored dense, in \"ignore\")\n"
     "  --max-shard-size B     compressed-tensors: bytes per shard (5000000000)\n"
     "  -v, --verbose          one line per tensor in the report\n"
     "  --json                 print the report as JSON\n"
     "  -q, --quiet            no progress bar\n"
+    "  --force                replace an existing OUT (file or folder)\n"
     "  -h, --help             show this help\n"
     "\n"
+    "An existing OUT is refused unless --force; OUT is never IN.\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
-
-typedef struct progress_state {
-    bool on;
-    double start, last;
-} progress_state;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void progress_cb(void *ctx, uint64_t done, uint64_t total)
-{
-    progress_state *p = ctx;
-    if (!p->on)
-        return;
-    double t = now_s();
-    if (done < total && t - p->last < 0.2)
-        return;
-    p->last = t;
-    char a[32], b[32];
-    fprintf(stderr, "\rexport: %5.1f%%  %s of %s", total ? 100.0 * (double)done / (double)total : 100.0,
-            cli_bytes((double)done, a, sizeof a), cli_bytes((double)total, b, sizeof b));
-    if (done >= total)
-        fputc('\n', stderr);
-    fflush(stderr);
-}
 
 static bool ends_with(const char *s, const char *suf)
 {
@@ -151,17 +125,31 @@ static void print_report(const sp_export_report *r, const char *out, bool verbos
                    (unsigned long long)e->info.stored_bytes, tr);
         }
     }
-    char a[32], b[32];
-    printf("wrote '%s' (%s%s%s): %zu tensors, dense %s (%llu bytes) -> %s (%llu bytes), %.2fx smaller\n",
+    char a[32], b[32], c[48];
+    if (r->output_bytes > r->dense_bytes) /* a dense model gains nothing: say so */
+        snprintf(c, sizeof c, "%.2fx larger",
+                 r->dense_bytes ? (double)r->output_bytes / (double)r->dense_bytes : 0.0);
+    else
+        snprintf(c, sizeof c, "%.2fx smaller", ratio);
+    printf("wrote '%s' (%s%s%s): %zu tensors, dense %s (%llu bytes) -> %s (%llu bytes), %s\n",
            out, r->format, r->ct_format[0] ? ", " : "", r->ct_format, r->nentries,
            cli_bytes((double)r->dense_bytes, a, sizeof a), (unsigned long long)r->dense_bytes,
-           cli_bytes((double)r->output_bytes, b, sizeof b), (unsigned long long)r->output_bytes, ratio);
+           cli_bytes((double)r->output_bytes, b, sizeof b), (unsigned long long)r->output_bytes, c);
 }
+
+/* The options, for "did you mean" (the parser below is by hand). */
+static const struct option export_opts[] = {
+    {"output", 1, NULL, 'o'},      {"format", 1, NULL, 0},         {"encoding", 1, NULL, 0},
+    {"nm", 1, NULL, 0},            {"block", 1, NULL, 0},          {"raw", 0, NULL, 0},
+    {"level", 1, NULL, 0},         {"ct-format", 1, NULL, 0},      {"max-shard-size", 1, NULL, 0},
+    {"verbose", 0, NULL, 'v'},     {"json", 0, NULL, 0},           {"quiet", 0, NULL, 'q'},
+    {"help", 0, NULL, 'h'},        {NULL, 0, NULL, 0},
+};
 
 int cmd_export(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *format = NULL, *ct_format = NULL;
-    bool verbose = false, json = false, quiet = false;
+    bool verbose = false, json = false, quiet = false, force = false;
     sp_spz_options so;
     sp_spz_options_init(&so);
     sp_ct_options co;
@@ -230,8 +218,10 @@ int cmd_export(int argc, char **argv)
             json = true;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
+        } else if (!strcmp(a, "--force")) {
+            force = true;
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("export", "unknown option '%s'", a);
+            return cli_unknown_option("export", a, export_opts, "ovqh");
         } else if (!in) {
             in = a;
         } else {
@@ -260,22 +250,27 @@ int cmd_export(int argc, char **argv)
         strcmp(ct_format, "dense"))
         return cli_usage_error("export", "unknown --ct-format '%s'", ct_format);
     co.format = ct_format;
+    int rc = cli_output_check(in, out, (force ? CLI_OUT_FORCE : 0) | CLI_OUT_NEVER_IN_PLACE);
+    if (rc)
+        return rc;
 
     sp_ckpt *ck = NULL;
     if (sp_ckpt_open(&ck, in, &err))
         return cli_fail(&err);
-    progress_state ps = {!quiet && !json && cli_stderr_is_tty(), now_s(), 0};
+    cli_progress ps;
+    cli_progress_init(&ps, "export", !quiet && !json);
     sp_export_report rep;
     memset(&rep, 0, sizeof rep);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     sp_status s;
     if (fmt == 0)
-        s = sp_spz_export(ck, out, &so, progress_cb, &ps, &rep, &err);
+        s = sp_spz_export(ck, out, &so, cli_progress_update, &ps, &rep, &err);
     else if (fmt == 1)
-        s = sp_ct_export(ck, out, &co, progress_cb, &ps, &rep, &err);
+        s = sp_ct_export(ck, out, &co, cli_progress_update, &ps, &rep, &err);
     else
         s = sp_dense_safetensors_export(ck, out, &rep, &err);
-    double secs = now_s() - t0;
+    double secs = cli_now_s() - t0;
+    cli_progress_end(&ps);
     sp_ckpt_close(ck);
     if (s)
         return cli_fail(&err);

@@ -1,8 +1,8 @@
 /*
  * sparsify finetune — sparse transfer-learning fine-tune of a TorchScript
- * model through libtorch (train/train.h). This file parses options, draws
+ * model through libtorch (bridge/train.h). This file parses options, draws
  * progress, writes the JSON-lines log and maps statuses to exit codes; the
- * training itself is in train/. docs/finetune.md is the reference.
+ * training itself is in bridge/. docs/finetune.md is the reference.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -11,12 +11,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "cmd/cli.h"
+#include "cmd/torch_cli.h"
 
 #ifdef SP_HAVE_TORCH
 #include <cjson/cJSON.h>
 
-#include "train/train.h"
+#include "bridge/train.h"
 #endif
 
 static const char usage_text[] =
@@ -50,9 +50,17 @@ static const char usage_text[] =
     "  --threads N            CPU threads for libtorch (default: its own choice)\n"
     "masks:\n"
     "  (no recipe)            every prunable weight keeps its current zeros\n"
-    "  --recipe R             a recipe file or bundled name: GMPruningModifier,\n"
-    "                         MovementPruningModifier, ConstantPruningModifier, ...\n"
+    "  --recipe R             a recipe (SparseML / llm-compressor YAML, a Markdown\n"
+    "                         recipe card, JSON) or bundled name: its pruning modifiers\n"
+    "                         (GMP, movement, constant, ...) set the masks; its training\n"
+    "                         modifiers the epochs, learning rate and weight decay that\n"
+    "                         no option here gives\n"
+    "  --substitute           run the closest modifier sparsify has for one it does\n"
+    "                         not implement (SparseGPT, Wanda, OBS, M-FAC)\n"
     "  --no-masks             train every weight (dense baseline)\n"
+    "  --kernels K            auto (default) | sparse | dense: once the masks are fixed,\n"
+    "                         train the masked Linear layers on sparsify's sparse\n"
+    "                         kernels (auto: where faster than dense; CPU only)\n"
     "distillation and new tasks:\n"
     "  --teacher DENSE.pt     distil from a TorchScript teacher\n"
     "  --distill-hardness H   weight of the distillation loss (default 0.5)\n"
@@ -73,15 +81,7 @@ static const char usage_text[] =
 
 int cmd_finetune(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(usage_text, stdout);
-            return EXIT_OK;
-        }
-    cli_error("this sparsify was built without libtorch, so it cannot fine-tune; install "
-              "libtorch-dev (Debian/Ubuntu) or point -Dtorch_prefix at a libtorch, then "
-              "reconfigure with 'meson setup --reconfigure -Dtorch=enabled'");
-    return EXIT_FAILED;
+    return torch_missing(argc, argv, usage_text, "fine-tune");
 }
 
 #else
@@ -163,8 +163,8 @@ static void on_event(void *ctx, const sp_train_event *ev)
                 if (ev->val_accuracy >= 0)
                     fprintf(stderr, ", val accuracy %.2f%%", 100.0 * ev->val_accuracy);
             }
-            fprintf(stderr, ", sparsity %.2f%%, %.3f ms/step\n", 100.0 * ev->sparsity,
-                    ev->step_ms);
+            fprintf(stderr, ", sparsity %.2f%%, %.3f ms/step (%s)\n", 100.0 * ev->sparsity,
+                    ev->step_ms, ev->sparse_kernels ? "sparse kernels" : "dense");
         }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "event", "epoch");
@@ -182,6 +182,7 @@ static void on_event(void *ctx, const sp_train_event *ev)
         cJSON_AddNumberToObject(o, "masked_zeros", (double)ev->masked_zeros);
         cJSON_AddNumberToObject(o, "masked_numel", (double)ev->masked_numel);
         cJSON_AddNumberToObject(o, "step_ms", ev->step_ms);
+        cJSON_AddStringToObject(o, "kernels", ev->sparse_kernels ? "sparse" : "dense");
         log_obj(ui, o);
         break;
     }
@@ -220,6 +221,27 @@ static void on_event(void *ctx, const sp_train_event *ev)
         clear_bar(ui);
         cli_warn("%s", ev->message);
         break;
+    case SP_TRAIN_EV_KERNELS: {
+        clear_bar(ui);
+        if (!ui->quiet) {
+            fprintf(stderr, "finetune: masks fixed from epoch %g: %zu of %zu Linear layers on "
+                            "the sparse kernels",
+                    ev->epoch_f, ev->sparse_layers, ev->nlayers);
+            for (size_t i = 0, k = 0; i < ev->nlayers; i++)
+                if (ev->layers[i].sparse)
+                    fprintf(stderr, "%s%s", k++ ? ", " : " (", ev->layers[i].name);
+            fprintf(stderr, "%s\n", ev->sparse_layers ? ")" : "");
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "kernels");
+        cJSON_AddNumberToObject(o, "epoch", ev->epoch_f);
+        cJSON_AddNumberToObject(o, "step", (double)ev->global_step);
+        cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+        for (size_t i = 0; i < ev->nlayers; i++)
+            cJSON_AddItemToArray(ls, layer_report_json(&ev->layers[i]));
+        log_obj(ui, o);
+        break;
+    }
     }
 }
 
@@ -234,11 +256,29 @@ static bool pick(const char *opt, const char *val, const char *const *names, int
     return false;
 }
 
+/* One line on what the recipe decides that no option did. */
+static void recipe_note(const sp_recipe *r, const sp_train_opts *o, bool quiet)
+{
+    char buf[256];
+    size_t k = 0;
+    double e;
+    buf[0] = '\0';
+    if (!(o->set & SP_TRAIN_SET_EPOCHS) && o->epochs > 0 && sp_recipe_epochs(r, &e))
+        k += (size_t)snprintf(buf + k, sizeof buf - k, ", %g epochs", e);
+    if (!(o->set & SP_TRAIN_SET_LR) && sp_recipe_has_lr(r) && k < sizeof buf)
+        k += (size_t)snprintf(buf + k, sizeof buf - k, ", the learning rate");
+    if (!(o->set & SP_TRAIN_SET_WEIGHT_DECAY) && sp_recipe_has_weight_decay(r) && k < sizeof buf)
+        snprintf(buf + k, sizeof buf - k, ", the weight decay");
+    if (!quiet && buf[0])
+        fprintf(stderr, "finetune: from the recipe: %s\n", buf + 2);
+}
+
 enum {
     OPT_DATA = 256, OPT_VAL, OPT_LABEL, OPT_TASK, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIM,
     OPT_MOMENTUM, OPT_WD, OPT_SCHED, OPT_WARM_E, OPT_WARM_S, OPT_SEED, OPT_DEVICE,
     OPT_THREADS, OPT_RECIPE, OPT_NO_MASKS, OPT_TEACHER, OPT_HARD, OPT_TEMP, OPT_HEAD,
-    OPT_CLASSES, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_EVAL, OPT_JSON,
+    OPT_CLASSES, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_EVAL, OPT_JSON, OPT_KERNELS,
+    OPT_SUBSTITUTE,
 };
 
 int cmd_finetune(int argc, char **argv)
@@ -263,6 +303,8 @@ int cmd_finetune(int argc, char **argv)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"recipe", required_argument, NULL, OPT_RECIPE},
         {"no-masks", no_argument, NULL, OPT_NO_MASKS},
+        {"kernels", required_argument, NULL, OPT_KERNELS},
+        {"substitute", no_argument, NULL, OPT_SUBSTITUTE},
         {"teacher", required_argument, NULL, OPT_TEACHER},
         {"distill-hardness", required_argument, NULL, OPT_HARD},
         {"distill-temperature", required_argument, NULL, OPT_TEMP},
@@ -280,6 +322,7 @@ int cmd_finetune(int argc, char **argv)
     static const char *const tasks[] = {"classification", "regression"};
     static const char *const optims[] = {"sgd", "adamw"};
     static const char *const scheds[] = {"constant", "linear", "cosine"};
+    static const char *const kernels[] = {"auto", "sparse", "dense"};
 
     sp_train_opts o;
     sp_train_opts_init(&o);
@@ -314,6 +357,7 @@ int cmd_finetune(int argc, char **argv)
             if (!pick("--lr-schedule", optarg, scheds, 3, &iv))
                 return EXIT_USAGE;
             o.lr_schedule = (sp_lr_schedule)iv;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_EPOCHS:
             if (!cli_parse_long("--epochs", optarg, &lv))
@@ -323,6 +367,7 @@ int cmd_finetune(int argc, char **argv)
                 return EXIT_USAGE;
             }
             o.epochs = (int)lv;
+            o.set |= SP_TRAIN_SET_EPOCHS;
             break;
         case OPT_BATCH:
             if (!cli_parse_long("--batch-size", optarg, &lv))
@@ -332,6 +377,7 @@ int cmd_finetune(int argc, char **argv)
         case OPT_LR:
             if (!cli_parse_double("--lr", optarg, &o.lr))
                 return EXIT_USAGE;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_MOMENTUM:
             if (!cli_parse_double("--momentum", optarg, &o.momentum))
@@ -340,15 +386,18 @@ int cmd_finetune(int argc, char **argv)
         case OPT_WD:
             if (!cli_parse_double("--weight-decay", optarg, &o.weight_decay))
                 return EXIT_USAGE;
+            o.set |= SP_TRAIN_SET_WEIGHT_DECAY;
             break;
         case OPT_WARM_E:
             if (!cli_parse_double("--warmup-epochs", optarg, &o.warmup_epochs))
                 return EXIT_USAGE;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_WARM_S:
             if (!cli_parse_long("--warmup-steps", optarg, &lv))
                 return EXIT_USAGE;
             o.warmup_steps = lv;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_SEED:
             if (!cli_parse_long("--seed", optarg, &lv))
@@ -366,7 +415,13 @@ int cmd_finetune(int argc, char **argv)
             o.threads = (int)lv;
             break;
         case OPT_RECIPE: o.recipe = optarg; break;
+        case OPT_SUBSTITUTE: o.substitute = true; break;
         case OPT_NO_MASKS: o.no_masks = true; break;
+        case OPT_KERNELS:
+            if (!pick("--kernels", optarg, kernels, 3, &iv))
+                return EXIT_USAGE;
+            o.kernels = (sp_kernels)iv;
+            break;
         case OPT_TEACHER: o.teacher = optarg; break;
         case OPT_HARD:
             if (!cli_parse_double("--distill-hardness", optarg, &dv))
@@ -435,6 +490,17 @@ int cmd_finetune(int argc, char **argv)
         return cli_usage_error("finetune", "--device '%s': expected cpu, cuda or cuda:N",
                                o.device);
 
+    if (o.substitute && !o.recipe)
+        return cli_usage_error("finetune", "--substitute applies to --recipe");
+    if (o.recipe) { /* every problem and warning of the recipe, and what it sets */
+        sp_recipe *rec = NULL;
+        int rc = cli_recipe_load(&rec, o.recipe, o.substitute);
+        if (rc)
+            return rc;
+        recipe_note(rec, &o, ui.quiet);
+        sp_recipe_free(rec);
+    }
+
     if (ui.log_path) {
         ui.log = fopen(ui.log_path, o.resume ? "a" : "w");
         if (!ui.log) {
@@ -463,6 +529,8 @@ int cmd_finetune(int argc, char **argv)
             cJSON_AddNumberToObject(o2, "val_samples", (double)r.val_n);
         }
         cJSON_AddNumberToObject(o2, "step_ms", r.step_ms);
+        cJSON_AddStringToObject(o2, "kernels", r.sparse_layers ? "sparse" : "dense");
+        cJSON_AddNumberToObject(o2, "sparse_layers", (double)r.sparse_layers);
         cJSON_AddNumberToObject(o2, "masked_tensors", (double)r.masked_tensors);
         cJSON_AddNumberToObject(o2, "masked_zeros", (double)r.masked_zeros);
         cJSON_AddNumberToObject(o2, "masked_numel", (double)r.masked_numel);
@@ -489,8 +557,9 @@ int cmd_finetune(int argc, char **argv)
                                       : 0.0,
                        (long long)r.masked_zeros, (long long)r.masked_numel, r.masked_tensors);
             if (r.steps)
-                printf("trained %d epoch(s), %lld steps, %.3f ms/step (median)\n", r.epochs_run,
-                       (long long)r.steps, r.step_ms);
+                printf("trained %d epoch(s), %lld steps, %.3f ms/step (median), %s\n",
+                       r.epochs_run, (long long)r.steps, r.step_ms,
+                       r.sparse_layers ? "sparse kernels" : "dense kernels");
             if (o.out)
                 printf("wrote '%s'\n", o.out);
         }

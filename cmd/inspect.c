@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd/cli.h"
+#include "cmd/report.h"
 
 static const char usage_text[] =
-    "usage: sparsify inspect FILE|DIR [--json]\n"
+    "usage: sparsify inspect FILE|DIR [--json] [--report-html FILE [--force]]\n"
     "\n"
     "List the tensors of a checkpoint (torch .pt/.pth/.bin, legacy torch,\n"
     "TorchScript, .safetensors, a Hugging Face folder, .spz) with dtype,\n"
@@ -25,8 +25,11 @@ static const char usage_text[] =
     "input dimension (2:4), then totals and the tensors that share storage.\n"
     "\n"
     "options:\n"
-    "  --json      print one JSON object instead of the table\n"
-    "  -h, --help  show this help\n"
+    "  --json              print one JSON object instead of the table\n"
+    "  --report-html FILE  also write an HTML page with a sparsity bar per tensor\n"
+    "                      (self-contained: open it in any browser)\n"
+    "  --force             replace an existing --report-html file\n"
+    "  -h, --help          show this help\n"
     "\n"
     "exit codes: 0 ok, 1 failure reading the file, 2 usage or bad input\n";
 
@@ -34,137 +37,6 @@ typedef struct tstat {
     uint64_t zeros;
     int nm_ok; /* 1 yes, 0 no, -1 not applicable (non-float) */
 } tstat;
-
-/* Zero test on raw bits: floats ignore the sign bit (+0 and -0 are zero). */
-typedef struct zspec {
-    size_t es;
-    uint64_t mask;  /* for es <= 8; for 16-byte complex, mask of each half */
-} zspec;
-
-static zspec zspec_for(sp_dtype dt)
-{
-    zspec z = {sp_dtype_size(dt), ~(uint64_t)0};
-    switch (dt) {
-    case SP_F16:
-    case SP_BF16: z.mask = 0x7fff; break;
-    case SP_F32: z.mask = 0x7fffffff; break;
-    case SP_F64: z.mask = 0x7fffffffffffffffull; break;
-    case SP_C64: z.mask = 0x7fffffff7fffffffull; break;
-    case SP_C128: z.mask = 0x7fffffffffffffffull; break;
-    default:
-        if (z.es < 8)
-            z.mask = ((uint64_t)1 << (8 * z.es)) - 1;
-        break;
-    }
-    return z;
-}
-
-static inline bool is_zero(const zspec *z, const unsigned char *p)
-{
-    uint64_t v = 0;
-    switch (z->es) {
-    case 1: return *p == 0;
-    case 2: { uint16_t x; memcpy(&x, p, 2); v = x; } break;
-    case 4: { uint32_t x; memcpy(&x, p, 4); v = x; } break;
-    case 8: memcpy(&v, p, 8); break;
-    case 16: {
-        uint64_t a, b;
-        memcpy(&a, p, 8);
-        memcpy(&b, p + 8, 8);
-        return !(a & z->mask) && !(b & z->mask);
-    }
-    default: return false;
-    }
-    return (v & z->mask) == 0;
-}
-
-/*
- * Walk a strided view in the order of the 2:4 geometry: the tensor's dims
- * permuted so that the "outer" dims come first and the row (the input
- * dimension, whose consecutive groups of 4 are checked) last. Counts zeros
- * and, when check_nm, whether every group of 4 (tail groups included) has at
- * most 2 nonzeros. Geometry (docs/pruning.md): [out, in]; conv [O, I, kh, kw]
- * as an [O, I] matrix per (kh, kw); any other rank [dim0, rest] (rank 0 and
- * 1: one row).
- */
-static void walk(const unsigned char *base, sp_dtype dt, const sp_tensor *t, bool check_nm,
-                 tstat *out)
-{
-    zspec z = zspec_for(dt);
-    int nd = 0, nouter = 0;
-    int64_t shape[SP_MAX_DIMS], stride[SP_MAX_DIMS];
-    if (t->ndim == 0) {
-        shape[0] = 1;
-        stride[0] = 0;
-        nd = 1;
-    } else if (t->ndim == 4) {
-        static const int perm[4] = {0, 2, 3, 1};
-        for (int k = 0; k < 4; k++) {
-            shape[k] = t->shape[perm[k]];
-            stride[k] = t->stride[perm[k]];
-        }
-        nd = 4;
-        nouter = 3;
-    } else {
-        for (int k = 0; k < t->ndim; k++) {
-            shape[k] = t->shape[k];
-            stride[k] = t->stride[k];
-        }
-        nd = t->ndim;
-        nouter = nd >= 2 ? 1 : 0;
-    }
-    out->zeros = 0;
-    out->nm_ok = check_nm ? 1 : -1;
-    for (int k = 0; k < nd; k++)
-        if (shape[k] == 0)
-            return;
-    int64_t idx[SP_MAX_DIMS] = {0};
-    int last = nd - 1;
-    int64_t inner_n = shape[last];
-    ptrdiff_t inner_step = (ptrdiff_t)(stride[last] * (int64_t)z.es);
-    int gpos = 0, gnz = 0;
-    bool nm_ok = true;
-    uint64_t zeros = 0;
-    for (;;) {
-        int64_t off = 0;
-        for (int k = 0; k < last; k++)
-            off += idx[k] * stride[k];
-        const unsigned char *p = base + off * (int64_t)z.es;
-        if (!check_nm) {
-            for (int64_t i = 0; i < inner_n; i++, p += inner_step)
-                zeros += is_zero(&z, p);
-        } else {
-            for (int64_t i = 0; i < inner_n; i++, p += inner_step) {
-                bool zz = is_zero(&z, p);
-                zeros += zz;
-                gnz += !zz;
-                if (++gpos == 4) {
-                    if (gnz > 2)
-                        nm_ok = false;
-                    gpos = gnz = 0;
-                }
-            }
-        }
-        /* advance the odometer over dims [0, last) */
-        int k = last - 1;
-        while (k >= 0 && ++idx[k] == shape[k]) {
-            idx[k] = 0;
-            k--;
-        }
-        bool done = k < 0;
-        if (check_nm && (done || k < nouter)) {
-            /* a row ended: close its tail group */
-            if (gnz > 2)
-                nm_ok = false;
-            gpos = gnz = 0;
-        }
-        if (done)
-            break;
-    }
-    out->zeros = zeros;
-    if (check_nm)
-        out->nm_ok = nm_ok ? 1 : 0;
-}
 
 static void shape_str(const sp_tensor *t, char *buf, size_t len)
 {
@@ -245,6 +117,45 @@ oom:
     return EXIT_FAILED;
 }
 
+/* --report-html: every tensor with its sparsity and 2:4 conformance; for an
+ * .spz, its dense and stored bytes. */
+static int write_html(const char *path, sp_ckpt *ck, const tstat *st)
+{
+    size_t nt = sp_ckpt_num_tensors(ck);
+    cli_report r;
+    cli_report_init(&r, "inspect", sp_ckpt_path(ck));
+    r.format = sp_format_name(sp_ckpt_format(ck));
+    r.conform_label = "2:4";
+    r.input_bytes = cli_path_bytes(sp_ckpt_path(ck));
+    bool spz = sp_ckpt_format(ck) == SP_FORMAT_SPZ;
+    cli_report_row *rows = calloc(nt ? nt : 1, sizeof *rows);
+    char (*shapes)[64] = calloc(nt ? nt : 1, sizeof *shapes);
+    char *text = NULL;
+    if (rows && shapes) {
+        for (size_t i = 0; i < nt; i++) {
+            const sp_tensor *t = sp_ckpt_tensor(ck, i);
+            cli_report_row *w = &rows[i];
+            cli_report_row_init(w, t->name);
+            shape_str(t, shapes[i], sizeof shapes[i]);
+            w->shape = shapes[i];
+            w->numel = (uint64_t)t->numel;
+            w->sparsity = t->numel ? (double)st[i].zeros / (double)t->numel : 0;
+            w->conform = st[i].nm_ok < 0 ? CLI_REPORT_UNKNOWN : st[i].nm_ok ? CLI_REPORT_OK : CLI_REPORT_FAIL;
+            w->dense_bytes = t->numel * (int64_t)sp_dtype_size(t->dtype);
+            sp_spz_tensor_info info;
+            sp_error err = {0};
+            if (spz && sp_spz_tensor_info_get(ck, i, &info, &err) == SP_OK)
+                w->stored_bytes = (int64_t)info.stored_bytes;
+        }
+        r.rows = rows;
+        r.nrows = nt;
+        text = cli_report_html(&r);
+    }
+    free(rows);
+    free(shapes);
+    return cli_report_write(path, text);
+}
+
 static void print_table(sp_ckpt *ck, const tstat *st, const size_t *owner, uint64_t params,
                         uint64_t zeros, size_t nshared)
 {
@@ -294,19 +205,22 @@ int cmd_inspect(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, 'j'},
+        {"report-html", required_argument, NULL, 'R'},
+        {"force", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool json = false;
-    int c;
-    opterr = 0;
+    bool json = false, force = false;
+    const char *html = NULL;
+    int c, bad = EXIT_USAGE;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "+h", opts, "inspect", &bad)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 'R': html = optarg; break;
+        case 'F': force = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
-        default:
-            return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        default: return bad;
         }
     }
     /* allow options after the path too */
@@ -314,11 +228,19 @@ int cmd_inspect(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = true;
+        else if (!strcmp(argv[i], "--force"))
+            force = true;
+        else if (!strcmp(argv[i], "--report-html") && i + 1 < argc)
+            html = argv[++i];
+        else if (!strncmp(argv[i], "--report-html=", 14))
+            html = argv[i] + 14;
+        else if (!strcmp(argv[i], "--report-html"))
+            return cli_usage_error("inspect", "option '--report-html' needs a value");
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         } else if (argv[i][0] == '-' && argv[i][1])
-            return cli_usage_error("inspect", "unknown option '%s'", argv[i]);
+            return cli_unknown_option("inspect", argv[i], opts, "h");
         else if (path)
             return cli_usage_error("inspect", "expected one FILE or DIR, got '%s' and '%s'", path, argv[i]);
         else
@@ -326,6 +248,10 @@ int cmd_inspect(int argc, char **argv)
     }
     if (!path)
         return cli_usage_error("inspect", "missing FILE or DIR");
+    int orc;
+    if (html && (orc = cli_output_check(path, html, (force ? CLI_OUT_FORCE : 0) |
+                                                        CLI_OUT_NEVER_IN_PLACE)))
+        return orc;
 
     sp_error err = {0};
     sp_ckpt *ck = NULL;
@@ -336,32 +262,23 @@ int cmd_inspect(int argc, char **argv)
         return cli_fail(&err);
     size_t nt = sp_ckpt_num_tensors(ck), ns = sp_ckpt_num_storages(ck);
     st = calloc(nt ? nt : 1, sizeof *st);
-    order = malloc((nt ? nt : 1) * sizeof *order);
     owner = malloc((ns ? ns : 1) * sizeof *owner);
-    if (!st || !order || !owner) {
+    if (!st || !owner) {
         cli_error("out of memory");
         rc = EXIT_FAILED;
         goto out;
     }
-    /* tensors grouped by storage (counting sort), so each storage is loaded
-     * once and released before the next */
-    size_t *start = calloc(ns + 1, sizeof *start);
-    if (!start) {
-        cli_error("out of memory");
-        rc = EXIT_FAILED;
+    /* tensors grouped by storage, so each storage is loaded once and
+     * released before the next */
+    size_t *start = NULL;
+    if (sp_ckpt_tensors_by_storage(ck, &order, &start, &err)) {
+        rc = cli_fail(&err);
         goto out;
     }
-    for (size_t i = 0; i < nt; i++)
-        start[sp_ckpt_tensor(ck, i)->storage + 1]++;
-    for (size_t s = 0; s < ns; s++)
-        start[s + 1] += start[s];
-    for (size_t i = 0; i < nt; i++)
-        order[start[sp_ckpt_tensor(ck, i)->storage]++] = i;
-    /* start[s] now marks the end of storage s's run */
-    size_t k = 0, nshared = 0;
+    size_t nshared = 0;
     uint64_t params = 0, zeros = 0;
     for (size_t s = 0; s < ns; s++) {
-        size_t end = start[s], cnt = end - k;
+        size_t cnt = start[s + 1] - start[s];
         owner[s] = cnt >= 2 ? s : SIZE_MAX;
         if (cnt >= 2)
             nshared += cnt;
@@ -373,12 +290,16 @@ int cmd_inspect(int argc, char **argv)
             rc = cli_fail(&err);
             goto out;
         }
-        for (; k < end; k++) {
+        for (size_t k = start[s]; k < start[s + 1]; k++) {
             size_t i = order[k];
             const sp_tensor *t = sp_ckpt_tensor(ck, i);
             const unsigned char *base = (const unsigned char *)data +
                                         (size_t)t->offset * sp_dtype_size(t->dtype);
-            walk(base, t->dtype, t, sp_dtype_is_float(t->dtype), &st[i]);
+            sp_view_stats vs;
+            bool fl = sp_dtype_is_float(t->dtype);
+            sp_tensor_view_stats(t, base, fl, &vs);
+            st[i].zeros = vs.zeros;
+            st[i].nm_ok = fl ? vs.is_24 : -1;
         }
         sp_ckpt_storage_release(ck, s);
     }
@@ -391,6 +312,8 @@ int cmd_inspect(int argc, char **argv)
         rc = print_json(ck, st, owner, params, zeros, nshared);
     else
         print_table(ck, st, owner, params, zeros, nshared);
+    if (html && rc == EXIT_OK)
+        rc = write_html(html, ck, st);
     if (fflush(stdout) != 0 && rc == EXIT_OK) {
         cli_error("cannot write to stdout");
         rc = EXIT_FAILED;

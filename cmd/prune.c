@@ -5,16 +5,17 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
+#include "cmd/report.h"
 #include "cmd/rules.h"
 
 static const char usage_text[] =
     "usage: sparsify prune IN -o OUT --sparsity S [--pattern P] [--scope layer|global]\n"
     "                      [--include RE]... [--exclude RE]...\n"
     "       sparsify prune IN -o OUT --recipe R.json|NAME\n"
+    "       sparsify prune IN --dry-run (--sparsity S ... | --recipe R) [--json]\n"
     "\n"
     "Prune the weights of a checkpoint (torch .pt/.pth/.bin, TorchScript, legacy\n"
     "torch, safetensors or a Hugging Face folder) and write OUT in IN's format;\n"
@@ -28,37 +29,86 @@ static const char usage_text[] =
     "      --scope SCOPE    layer (default): each tensor to S; global: one\n"
     "                       threshold across all targeted tensors\n"
     "      --block-score F  l1 (mean |w|, default) or l2 for block patterns\n"
-    "  -i, --include RE     prune tensors whose name matches RE (POSIX ERE,\n"
-    "                       matched anywhere); repeatable. Default: weights of\n"
-    "                       rank >= 2 that are not embeddings or norms\n"
+    "  -i, --include RE     prune tensors whose name matches RE (a Python regex,\n"
+    "                       matched anywhere as re.search); repeatable. Default:\n"
+    "                       weights of rank >= 2 that are not embeddings, norms\n"
+    "                       or output heads (lm_head, ...)\n"
     "  -x, --exclude RE     never prune tensors matching RE; repeatable\n"
-    "  -r, --recipe R       a recipe file or a bundled recipe name\n"
-    "                       ('sparsify recipe list')\n"
+    "  -r, --recipe R       a recipe (SparseML/llm-compressor YAML, a Markdown\n"
+    "                       recipe card, JSON) or a bundled recipe name\n"
+    "                       ('sparsify recipe list'); its one-shot and gradual\n"
+    "                       pruning modifiers prune to their final sparsity\n"
+    "      --substitute     with --recipe: run the closest modifier sparsify has\n"
+    "                       for one it does not implement (SparseGPT, Wanda,\n"
+    "                       OBS, M-FAC: magnitude); the report says so\n"
     "      --report FILE    write the per-tensor report as JSON to FILE\n"
+    "      --report-html FILE  write it as an HTML page with a sparsity bar per\n"
+    "                       tensor (self-contained: open it in any browser)\n"
     "      --json           print the report as JSON on stdout\n"
+    "  -n, --dry-run        print what would be pruned (pattern, target and\n"
+    "                       current sparsity, aliases) and write nothing\n"
     "      --in-place       allow OUT to be IN (or omit -o) and replace it\n"
-    "  -q, --quiet          no table on stderr\n"
+    "      --force          replace an existing OUT (or report files)\n"
+    "  -q, --quiet          no table or progress on stderr\n"
     "  -h, --help           this help\n"
     "\n"
+    "OUT is written to a temporary beside it and renamed into place when\n"
+    "complete; an existing OUT is refused unless --force (docs/cli.md).\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
-enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE };
+enum { OPT_REPORT = RULES_OPT_END, OPT_REPORT_HTML, OPT_JSON, OPT_IN_PLACE, OPT_FORCE };
 
-static bool same_file(const char *a, const char *b)
+static cJSON *names_json(const char *const *names, size_t n)
 {
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
-        return false;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(names[i]));
+    return a;
+}
+
+/* Which modifier of the recipe pruned what, and what ran in place of what
+ * (--substitute) or was left out. */
+static cJSON *recipe_json(const rules *rs)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "recipe", rs->recipe_name);
+    cJSON *mods = cJSON_AddArrayToObject(o, "modifiers");
+    for (size_t i = 0; i < rs->rr.n; i++) {
+        const sp_modifier *m = rs->rr.mods[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        if (m->substitute_for)
+            cJSON_AddStringToObject(e, "substitute_for", m->substitute_for);
+        cJSON_AddNumberToObject(e, "tensors", (double)rs->rr.rules[i].ntensors);
+        cJSON_AddItemToArray(mods, e);
+    }
+    cJSON *na = cJSON_AddArrayToObject(o, "not_applied");
+    for (size_t i = 0; i < rs->recipe->nmods; i++) {
+        const sp_modifier *m = &rs->recipe->mods[i];
+        if (sp_modifier_prunes(m))
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        cJSON_AddStringToObject(e, "why", m->type == SP_MOD_NOT_APPLIED
+                                              ? (m->substitute_for ? "left out (--substitute)"
+                                                                   : "quantization")
+                                              : "applies when fine-tuning");
+        cJSON_AddItemToArray(na, e);
+    }
+    return o;
 }
 
 static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *in,
-                          const char *out)
+                          const char *out, bool dry, const rules *rs)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "input", in);
-    if (out)
+    if (out && !dry)
         cJSON_AddStringToObject(root, "output", out);
+    if (dry)
+        cJSON_AddTrueToObject(root, "dry_run");
     cJSON_AddStringToObject(root, "format", sp_format_name(sp_ckpt_format(ck)));
     cJSON *arr = cJSON_AddArrayToObject(root, "tensors");
     for (size_t i = 0; i < rep->n; i++) {
@@ -74,24 +124,38 @@ static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *i
         cJSON_AddNumberToObject(o, "target", e->target);
         cJSON_AddNumberToObject(o, "numel", (double)e->numel);
         cJSON_AddNumberToObject(o, "zeros_before", (double)e->zeros_before);
-        cJSON_AddNumberToObject(o, "zeros_after", (double)e->zeros_after);
         cJSON_AddNumberToObject(o, "sparsity_before",
                                 e->numel ? (double)e->zeros_before / (double)e->numel : 0);
-        cJSON_AddNumberToObject(o, "sparsity_after",
-                                e->numel ? (double)e->zeros_after / (double)e->numel : 0);
+        if (!dry) {
+            cJSON_AddNumberToObject(o, "zeros_after", (double)e->zeros_after);
+            cJSON_AddNumberToObject(o, "sparsity_after",
+                                    e->numel ? (double)e->zeros_after / (double)e->numel : 0);
+        }
         cJSON_AddBoolToObject(o, "shared", e->shared);
+        cJSON_AddItemToObject(o, "aliases", names_json(e->aliases, e->naliases));
         cJSON_AddItemToArray(arr, o);
     }
+    cJSON *sk = cJSON_AddArrayToObject(root, "skipped");
+    for (size_t i = 0; i < rep->nskipped; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", rep->skipped[i].name);
+        cJSON_AddStringToObject(o, "shares_storage_with", rep->skipped[i].alias);
+        cJSON_AddItemToArray(sk, o);
+    }
+    if (rs->recipe)
+        cJSON_AddItemToObject(root, "recipe", recipe_json(rs));
     cJSON *tot = cJSON_AddObjectToObject(root, "totals");
     cJSON_AddNumberToObject(tot, "tensors", (double)rep->n);
     cJSON_AddNumberToObject(tot, "float_params", (double)rep->total_params);
     cJSON_AddNumberToObject(tot, "targeted_params", (double)rep->targeted_params);
     cJSON_AddNumberToObject(tot, "zeros_before", (double)rep->zeros_before);
-    cJSON_AddNumberToObject(tot, "zeros_after", (double)rep->zeros_after);
-    cJSON_AddNumberToObject(tot, "sparsity_after",
-                            rep->targeted_params
-                                ? (double)rep->zeros_after / (double)rep->targeted_params
-                                : 0);
+    if (!dry) {
+        cJSON_AddNumberToObject(tot, "zeros_after", (double)rep->zeros_after);
+        cJSON_AddNumberToObject(tot, "sparsity_after",
+                                rep->targeted_params
+                                    ? (double)rep->zeros_after / (double)rep->targeted_params
+                                    : 0);
+    }
     return root;
 }
 
@@ -104,25 +168,42 @@ static void shape_str(const sp_tensor *t, char *buf, size_t len)
         snprintf(buf + k, len - k, "]");
 }
 
-static void print_table(sp_ckpt *ck, const sp_prune_report *rep)
+/* ", a, b" for the aliases of an entry into buf. */
+static const char *alias_str(const sp_prune_entry *e, char *buf, size_t len)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < e->naliases && k < len; i++)
+        k += (size_t)snprintf(buf + k, len - k, i ? ", %s" : "%s", e->aliases[i]);
+    return buf;
+}
+
+static int name_width(const sp_prune_report *rep)
 {
     size_t w = 4;
     for (size_t i = 0; i < rep->n; i++)
         if (strlen(rep->entries[i].name) > w)
             w = strlen(rep->entries[i].name);
-    if (w > 60)
-        w = 60;
-    fprintf(stderr, "%-*s  %-16s %-12s %10s  %8s -> %-8s\n", (int)w, "name", "shape", "pattern",
+    return (int)(w > 60 ? 60 : w);
+}
+
+static void print_table(sp_ckpt *ck, const sp_prune_report *rep)
+{
+    int w = name_width(rep);
+    char al[512];
+    fprintf(stderr, "%-*s  %-16s %-12s %10s  %8s -> %-8s\n", w, "name", "shape", "pattern",
             "params", "before", "after");
     for (size_t i = 0; i < rep->n; i++) {
         const sp_prune_entry *e = &rep->entries[i];
         char shape[64];
         shape_str(sp_ckpt_tensor(ck, e->tensor), shape, sizeof shape);
-        fprintf(stderr, "%-*s  %-16s %-12s %10llu  %7.2f%% -> %6.2f%%%s\n", (int)w, e->name, shape,
+        fprintf(stderr, "%-*s  %-16s %-12s %10llu  %7.2f%% -> %6.2f%%", w, e->name, shape,
                 e->pattern, (unsigned long long)e->numel,
                 e->numel ? 100.0 * (double)e->zeros_before / (double)e->numel : 0.0,
-                e->numel ? 100.0 * (double)e->zeros_after / (double)e->numel : 0.0,
-                e->shared ? "  (tied)" : "");
+                e->numel ? 100.0 * (double)e->zeros_after / (double)e->numel : 0.0);
+        if (e->naliases)
+            fprintf(stderr, "  (shares storage with %s)", alias_str(e, al, sizeof al));
+        fputc('\n', stderr);
     }
     fprintf(stderr, "pruned %zu tensors, %llu of %llu params targeted: sparsity %.2f%% -> %.2f%%\n",
             rep->n, (unsigned long long)rep->targeted_params,
@@ -131,20 +212,71 @@ static void print_table(sp_ckpt *ck, const sp_prune_report *rep)
             rep->targeted_params ? 100.0 * (double)rep->zeros_after / (double)rep->targeted_params : 0.0);
 }
 
-static int write_text_file(const char *path, const char *text)
+/* --report-html: one row per target (sparsity before and after, or the
+ * plan of a dry run), file sizes before and after. */
+static int write_html(const char *path, sp_ckpt *ck, const sp_prune_report *rep, const char *in,
+                      const char *out, int64_t in_bytes)
 {
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0) {
-        if (f)
-            fclose(f);
-        cli_error("cannot write report '%s'", path);
-        return EXIT_FAILED;
+    cli_report r;
+    cli_report_init(&r, "prune", in);
+    r.output = out;
+    r.format = sp_format_name(sp_ckpt_format(ck));
+    r.input_bytes = in_bytes;
+    r.output_bytes = out ? cli_path_bytes(out) : -1;
+    cli_report_row *rows = calloc(rep->n ? rep->n : 1, sizeof *rows);
+    char (*shapes)[64] = calloc(rep->n ? rep->n : 1, sizeof *shapes);
+    char (*notes)[256] = calloc(rep->n ? rep->n : 1, sizeof *notes);
+    char *text = NULL;
+    if (rows && shapes && notes) {
+        for (size_t i = 0; i < rep->n; i++) {
+            const sp_prune_entry *e = &rep->entries[i];
+            cli_report_row *w = &rows[i];
+            cli_report_row_init(w, e->name);
+            shape_str(sp_ckpt_tensor(ck, e->tensor), shapes[i], sizeof shapes[i]);
+            w->shape = shapes[i];
+            w->pattern = e->pattern;
+            w->numel = e->numel;
+            w->target = e->target;
+            double n = e->numel ? (double)e->numel : 1;
+            w->before = (double)e->zeros_before / n;
+            if (out) /* not a dry run */
+                w->sparsity = (double)e->zeros_after / n;
+            if (e->naliases) {
+                char al[200];
+                snprintf(notes[i], sizeof notes[i], "shares storage with %s",
+                         alias_str(e, al, sizeof al));
+                w->note = notes[i];
+            }
+        }
+        r.rows = rows;
+        r.nrows = rep->n;
+        text = cli_report_html(&r);
     }
-    if (fclose(f) != 0) {
-        cli_error("cannot write report '%s'", path);
-        return EXIT_FAILED;
+    free(rows);
+    free(shapes);
+    free(notes);
+    return cli_report_write(path, text);
+}
+
+/* --dry-run: the plan on stdout. */
+static void print_plan(sp_ckpt *ck, const sp_prune_report *rep, const char *in)
+{
+    int w = name_width(rep);
+    char al[512];
+    printf("dry run: would prune %zu tensors of '%s' (%llu of %llu params); nothing written\n",
+           rep->n, in, (unsigned long long)rep->targeted_params,
+           (unsigned long long)rep->total_params);
+    printf("%-*s  %-16s %-12s %8s  %8s  %s\n", w, "name", "shape", "pattern", "target", "current",
+           "shares storage with");
+    for (size_t i = 0; i < rep->n; i++) {
+        const sp_prune_entry *e = &rep->entries[i];
+        char shape[64];
+        shape_str(sp_ckpt_tensor(ck, e->tensor), shape, sizeof shape);
+        printf("%-*s  %-16s %-12s %7.2f%%  %7.2f%%  %s\n", w, e->name, shape, e->pattern,
+               100.0 * e->target,
+               e->numel ? 100.0 * (double)e->zeros_before / (double)e->numel : 0.0,
+               e->naliases ? alias_str(e, al, sizeof al) : "-");
     }
-    return EXIT_OK;
 }
 
 int cmd_prune(int argc, char **argv)
@@ -158,19 +290,23 @@ int cmd_prune(int argc, char **argv)
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
+        {"substitute", no_argument, NULL, RULES_OPT_SUBSTITUTE},
         {"report", required_argument, NULL, OPT_REPORT},
+        {"report-html", required_argument, NULL, OPT_REPORT_HTML},
         {"json", no_argument, NULL, OPT_JSON},
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
+        {"dry-run", no_argument, NULL, 'n'},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
-    const char *out = NULL, *report = NULL;
-    bool json = false, in_place = false, quiet = false;
-    int c;
+    const char *out = NULL, *report = NULL, *html = NULL;
+    bool json = false, in_place = false, quiet = false, dry = false, force = false;
+    int c, bad = EXIT_USAGE;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:s:p:i:x:r:qh", longopts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "o:s:p:i:x:r:nqh", longopts, "prune", &bad)) != -1) {
         int r = rules_opt(&ro, c, optarg, "prune");
         if (r >= 0) {
             if (r)
@@ -180,28 +316,44 @@ int cmd_prune(int argc, char **argv)
         switch (c) {
         case 'o': out = optarg; break;
         case OPT_REPORT: report = optarg; break;
+        case OPT_REPORT_HTML: html = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_IN_PLACE: in_place = true; break;
+        case 'n': dry = true; break;
+        case OPT_FORCE: force = true; break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
-        default: return cli_usage_error("prune", "bad option");
+        default: return bad;
         }
     }
     if (optind != argc - 1)
         return cli_usage_error("prune", optind >= argc ? "missing input checkpoint"
                                                        : "expected exactly one input");
     const char *in = argv[optind];
-    if (!out) {
+    if (dry) {
+        out = NULL;
+    } else if (!out) {
         if (!in_place)
             return cli_usage_error("prune", "missing -o OUT (or --in-place)");
         out = in;
     }
-    if (!in_place && (!strcmp(out, in) || same_file(out, in)))
-        return cli_usage_error("prune", "output '%s' is the input; use --in-place to replace it",
-                               out);
+    unsigned oflags = (force ? CLI_OUT_FORCE : 0) | (in_place ? CLI_OUT_IN_PLACE : 0);
+    int rc = dry ? 0 : cli_output_check(in, out, oflags);
+    if (rc)
+        return rc;
+    if (report && ((out && !strcmp(report, out)) || !strcmp(report, in)))
+        return cli_usage_error("prune", "--report '%s' names the input or the output", report);
+    if (report && (rc = cli_output_check(in, report, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
+        return rc;
+    if (html && ((out && !strcmp(html, out)) || !strcmp(html, in) || (report && !strcmp(html, report))))
+        return cli_usage_error("prune", "--report-html '%s' names the input or another output", html);
+    if (html && (rc = cli_output_check(in, html, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
+        return rc;
+    int64_t in_bytes = html ? cli_path_bytes(in) : -1;
 
     rules rs;
-    int rc = rules_build(&rs, &ro, "prune");
+    ro.apply = !dry;
+    rc = rules_build(&rs, &ro, "prune");
     if (rc) {
         rules_release(&rs);
         return rc;
@@ -215,22 +367,37 @@ int cmd_prune(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
-    if (sp_prune_ckpt(ck, out, rs.rules, rs.n, &rep, &err)) {
-        if (err.code == SP_ERR_INVALID_ARG || err.code == SP_ERR_NOT_FOUND)
+    if ((rc = rules_bind(&rs, ck)))
+        goto out;
+    cli_progress bar;
+    cli_progress_init(&bar, "prune", !quiet && !json);
+    sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar};
+    sp_status st = sp_prune_ckpt(ck, out, rs.rules, rs.n, &po, &rep, &err);
+    cli_progress_end(&bar);
+    if (st) {
+        if (err.code == SP_ERR_INVALID_ARG)
             sp_error_prefix(&err, "'%s'", in);
         rc = cli_fail(&err);
         goto out;
     }
-    if (!quiet && !json)
+    for (size_t i = 0; i < rep.nskipped; i++)
+        cli_warn("'%s' left dense: it shares its storage with '%s', which is not targeted "
+                 "(target both to prune them together)",
+                 rep.skipped[i].name, rep.skipped[i].alias);
+    if (dry && !json)
+        print_plan(ck, &rep, in);
+    else if (!quiet && !json)
         print_table(ck, &rep);
     if (json || report) {
-        j = report_json(ck, &rep, in, out);
+        j = report_json(ck, &rep, in, out, dry, &rs);
         text = cJSON_Print(j);
         if (json)
             printf("%s\n", text);
         if (report)
-            rc = write_text_file(report, text);
+            rc = cli_write_text(report, text);
     }
+    if (html && !rc)
+        rc = write_html(html, ck, &rep, in, dry ? NULL : out, in_bytes);
 out:
     cJSON_free(text);
     cJSON_Delete(j);

@@ -3,6 +3,7 @@
  * accessors. The backends (torch.c, safetensors.c, ...) fill the tables.
  */
 #include "formats/ckpt_internal.h"
+#include "formats/checked.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,38 @@ const char *sp_format_name(sp_format f)
     return "unknown";
 }
 
+/* Pick the backend from the first bytes (n of them, at most 9). */
+static sp_status open_sniffed(sp_ckpt *ck, const unsigned char *head, size_t n, sp_error *err)
+{
+    if (n == 0)
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': empty file", ck->path);
+    /* safetensors first: a small u64 header length (whose low byte may
+     * be 0x80, like a pickle's) followed by the header's '{' */
+    if (n == 9 && head[7] == 0 && head[6] == 0 && head[5] == 0 && head[8] == '{')
+        return sp_safetensors_open(ck, err);
+    /* zip (torch >= 1.6, TorchScript) or pickle protocol 2 (legacy) */
+    if ((n >= 4 && !memcmp(head, "PK\x03\x04", 4)) || (n >= 4 && !memcmp(head, "PK\x05\x06", 4)) ||
+        head[0] == 0x80)
+        return sp_torch_open(ck, err);
+    if (n >= 8 && !memcmp(head, "SPZ", 3))
+        return sp_spz_open(ck, err);
+    if (n >= 8 && head[7] == 0 && head[6] == 0 && head[5] == 0)
+        return sp_safetensors_open(ck, err); /* u64 header length, small */
+    return sp_error_set(err, SP_ERR_FORMAT,
+                        "'%s': not a checkpoint (no zip, pickle or safetensors header)", ck->path);
+}
+
+static sp_ckpt *ckpt_new(const char *path, sp_error *err)
+{
+    sp_ckpt *ck = calloc(1, sizeof *ck);
+    if (!ck || !(ck->path = strdup(path))) {
+        free(ck);
+        sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    return ck;
+}
+
 sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
 {
     *out = NULL;
@@ -33,11 +66,9 @@ sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
     if (stat(path, &st) != 0)
         return sp_error_set(err, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO,
                             "cannot open '%s': %s", path, strerror(errno));
-    sp_ckpt *ck = calloc(1, sizeof *ck);
-    if (!ck || !(ck->path = strdup(path))) {
-        free(ck);
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    }
+    sp_ckpt *ck = ckpt_new(path, err);
+    if (!ck)
+        return SP_ERR_NOMEM;
     sp_status s;
     if (S_ISDIR(st.st_mode)) {
         s = sp_ct_folder_detect(path) ? sp_ct_folder_open(ck, err) : sp_hf_folder_open(ck, err);
@@ -50,31 +81,31 @@ sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
         }
         ssize_t n = read(fd, head, sizeof head);
         close(fd);
-        if (n < 0) {
+        if (n < 0)
             s = sp_error_set(err, SP_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
-            goto out;
-        }
-        if (n == 0) {
-            s = sp_error_set(err, SP_ERR_FORMAT, "'%s': empty file", path);
-            goto out;
-        }
-        /* safetensors first: a small u64 header length (whose low byte may
-         * be 0x80, like a pickle's) followed by the header's '{' */
-        if (n == 9 && head[7] == 0 && head[6] == 0 && head[5] == 0 && head[8] == '{')
-            s = sp_safetensors_open(ck, err);
-        /* zip (torch >= 1.6, TorchScript) or pickle protocol 2 (legacy) */
-        else if ((n >= 4 && !memcmp(head, "PK\x03\x04", 4)) || (n >= 4 && !memcmp(head, "PK\x05\x06", 4)) ||
-            head[0] == 0x80)
-            s = sp_torch_open(ck, err);
-        else if (n >= 8 && !memcmp(head, "SPZ", 3))
-            s = sp_spz_open(ck, err);
-        else if (n >= 8 && head[7] == 0 && head[6] == 0 && head[5] == 0)
-            s = sp_safetensors_open(ck, err); /* u64 header length, small */
         else
-            s = sp_error_set(err, SP_ERR_FORMAT,
-                             "'%s': not a checkpoint (no zip, pickle or safetensors header)", path);
+            s = open_sniffed(ck, head, (size_t)n, err);
     }
 out:
+    if (s) {
+        sp_ckpt_close(ck);
+        return s;
+    }
+    *out = ck;
+    return SP_OK;
+}
+
+sp_status sp_ckpt_open_mem(sp_ckpt **out, const char *name, const void *data, size_t size,
+                           sp_error *err)
+{
+    *out = NULL;
+    sp_ckpt *ck = ckpt_new(name, err);
+    if (!ck)
+        return SP_ERR_NOMEM;
+    ck->in_mem = true;
+    ck->mem = data;
+    ck->mem_size = size;
+    sp_status s = open_sniffed(ck, data, size < 9 ? size : 9, err);
     if (s) {
         sp_ckpt_close(ck);
         return s;
@@ -182,6 +213,30 @@ sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data, sp_error
     return SP_OK;
 }
 
+sp_status sp_ckpt_tensors_by_storage(const sp_ckpt *ck, size_t **order, size_t **start,
+                                     sp_error *err)
+{
+    size_t nt = ck->ntensors, ns = ck->nstorages;
+    size_t *o = malloc((nt ? nt : 1) * sizeof *o), *st = calloc(ns + 2, sizeof *st);
+    *order = *start = NULL;
+    if (!o || !st) {
+        free(o);
+        free(st);
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    }
+    /* counting sort: st[s + 2] counts storage s, then st[s + 1] is where its
+     * run starts while filling, and finally st[s] is where it starts */
+    for (size_t i = 0; i < nt; i++)
+        st[ck->tensors[i].storage + 2]++;
+    for (size_t s = 0; s < ns; s++)
+        st[s + 2] += st[s + 1];
+    for (size_t i = 0; i < nt; i++)
+        o[st[ck->tensors[i].storage + 1]++] = i;
+    *order = o;
+    *start = st;
+    return SP_OK;
+}
+
 sp_status sp_ckpt_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
                           sp_error *err)
 {
@@ -247,29 +302,37 @@ sp_status sp_ckpt_validate_tensor(const sp_ckpt *ck, const sp_tensor *t, sp_erro
     if (t->ndim < 0 || t->ndim > SP_MAX_DIMS || t->offset < 0)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has a bad shape or offset",
                             ck->path, nm);
-    uint64_t cap = ck->storages[t->storage].nbytes / es;
-    int64_t numel = 1;
-    uint64_t last = (uint64_t)t->offset;
-    for (int d = 0; d < t->ndim; d++) {
+    for (int d = 0; d < t->ndim; d++)
         if (t->shape[d] < 0 || t->stride[d] < 0)
             return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has a negative size or stride",
                                 ck->path, nm);
-        if (t->shape[d] == 0)
-            return SP_OK; /* empty: no element is ever read */
-        if (t->shape[d] > (INT64_MAX / (numel ? numel : 1)))
-            return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has an absurd shape", ck->path, nm);
-        numel *= t->shape[d];
-        uint64_t span = (uint64_t)(t->shape[d] - 1);
-        if (t->stride[d] && span > (UINT64_MAX - last) / (uint64_t)t->stride[d])
-            return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has absurd strides", ck->path, nm);
-        last += span * (uint64_t)t->stride[d];
-    }
+    int64_t numel;
+    uint64_t dense;
+    if (!sp_shape_numel(t->ndim, t->shape, &numel) || !sp_numel_bytes(numel, es, &dense))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has an absurd shape", ck->path, nm);
     if (numel != t->numel)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s': numel does not match its shape",
                             ck->path, nm);
+    uint64_t nbytes = ck->storages[t->storage].nbytes, cap = nbytes / es;
+    if (numel == 0) {
+        /* empty: no element is ever read, but its data pointer must exist */
+        if ((uint64_t)t->offset > cap)
+            return sp_error_set(err, SP_ERR_FORMAT,
+                                "'%s': tensor '%s' starts past the end of its storage", ck->path, nm);
+        return SP_OK;
+    }
+    uint64_t last;
+    if (!sp_view_last(t, &last))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has absurd strides", ck->path, nm);
     if (last >= cap)
         return sp_error_set(err, SP_ERR_FORMAT,
                             "'%s': tensor '%s' reaches past the end of its storage (%llu of %llu elements)",
                             ck->path, nm, (unsigned long long)last + 1, (unsigned long long)cap);
+    if (!sp_view_bound_ok(dense, nbytes))
+        return sp_error_set(err, SP_ERR_FORMAT,
+                            "'%s': tensor '%s' is a view of %llu bytes over a storage of %llu bytes "
+                            "(more than %dx + %llu MiB: refused as hostile)",
+                            ck->path, nm, (unsigned long long)dense, (unsigned long long)nbytes,
+                            SP_VIEW_MAX_EXPANSION, (unsigned long long)(SP_VIEW_SLACK >> 20));
     return SP_OK;
 }

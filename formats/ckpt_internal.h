@@ -33,6 +33,10 @@ struct sp_ckpt {
      * returned misaligned (legacy torch, safetensors), else NULL. */
     void **aligned;
     size_t aligned_n;
+    /* sp_ckpt_open_mem: the caller's bytes stand in for the file at path */
+    const unsigned char *mem;
+    uint64_t mem_size;
+    bool in_mem;
 };
 
 /* Append a tensor / storage; name/key are copied. Return the new index in
@@ -60,24 +64,45 @@ typedef struct sp_mapfile {
     int fd;
     const unsigned char *data; /* NULL for an empty file */
     uint64_t size;
+    bool borrowed;             /* caller's memory: never unmapped or dropped */
 } sp_mapfile;
 
 /* Map path read-only. ENOENT gives SP_ERR_NOT_FOUND, other failures
  * SP_ERR_IO; the message names the path. */
 sp_status sp_mapfile_open(sp_mapfile *mf, const char *path, sp_error *err);
+/* A "mapping" of size bytes of the caller's memory (borrowed until
+ * sp_mapfile_close, which leaves it alone). */
+void sp_mapfile_mem(sp_mapfile *mf, const void *data, uint64_t size);
+/* The checkpoint's own bytes: ck->path mapped, or the buffer given to
+ * sp_ckpt_open_mem. Every single-file backend maps through this. */
+sp_status sp_ckpt_map(const sp_ckpt *ck, sp_mapfile *mf, sp_error *err);
 /* Tell the kernel the pages of [off, off+len) may be dropped from memory. */
 void sp_mapfile_drop(const sp_mapfile *mf, uint64_t off, uint64_t len);
 void sp_mapfile_close(sp_mapfile *mf);
 
 /* ---- atomic output: write a temp file, rename on commit ---- */
+#include <sys/types.h>
+#include <time.h>
+
+/* What was at an output path when its writer started (lstat): only that
+ * may be replaced on commit. */
+typedef struct sp_outid {
+    bool existed;
+    dev_t dev;
+    ino_t ino;
+    struct timespec ctime;
+} sp_outid;
+
 typedef struct sp_outfile {
     int fd;
     char *path;     /* final path */
     char *tmp_path; /* named temp file, or NULL when unnamed (O_TMPFILE) */
     uint64_t pos;   /* bytes written so far */
+    sp_outid id;
 } sp_outfile;
 
-/* Create an unnamed (or hidden) temp file in path's directory. */
+/* Create an unnamed (or hidden) temp file in path's directory, after
+ * removing the temporaries killed runs left there. */
 sp_status sp_outfile_open(sp_outfile *of, const char *path, sp_error *err);
 /* Write all of buf (loops over short writes; chunks > 1 GiB). */
 sp_status sp_outfile_write(sp_outfile *of, const void *buf, size_t len, sp_error *err);
@@ -86,17 +111,20 @@ sp_status sp_outfile_pad(sp_outfile *of, uint64_t align, sp_error *err);
 /* pwrite at an earlier offset (headers patched after the payload). */
 sp_status sp_outfile_pwrite(sp_outfile *of, const void *buf, size_t len, uint64_t off,
                             sp_error *err);
-/* fsync-free commit: give the file its final name (atomic rename). */
+/* fsync-free commit: give the file its final name (atomic rename; see
+ * "Outputs" in sparsify/ckpt.h for what may be replaced). */
 sp_status sp_outfile_commit(sp_outfile *of, sp_error *err);
 /* Remove the temp file; safe after commit (no-op) and on a zeroed struct. */
 void sp_outfile_abort(sp_outfile *of);
 
 /* Atomic output folder: files are written into a hidden temp folder beside
- * path, which replaces path on commit (an existing folder at path is moved
- * aside and removed). */
+ * path (".NAME.sparsify-tmp-PID", holding the marker SP_TMP_MARKER), which
+ * takes path's place on commit; what was at path is exchanged out and
+ * removed without following links. */
 typedef struct sp_outdir {
     char *path;
     char *tmp_path;
+    sp_outid id;
 } sp_outdir;
 sp_status sp_outdir_open(sp_outdir *od, const char *path, sp_error *err);
 /* Join the temp folder and a file name into buf. */

@@ -222,3 +222,57 @@ bool sp_tensor_is_contiguous(const sp_tensor *t)
     }
     return true;
 }
+
+/* Optimal-string-alignment distance (Levenshtein plus adjacent
+ * transpositions), capped: returns cap + 1 once it is certain to exceed cap.
+ * Names are short; longer inputs are compared on their first 63 bytes. */
+static size_t osa_distance(const char *a, const char *b, size_t cap)
+{
+    enum { W = 64 };
+    size_t n = strlen(a), m = strlen(b);
+    if (n >= W)
+        n = W - 1;
+    if (m >= W)
+        m = W - 1;
+    if ((n > m ? n - m : m - n) > cap)
+        return cap + 1;
+    size_t d[3][W]; /* row i lives in d[i % 3] */
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t *cur = d[i % 3], *prev = d[(i + 2) % 3], *pp = d[(i + 1) % 3];
+        size_t best = cur[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t v = prev[j - 1] + cost;
+            if (prev[j] + 1 < v)
+                v = prev[j] + 1;
+            if (cur[j - 1] + 1 < v)
+                v = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && pp[j - 2] + 1 < v)
+                v = pp[j - 2] + 1;
+            cur[j] = v;
+            if (v < best)
+                best = v;
+        }
+        if (best > cap)
+            return cap + 1;
+    }
+    return d[n % 3][m];
+}
+
+const char *sp_closest_name(const char *word, const char *const *names, size_t n)
+{
+    size_t len = strlen(word), cap = len < 6 ? 1 : len < 12 ? 2 : 3, best = cap + 1;
+    const char *pick = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!names[i] || !strcmp(names[i], word))
+            continue;
+        size_t d = osa_distance(word, names[i], cap);
+        if (d < best && 2 * d < len) { /* "-x" is one edit from any "-h" */
+            best = d;
+            pick = names[i];
+        }
+    }
+    return pick;
+}

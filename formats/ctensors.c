@@ -15,16 +15,26 @@
  *   <m>.bitmask      U8 [R, ceil(C/8)]  column j = bit j%8 of byte j/8
  *                    (numpy.packbits(mask, axis=-1, bitorder="little"))
  *   <m>.row_offsets  I64 [R]        exclusive prefix sum of per-row counts
- *   <m>.shape        I64 [ndim]
+ *   <m>.shape        I64 [ndim]     (BitmaskTensor.dict)
  * Kept = nonzero; +0 and -0 are both dropped.
  * sparse-24-bitmask, for 2:4 weights [R, C], C % 4 == 0:
  *   <m>.compressed   [R, C/2]       two values per aligned group of four
  *   <m>.bitmask      U8 [R, ceil(C/8)]  exactly two bits per group
- *   <m>.shape        I64 [ndim]     (some compressed-tensors releases write
- *                                   [ndim, 1]; [ndim] is what every
- *                                   release's reader accepts)
+ *   <m>.shape        I64 [ndim, 1]  (Sparse24BitMaskTensor.dict reshapes
+ *                                   it to (-1, 1))
  * Every other tensor is stored unchanged. The reader also accepts the older
  * "<m>.weight.compressed" key style, I32 shapes and [ndim] or [ndim, 1].
+ *
+ * Export: the weights that were pruned (2-D floating "<m>.weight" with at
+ * least CT_PRUNED_MIN zeros; stray zeros of a dense weight do not count)
+ * decide the format: sparse-24-bitmask when most of them are 2:4
+ * (sp_tensor_view_stats, the predicate inspect uses), else sparse-bitmask.
+ * A weight the format cannot hold (a pruned layer that is not 2:4, or whose
+ * input size is not a multiple of 4, in a 2:4 model) is stored dense and
+ * listed in "ignore"; it never downgrades the whole model. "targets" lists
+ * the compressed modules (for "dense", the ones the sparse format would
+ * compress), and sparsity_structure says "2:4" for a 2:4 model in every
+ * format.
  *
  * safetensors: u64 header length, JSON header (padded with spaces to a
  * multiple of 8), then the tensors back to back in header order.
@@ -32,6 +42,7 @@
 #include "sparsify/spz.h"
 
 #include "formats/ckpt_internal.h"
+#include "formats/checked.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -41,7 +52,10 @@
 #include <sys/stat.h>
 
 #define CT_DEFAULT_SHARD ((uint64_t)5 * 1000 * 1000 * 1000)
-#define CT_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
+#define CT_MAX_HEADER SP_JSON_MAX_BYTES
+/* A weight with at least this fraction of zeros was pruned; fewer are stray
+ * zeros of a dense weight and do not make it a target. */
+#define CT_PRUNED_MIN 0.05
 
 static bool ends_with(const char *s, const char *suf)
 {
@@ -64,7 +78,8 @@ static cJSON *read_json_file(const char *path)
     if (sp_mapfile_open(&mf, path, NULL) != SP_OK)
         return NULL;
     cJSON *j = NULL;
-    if (mf.data && mf.size < CT_MAX_HEADER)
+    if (mf.data && mf.size < CT_MAX_HEADER &&
+        sp_json_cost_ok((const char *)mf.data, (size_t)mf.size, SP_JSON_MAX_VALUES, 32))
         j = cJSON_ParseWithLength((const char *)mf.data, (size_t)mf.size);
     sp_mapfile_close(&mf);
     return j;
@@ -154,6 +169,9 @@ static sp_status parse_shard(ct_impl *im, size_t fi, const char *fname, sp_error
     if (hl > CT_MAX_HEADER || hl > mf->size - 8)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': safetensors header length %llu is past the end",
                             fname, (unsigned long long)hl);
+    if (!sp_json_cost_ok((const char *)mf->data + 8, (size_t)hl, SP_JSON_MAX_VALUES, 3))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': safetensors header nests too deep or holds too many values",
+                            fname);
     cJSON *j = cJSON_ParseWithLength((const char *)mf->data + 8, (size_t)hl);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -187,15 +205,17 @@ static sp_status parse_shard(ct_impl *im, size_t fi, const char *fname, sp_error
                 break;
             }
             it.shape[d] = (int64_t)v->valuedouble;
-            if (it.shape[d] && it.numel > UINT64_MAX / 16 / (uint64_t)it.shape[d])
-                bad = true;
-            else
-                it.numel *= (uint64_t)it.shape[d];
         }
+        int64_t numel = 0;
+        uint64_t nbytes = 0;
+        if (!bad && (!sp_shape_numel(it.ndim, it.shape, &numel) ||
+                     !sp_numel_bytes(numel, sp_dtype_size(it.dtype), &nbytes)))
+            bad = true;
+        it.numel = (uint64_t)numel;
         const cJSON *a = cJSON_GetArrayItem(of, 0), *b = cJSON_GetArrayItem(of, 1);
         if (bad || !cJSON_IsNumber(a) || !cJSON_IsNumber(b) || a->valuedouble < 0 ||
             b->valuedouble < a->valuedouble || b->valuedouble > (double)datalen ||
-            (uint64_t)(b->valuedouble - a->valuedouble) != it.numel * sp_dtype_size(it.dtype)) {
+            (uint64_t)(b->valuedouble - a->valuedouble) != nbytes) {
             s = sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s': shape or data_offsets do not fit the file",
                              fname, e->string);
             break;
@@ -343,11 +363,15 @@ static sp_status add_plain(sp_ckpt *ck, ct_impl *im, const char *name, const st_
                            sp_dtype dtype, sp_error *err)
 {
     size_t si;
-    uint64_t numel = 1;
-    for (int d = 0; d < ndim; d++)
-        numel *= (uint64_t)shape[d];
+    sp_tensor t;
+    memset(&t, 0, sizeof t);
+    uint64_t nbytes;
     (void)it;
-    sp_status s = sp_ckpt_add_storage(ck, name, dtype, numel * sp_dtype_size(dtype), &si, err);
+    memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
+    if (!sp_shape_numel(ndim, t.shape, &t.numel) || !sp_shape_strides(ndim, t.shape, t.stride) ||
+        !sp_numel_bytes(t.numel, sp_dtype_size(dtype), &nbytes))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' has an absurd shape", ck->path, name);
+    sp_status s = sp_ckpt_add_storage(ck, name, dtype, nbytes, &si, err);
     if (s)
         return s;
     long *a = realloc(im->item_of, (si + 1) * sizeof *a);
@@ -365,18 +389,9 @@ static sp_status add_plain(sp_ckpt *ck, ct_impl *im, const char *name, const st_
     im->kind[si] = kind;
     if (part)
         im->parts[si] = *part;
-    sp_tensor t;
-    memset(&t, 0, sizeof t);
     t.name = (char *)name;
     t.dtype = dtype;
     t.ndim = ndim;
-    t.numel = (int64_t)numel;
-    int64_t st = 1;
-    for (int d = ndim - 1; d >= 0; d--) {
-        t.shape[d] = shape[d];
-        t.stride[d] = st;
-        st *= shape[d] ? shape[d] : 1;
-    }
     t.storage = si;
     if (sp_ckpt_find(ck, name) >= 0)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s' appears twice", ck->path, name);
@@ -612,8 +627,11 @@ sp_status sp_ckpt_tensor_dense(sp_ckpt *ck, size_t ti, const void **data, void *
         *data = (const unsigned char *)base + (size_t)t->offset * es;
         return SP_OK;
     }
-    unsigned char *buf = malloc((size_t)t->numel * es + 1);
-    if (!buf)
+    /* the view passed sp_ckpt_validate_tensor: its dense size is bounded
+     * by the storage it reads (formats/checked.h) */
+    size_t bytes;
+    unsigned char *buf = NULL;
+    if (!sp_mul_size((uint64_t)t->numel, es, &bytes) || !(buf = malloc(bytes + 1)))
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory copying tensor '%s'", t->name);
     int64_t idx[SP_MAX_DIMS] = {0};
     for (int64_t i = 0; i < t->numel; i++) {
@@ -696,18 +714,18 @@ static void plan_free(out_plan *p)
     free(p->v);
 }
 
-static bool is_nonzero(const unsigned char *x, size_t es)
-{
-    for (size_t b = 0; b < es; b++)
-        if (x[b])
-            return true;
-    return false;
-}
-
 /* Kept per compressed-tensors' rule: value != 0 (so -0 is dropped). */
 static bool ct_kept(sp_dtype dt, const unsigned char *x)
 {
     return !sp_dtype_is_zero(dt, x, 0);
+}
+
+/* A weight compressed-tensors may compress: "<module>.weight", 2-D,
+ * floating, not empty. */
+static bool is_candidate(const sp_tensor *t)
+{
+    return t->ndim == 2 && t->numel > 0 && sp_dtype_is_float(t->dtype) &&
+           ends_with(t->name, ".weight") && strlen(t->name) > strlen(".weight");
 }
 
 /* Write one output item's bytes. data: the source tensor (dense). */
@@ -787,7 +805,6 @@ static sp_status emit_item(sp_outfile *of, const out_item *o, const sp_tensor *t
     if (!s && used)
         s = sp_outfile_write(of, buf, used, err);
     free(buf);
-    (void)is_nonzero;
     return s;
 }
 
@@ -876,21 +893,6 @@ static sp_status write_shard(sp_ckpt *ck, const out_plan *p, size_t shard, const
     return s;
 }
 
-static bool is_24(sp_dtype dt, const unsigned char *d, uint64_t R, uint64_t C)
-{
-    size_t es = sp_dtype_size(dt);
-    if (C % 4)
-        return false;
-    for (uint64_t i = 0; i < R * C; i += 4) {
-        int k = 0;
-        for (int q = 0; q < 4; q++)
-            k += ct_kept(dt, d + (i + (uint64_t)q) * es);
-        if (k > 2)
-            return false;
-    }
-    return true;
-}
-
 static sp_status report_add(sp_export_report *r, const sp_tensor *t, const sp_spz_tensor_info *info,
                             sp_error *err)
 {
@@ -927,6 +929,8 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
     sp_status s = SP_OK;
     size_t nt = sp_ckpt_num_tensors(ck);
     uint8_t *comp = calloc(nt ? nt : 1, 1); /* 0 plain, 1 bitmask, 2 24 */
+    uint8_t *pruned = calloc(nt ? nt : 1, 1); /* 0 no, 1 yes, 2 yes and 2:4 */
+    bool *target = calloc(nt ? nt : 1, sizeof *target);
     uint64_t *nnz = calloc(nt ? nt : 1, sizeof *nnz);
     int ct = 0; /* 1 sparse-bitmask, 2 sparse-24-bitmask */
     uint64_t total = 0, zeros_all = 0, params_all = 0, done = 0, written = 0;
@@ -934,7 +938,7 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
         memset(report, 0, sizeof *report);
         snprintf(report->format, sizeof report->format, "%s", ct_mode ? "compressed-tensors" : "safetensors");
     }
-    if (!comp || !nnz) {
+    if (!comp || !pruned || !target || !nnz) {
         s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -945,8 +949,10 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
                          "compressed-tensors format '%s' (expected sparse-bitmask, sparse-24-bitmask or dense)", want);
         goto out;
     }
-    /* pass 1: candidates, nonzero counts, 2:4 check */
-    bool all24 = true, any = false;
+    /* pass 1: nonzero counts; the candidates (2-D floating "<m>.weight"),
+     * which of them were pruned (stray zeros elsewhere do not count) and
+     * which are 2:4 (the predicate inspect uses) */
+    size_t npruned = 0, n24 = 0;
     for (size_t i = 0; i < nt; i++) {
         const sp_tensor *t = sp_ckpt_tensor(ck, i);
         size_t es = sp_dtype_size(t->dtype);
@@ -954,47 +960,47 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
         if (!sp_dtype_is_float(t->dtype))
             continue;
         params_all += (uint64_t)t->numel;
-        bool cand = ct_mode && t->ndim == 2 && t->numel > 0 && ends_with(t->name, ".weight") &&
-                    strlen(t->name) > strlen(".weight");
         const void *data;
-        void *owned;
-        s = sp_ckpt_tensor_dense(ck, i, &data, &owned, err);
+        s = sp_ckpt_storage_data(ck, t->storage, &data, err);
         if (s)
             goto out;
-        uint64_t k = 0;
-        for (int64_t j = 0; j < t->numel; j++)
-            k += ct_kept(t->dtype, (const unsigned char *)data + (size_t)j * es);
-        nnz[i] = k;
-        zeros_all += (uint64_t)t->numel - k;
-        if (cand) {
-            uint64_t R = (uint64_t)t->shape[0], C = (uint64_t)t->shape[1];
-            uint64_t bm = k * es + R * ((C + 7) / 8) + R * 8 + 16;
-            bool b24 = is_24(t->dtype, data, R, C);
-            if (b24 && k * 2 <= (uint64_t)t->numel)
-                comp[i] = 2;
-            else if (bm < (uint64_t)t->numel * es)
-                comp[i] = 1;
-            if (k < (uint64_t)t->numel) {
-                any = true;
-                if (!b24)
-                    all24 = false;
-            }
-        }
-        free(owned);
+        sp_view_stats vs;
+        bool cand = ct_mode && is_candidate(t);
+        sp_tensor_view_stats(t, (const unsigned char *)data + (size_t)t->offset * es, cand, &vs);
         sp_ckpt_storage_release(ck, t->storage);
+        nnz[i] = (uint64_t)t->numel - vs.zeros;
+        zeros_all += vs.zeros;
+        if (cand && (double)vs.zeros >= CT_PRUNED_MIN * (double)t->numel) {
+            uint64_t R = (uint64_t)t->shape[0], C = (uint64_t)t->shape[1];
+            uint64_t bm = nnz[i] * es + R * ((C + 7) / 8) + R * 8 + 16;
+            pruned[i] = vs.is_24 ? 2 : 1;
+            npruned++;
+            n24 += vs.is_24;
+            if (bm < (uint64_t)t->numel * es)
+                comp[i] = 1; /* sparse-bitmask pays off */
+        }
     }
+    /* the model is 2:4 when most of its pruned layers are; the others are
+     * stored dense (listed in "ignore") rather than downgrading the model */
+    bool model24 = npruned && 2 * n24 > npruned;
     if (ct_mode) {
         if (want)
             ct = !strcmp(want, "sparse-24-bitmask") ? 2 : !strcmp(want, "sparse-bitmask") ? 1 : 0;
         else
-            ct = any && all24 ? 2 : any ? 1 : 0;
+            ct = model24 ? 2 : npruned ? 1 : 0;
+        /* comp: how each weight is stored; target: whether the config lists
+         * it in "targets" (dense keeps the targets the sparse format would
+         * have) */
         for (size_t i = 0; i < nt; i++) {
-            if (ct == 0)
+            if (ct == 2) {
+                comp[i] = pruned[i] == 2 ? 2 : 0;
+                target[i] = comp[i] != 0;
+            } else if (ct == 1) {
+                target[i] = comp[i] != 0;
+            } else {
                 comp[i] = 0;
-            else if (ct == 1)
-                comp[i] = comp[i] ? 1 : 0;
-            else
-                comp[i] = comp[i] == 2 ? 2 : 0;
+                target[i] = model24 ? pruned[i] == 2 : pruned[i] != 0;
+            }
         }
     }
     /* plan */
@@ -1020,9 +1026,12 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
             int64_t R = t->shape[0], C = t->shape[1];
             int64_t cshape[2] = {comp[i] == 2 ? R : (int64_t)nnz[i], C / 2};
             int64_t bshape[2] = {R, (C + 7) / 8};
-            int64_t sshape[1] = {2};
+            /* as compressed-tensors writes them: [ndim] for sparse-bitmask,
+             * [ndim, 1] for sparse-24-bitmask (Sparse24BitMaskTensor.dict
+             * reshapes it to (-1, 1)) */
+            int64_t sshape[2] = {2, 1};
             snprintf(key, pl + 16, "%.*s.shape", (int)pl, t->name);
-            s = plan_add(&p, key, SP_I64, 1, sshape, i, 4, comp[i], err);
+            s = plan_add(&p, key, SP_I64, comp[i] == 2 ? 2 : 1, sshape, i, 4, comp[i], err);
             snprintf(key, pl + 16, "%.*s.compressed", (int)pl, t->name);
             if (!s) {
                 if (comp[i] == 2)
@@ -1135,23 +1144,25 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, "compression_config");
         cJSON *q = cJSON_AddObjectToObject(cfg, "quantization_config");
         const char *fmt = ct == 2 ? "sparse-24-bitmask" : ct == 1 ? "sparse-bitmask" : "dense";
+        /* the fields compressed-tensors' SparsityCompressionConfig writes,
+         * keys in its (sorted) order */
         cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
-        cJSON_AddStringToObject(q, "version", "0.9.0");
         cJSON *sc = cJSON_AddObjectToObject(q, "sparsity_config");
+        cJSON_AddStringToObject(q, "version", "0.9.0");
         cJSON_AddStringToObject(sc, "format", fmt);
         double gs = params_all ? (double)zeros_all / (double)params_all : 0;
         cJSON_AddNumberToObject(sc, "global_sparsity", gs);
-        cJSON_AddStringToObject(sc, "sparsity_structure", ct == 2 ? "2:4" : "unstructured");
-        cJSON *tg = cJSON_AddArrayToObject(sc, "targets");
         cJSON *ig = cJSON_AddArrayToObject(sc, "ignore");
         cJSON_AddFalseToObject(sc, "registry_requires_subclass");
+        cJSON_AddStringToObject(sc, "sparsity_structure", ct == 2 || model24 ? "2:4" : "unstructured");
+        cJSON *tg = cJSON_AddArrayToObject(sc, "targets");
         for (size_t i = 0; i < nt; i++) {
             const sp_tensor *t = sp_ckpt_tensor(ck, i);
-            if (t->ndim != 2 || !ends_with(t->name, ".weight") || !sp_dtype_is_float(t->dtype))
+            if (!is_candidate(t))
                 continue;
             char *mod = strndup(t->name, strlen(t->name) - strlen(".weight"));
             if (mod)
-                cJSON_AddItemToArray(comp[i] ? tg : ig, cJSON_CreateString(mod));
+                cJSON_AddItemToArray(target[i] ? tg : ig, cJSON_CreateString(mod));
             free(mod);
         }
         if (report)
@@ -1185,6 +1196,8 @@ out:
     free(js);
     plan_free(&p);
     free(comp);
+    free(pruned);
+    free(target);
     free(nnz);
     return s;
 }

@@ -39,7 +39,7 @@
 #include <unistd.h>
 
 #define HF_INDEX "model.safetensors.index.json"
-#define HF_MAX_JSON ((uint64_t)100 * 1000 * 1000)
+#define HF_MAX_JSON SP_JSON_MAX_BYTES
 
 static bool has_suffix(const char *s, const char *suf)
 {
@@ -128,6 +128,9 @@ static sp_status read_json(const char *path, cJSON **out, bool *missing, sp_erro
     if (mf.size > HF_MAX_JSON)
         s = sp_error_set(err, SP_ERR_FORMAT, "'%s': json file larger than %llu bytes", path,
                          (unsigned long long)HF_MAX_JSON);
+    else if (mf.data && !sp_json_cost_ok((const char *)mf.data, (size_t)mf.size, SP_JSON_MAX_VALUES, 32))
+        s = sp_error_set(err, SP_ERR_FORMAT, "'%s': json nests deeper than 32 levels or holds more than %llu values",
+                         path, (unsigned long long)SP_JSON_MAX_VALUES);
     else if (!mf.data || !(*out = cJSON_ParseWithLength((const char *)mf.data, (size_t)mf.size)))
         s = sp_error_set(err, SP_ERR_FORMAT, "'%s': not valid json", path);
     sp_mapfile_close(&mf);
@@ -170,6 +173,56 @@ static const sp_ckpt_backend hf_backend = {
     .rewrite = hf_rewrite,
     .close = sp_st_close,
 };
+
+/* The shard files an index names: its weight_map (*wm, borrowed from index)
+ * must map every tensor to a plain file name; the distinct names, sorted,
+ * are appended to shards. */
+static sp_status index_shards(const char *dir, const char *index_name, const cJSON *index,
+                              const cJSON **wm, namelist *shards, sp_error *err)
+{
+    *wm = index ? cJSON_GetObjectItemCaseSensitive(index, "weight_map") : NULL;
+    if (!cJSON_IsObject(index) || !cJSON_IsObject(*wm))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': %s has no 'weight_map' object", dir, index_name);
+    /* distinct names through a sorted copy: a quadratic scan would let a
+     * large index cost seconds */
+    namelist all = {0};
+    sp_status s = SP_OK;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, *wm) {
+        if (!cJSON_IsString(e) || !plain_file_name(e->valuestring)) {
+            s = sp_error_set(err, SP_ERR_FORMAT, "'%s': %s: tensor '%s' is not mapped to a file name",
+                             dir, index_name, e->string ? e->string : "?");
+            break;
+        }
+        if ((s = nl_add(&all, e->valuestring, err)))
+            break;
+    }
+    if (!s && all.n)
+        qsort(all.v, all.n, sizeof *all.v, cmp_cstr);
+    for (size_t k = 0; k < all.n && !s; k++)
+        if (k == 0 || strcmp(all.v[k], all.v[k - 1]))
+            s = nl_add(shards, all.v[k], err);
+    nl_free(&all);
+    return s;
+}
+
+sp_status sp_hf_index_parse(const char *dir, const void *json, size_t len, size_t *nshards,
+                            sp_error *err)
+{
+    namelist shards = {0};
+    const cJSON *wm;
+    *nshards = 0;
+    if (len > HF_MAX_JSON || !sp_json_cost_ok(json, len, SP_JSON_MAX_VALUES, 32))
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': %s is too large", dir, HF_INDEX);
+    cJSON *index = cJSON_ParseWithLength(json, len);
+    if (!index)
+        return sp_error_set(err, SP_ERR_FORMAT, "'%s': %s is not valid json", dir, HF_INDEX);
+    sp_status s = index_shards(dir, HF_INDEX, index, &wm, &shards, err);
+    *nshards = shards.n;
+    nl_free(&shards);
+    cJSON_Delete(index);
+    return s;
+}
 
 typedef struct name_shard {
     const char *name;
@@ -260,25 +313,8 @@ sp_status sp_hf_folder_open(sp_ckpt *ck, sp_error *err)
         }
         if ((s = read_json(index_path, &index, &missing, err)))
             goto out;
-        wm = index ? cJSON_GetObjectItemCaseSensitive(index, "weight_map") : NULL;
-        if (!cJSON_IsObject(index) || !cJSON_IsObject(wm)) {
-            s = sp_error_set(err, SP_ERR_FORMAT, "'%s': %s has no 'weight_map' object", ck->path, index_name);
+        if ((s = index_shards(ck->path, index_name, index, &wm, &shards, err)))
             goto out;
-        }
-        const cJSON *e;
-        cJSON_ArrayForEach(e, wm) {
-            if (!cJSON_IsString(e) || !plain_file_name(e->valuestring)) {
-                s = sp_error_set(err, SP_ERR_FORMAT, "'%s': %s: tensor '%s' is not mapped to a file name",
-                                 ck->path, index_name, e->string ? e->string : "?");
-                goto out;
-            }
-            bool seen = false;
-            for (size_t k = 0; k < shards.n && !seen; k++)
-                seen = !strcmp(shards.v[k], e->valuestring);
-            if (!seen && (s = nl_add(&shards, e->valuestring, err)))
-                goto out;
-        }
-        qsort(shards.v, shards.n, sizeof *shards.v, cmp_cstr);
         for (size_t k = 0; k < shards.n; k++) {
             char *p = join(ck->path, shards.v[k]);
             struct stat st;

@@ -3,6 +3,7 @@
  * them) and a protocol-2 writer; see pickle.h for the opcode set.
  */
 #include "formats/pickle.h"
+#include "formats/checked.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -133,7 +134,7 @@ typedef struct vm {
 
 static sp_status need(vm *v, uint64_t n, size_t at)
 {
-    if (n > v->len - v->pos)
+    if (!sp_range_ok(v->pos, n, v->len))
         return FAIL("%s: truncated pickle (opcode at offset %zu needs %llu more bytes)", v->what,
                     at, (unsigned long long)n);
     return SP_OK;
@@ -204,7 +205,7 @@ static void raise_depth(sp_pk *n, const sp_pk *child)
 
 static sp_status memo_put(vm *v, uint64_t idx, size_t at)
 {
-    sp_pk *t;
+    sp_pk *t = NULL;
     sp_status s = top(v, &t, at);
     if (s)
         return s;
@@ -217,8 +218,9 @@ static sp_status memo_put(vm *v, uint64_t idx, size_t at)
         size_t cap = v->memo_cap ? v->memo_cap : 64;
         while (cap <= idx)
             cap *= 2;
-        sp_pk **m = realloc(v->memo, cap * sizeof *m);
-        if (!m)
+        size_t bytes;
+        sp_pk **m = NULL;
+        if (!sp_mul_size(cap, sizeof *m, &bytes) || !(m = realloc(v->memo, bytes)))
             return NOMEM();
         memset(m + v->memo_cap, 0, (cap - v->memo_cap) * sizeof *m);
         v->memo = m;
@@ -325,7 +327,7 @@ static sp_status make_tuple(vm *v, size_t from, sp_pk_kind kind, size_t at)
 
 static sp_status do_reduce(vm *v, sp_pk_kind kind, size_t at)
 {
-    sp_pk *args, *fn;
+    sp_pk *args = NULL, *fn = NULL;
     sp_status s = pop(v, &args, at);
     if (!s)
         s = pop(v, &fn, at);
@@ -392,7 +394,7 @@ static sp_status run(vm *v, size_t *consumed)
         if (v->pos >= v->len)
             return FAIL("%s: truncated pickle (no STOP opcode)", v->what);
         unsigned char op = v->p[v->pos++];
-        sp_pk *a, *b, *n;
+        sp_pk *a = NULL, *b = NULL, *n;
         size_t from = 0;
         const char *t1, *t2;
         size_t l1, l2;

@@ -19,7 +19,10 @@
  * recognised by a small N whose header starts with '{'.
  *
  * Reading checks, before any tensor byte is touched: N against the file size
- * and SP_ST_MAX_HEADER; well-formed JSON with only whitespace after it; every
+ * and SP_ST_MAX_HEADER (16 MiB, lower than the reference's 100 MB: see
+ * safetensors_internal.h); before cJSON parses it, at most 3 levels of
+ * nesting and SP_JSON_MAX_VALUES values (so parsing costs a bounded amount
+ * of memory and time); well-formed JSON with only whitespace after it; every
  * dtype known; shape entries non-negative integers whose product does not
  * overflow; end - begin == numel * element size; [begin, end) inside the data
  * region; no two tensors overlapping; no duplicate names. Each tensor becomes
@@ -30,6 +33,7 @@
  * tensors are untouched comes out byte-identical.
  */
 #include "formats/safetensors_internal.h"
+#include "formats/checked.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -134,7 +138,6 @@ static sp_status load_entry(sp_ckpt *ck, sp_st_impl *im, size_t shard, const cJS
     t.name = (char *)nm;
     t.dtype = dt;
     t.ndim = nd;
-    uint64_t numel = 1;
     int d = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, js) {
@@ -143,22 +146,13 @@ static sp_status load_entry(sp_ckpt *ck, sp_st_impl *im, size_t shard, const cJS
             return sp_error_set(err, SP_ERR_FORMAT,
                                 "'%s': tensor '%s': shape entry %d is not a non-negative integer",
                                 path, nm, d);
-        if (v != 0 && numel > (uint64_t)INT64_MAX / v)
-            return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s': shape overflows", path, nm);
-        numel *= v;
         t.shape[d++] = (int64_t)v;
     }
-    /* row-major strides; overflow impossible since numel fits in int64 */
-    int64_t st = 1;
-    for (int k = nd - 1; k >= 0; k--) {
-        t.stride[k] = st;
-        st *= t.shape[k] ? t.shape[k] : 1;
-    }
-    t.numel = (int64_t)numel;
-    size_t es = sp_dtype_size(dt);
-    if (numel > UINT64_MAX / es)
+    uint64_t nbytes;
+    if (!sp_shape_numel(nd, t.shape, &t.numel) || !sp_shape_strides(nd, t.shape, t.stride) ||
+        !sp_numel_bytes(t.numel, sp_dtype_size(dt), &nbytes))
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': tensor '%s': shape overflows", path, nm);
-    uint64_t nbytes = numel * es;
+    uint64_t numel = (uint64_t)t.numel;
     uint64_t b, en;
     if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2 || !json_uint(jo->child, &b) ||
         !json_uint(jo->child->next, &en))
@@ -234,9 +228,10 @@ sp_status sp_st_shard_load(sp_ckpt *ck, sp_st_impl *im, size_t shard, sp_error *
     sp_st_shard *sh = &im->shards[shard];
     cJSON *root = NULL;
     size_t *ix = NULL;
-    sp_status s = sp_mapfile_open(&sh->mf, sh->path, err);
+    sp_status s = sh->mapped ? SP_OK : sp_mapfile_open(&sh->mf, sh->path, err);
     if (s)
         return s;
+    sh->mapped = true;
     const unsigned char *p = sh->mf.data;
     uint64_t size = sh->mf.size;
     if (size < 8) {
@@ -261,6 +256,13 @@ sp_status sp_st_shard_load(sp_ckpt *ck, sp_st_impl *im, size_t shard, sp_error *
         goto out;
     }
     sh->data_start = 8 + n;
+    /* 3 levels: the object, a tensor entry, its shape/data_offsets */
+    if (!sp_json_cost_ok((const char *)p + 8, (size_t)n, SP_JSON_MAX_VALUES, 3)) {
+        s = sp_error_set(err, SP_ERR_FORMAT,
+                         "'%s': safetensors header nests deeper than 3 levels or holds more than %llu values",
+                         sh->path, (unsigned long long)SP_JSON_MAX_VALUES);
+        goto out;
+    }
     const char *end = NULL;
     root = cJSON_ParseWithLengthOpts((const char *)p + 8, (size_t)n, &end, 0);
     if (!root || !cJSON_IsObject(root)) {
@@ -505,8 +507,10 @@ sp_status sp_safetensors_open(sp_ckpt *ck, sp_error *err)
     ck->be = &st_backend;
     ck->impl = im;
     sp_status s = sp_st_add_shard(im, ck->path, NULL, NULL, err);
-    if (!s)
+    if (!s && !(s = sp_ckpt_map(ck, &im->shards[0].mf, err))) {
+        im->shards[0].mapped = true;
         s = sp_st_shard_load(ck, im, 0, err);
+    }
     if (!s)
         s = sp_st_check_unique(ck, err);
     return s; /* on failure sp_ckpt_open calls close, which frees im */

@@ -6,12 +6,14 @@
 #define SPARSIFY_FORMATS_SAFETENSORS_INTERNAL_H
 
 #include "formats/ckpt_internal.h"
+#include "formats/checked.h"
 
 /* One mapped .safetensors file. */
 typedef struct sp_st_shard {
     char *path;          /* full path */
     char *name;          /* file name inside its folder (hf) or NULL */
     sp_mapfile mf;
+    bool mapped;         /* mf set before sp_st_shard_load (in-memory open) */
     uint64_t data_start; /* 8 + header length: first byte of the data region */
 } sp_st_shard;
 
@@ -29,8 +31,12 @@ typedef struct sp_st_impl {
     size_t nslots, slots_cap;
 } sp_st_impl;
 
-/* The largest header we accept (the reference implementation uses 100 MB). */
-#define SP_ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
+/* The largest header we accept. The reference implementation allows 100 MB,
+ * but cJSON spends ~80 bytes per JSON value: a 90 MB header of zeros took
+ * 3.6 GB and 21 s to refuse. Real headers are a few MB at most, so the cap
+ * is SP_JSON_MAX_BYTES (16 MiB) and the value count is bounded before
+ * parsing (formats/checked.h). */
+#define SP_ST_MAX_HEADER SP_JSON_MAX_BYTES
 
 /* Append a shard (path is copied; name may be NULL) and return its index. */
 sp_status sp_st_add_shard(sp_st_impl *im, const char *path, const char *name, size_t *idx,
@@ -45,6 +51,13 @@ sp_status sp_st_shard_rewrite(sp_ckpt *ck, sp_st_impl *im, size_t shard, const c
                               sp_rewrite_fn fn, void *ctx, sp_error *err);
 /* Fails with SP_ERR_FORMAT when two tensors of ck share a name. */
 sp_status sp_st_check_unique(const sp_ckpt *ck, sp_error *err);
+
+/* Parse a Hugging Face index (model.safetensors.index.json) held in memory
+ * as sp_hf_folder_open does, without the folder: *nshards receives the
+ * number of distinct shard files its weight_map names. dir names the
+ * folder in messages. For the fuzz harness. */
+sp_status sp_hf_index_parse(const char *dir, const void *json, size_t len, size_t *nshards,
+                            sp_error *err);
 
 /* Backend callbacks shared by both formats. */
 sp_status sp_st_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error *err);

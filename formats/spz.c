@@ -37,6 +37,7 @@
 #include "sparsify/spz.h"
 
 #include "formats/ckpt_internal.h"
+#include "formats/checked.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -52,6 +53,12 @@
 #define SPZ_NO_ALIAS 0xffffffffu
 #define SPZ_MAX_SECTIONS 17
 #define SPZ_MAX_M 32
+/* The dense size of one tensor is at most SPZ_MAX_SLACK + SPZ_MAX_EXPANSION
+ * x the file size (deflate expands at most ~1032:1; a mask of zeros costs
+ * nothing, hence the constant): a header claiming more is refused before
+ * anything is allocated. */
+#define SPZ_MAX_EXPANSION 1032
+#define SPZ_MAX_SLACK ((uint64_t)1 << 32)
 
 enum { SEC_VALUES = 1, SEC_MASK = 2, SEC_NM = 3, SEC_BMASK = 4, SEC_NEGZ = 5 };
 #define FLAG_NEGZ 1u
@@ -332,7 +339,8 @@ static sp_status rice_decode(const unsigned char *src, uint64_t srclen, unsigned
                              sp_error *err)
 {
     uint64_t nbytes = (n + 7) / 8;
-    memset(bits, 0, nbytes);
+    if (bits)
+        memset(bits, 0, nbytes);
     bitr r = {src, srclen * 8, 0};
     uint64_t pos = 0;
     for (uint64_t j = 0; j < cnt; j++) {
@@ -369,10 +377,11 @@ static sp_status rice_decode(const unsigned char *src, uint64_t srclen, unsigned
         if (g >= n - pos || pos >= n)
             return sp_error_set(err, SP_ERR_FORMAT, "%s: mask runs past the tensor", what);
         pos += g;
-        bits[pos >> 3] |= (unsigned char)(1u << (pos & 7));
+        if (bits)
+            bits[pos >> 3] |= (unsigned char)(1u << (pos & 7));
         pos++;
     }
-    if (inv) {
+    if (inv && bits) {
         for (uint64_t i = 0; i < nbytes; i++)
             bits[i] = (unsigned char)~bits[i];
         if (n & 7)
@@ -1562,8 +1571,31 @@ static sp_status spz_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_e
         *data = im->buf[i];
         return SP_OK;
     }
-    unsigned char *out = malloc(e->numel * e->es);
-    if (!out)
+    /* A Rice-coded mask can describe a large tensor in a few bytes: check
+     * that its stream really holds the codes its counts promise before
+     * allocating the dense tensor (bits == NULL: validate only). */
+    for (int k = 0; k < e->nsec; k++) {
+        const wsec *sc = &e->sec[k];
+        if (sc->codec != CODEC_RICE)
+            continue;
+        geom g;
+        geom_init(&g, ck->tensors[ti].ndim, ck->tensors[ti].shape);
+        uint64_t nbits = sc->kind == SEC_BMASK ? nblocks_of(&g, e->p0, e->p1) : e->numel;
+        int rk = (int)(sc->param & 0xff), inv = (int)((sc->param >> 8) & 1);
+        char what[300];
+        snprintf(what, sizeof what, "'%s': tensor '%s'", ck->path, ck->tensors[ti].name);
+        if (rk > 31)
+            return sp_error_set(err, SP_ERR_FORMAT, "%s: mask rice parameter %d out of range", what, rk);
+        if (e->nkept > nbits)
+            return sp_error_set(err, SP_ERR_FORMAT, "%s: mask count exceeds its size", what);
+        sp_status s = rice_decode(im->mf.data + sc->offset, sc->stored, NULL, nbits,
+                                  inv ? nbits - e->nkept : e->nkept, rk, inv, what, err);
+        if (s)
+            return s;
+    }
+    size_t nbytes;
+    unsigned char *out = NULL;
+    if (!sp_mul_size(e->numel, e->es, &nbytes) || !(out = malloc(nbytes)))
         return sp_error_set(err, SP_ERR_NOMEM, "'%s': out of memory decoding tensor '%s'", ck->path,
                             ck->tensors[ti].name);
     sp_status s = decode_tensor(ck, im, ti, out, err);
@@ -1651,7 +1683,7 @@ sp_status sp_spz_open(sp_ckpt *ck, sp_error *err)
     ck->be = &spz_backend;
     ck->format = SP_FORMAT_SPZ;
     const char *path = ck->path;
-    sp_status s = sp_mapfile_open(&im->mf, path, err);
+    sp_status s = sp_ckpt_map(ck, &im->mf, err);
     if (s)
         return s;
     const unsigned char *d = im->mf.data;
@@ -1718,30 +1750,24 @@ sp_status sp_spz_open(sp_ckpt *ck, sp_error *err)
             BAD("'%s': tensor %u has a malformed table entry", path, i);
         }
         const unsigned char *q = p + SPZ_ENTRY_FIXED;
-        uint64_t numel = 1;
         bool overflow = false;
         for (int dd = 0; dd < t.ndim; dd++, q += 8) {
             uint64_t v = get64(q);
-            if (v > (uint64_t)INT64_MAX || (v && numel > UINT64_MAX / v))
-                overflow = true;
-            else
-                numel *= v;
-            t.shape[dd] = (int64_t)v;
+            overflow |= v > (uint64_t)INT64_MAX;
+            t.shape[dd] = (int64_t)(v & (uint64_t)INT64_MAX);
         }
-        if (overflow || numel > (uint64_t)INT64_MAX / 16 ||
-            numel * e->es > (fsz > (1ull << 40) ? UINT64_MAX : fsz * 1032) + (1ull << 32)) {
+        uint64_t dense = 0, cap = UINT64_MAX;
+        overflow = overflow || !sp_shape_numel(t.ndim, t.shape, &t.numel) ||
+                   !sp_shape_strides(t.ndim, t.shape, t.stride) ||
+                   !sp_numel_bytes(t.numel, e->es, &dense);
+        if (overflow || (sp_muladd_u64(fsz, SPZ_MAX_EXPANSION, SPZ_MAX_SLACK, &cap) && dense > cap)) {
             /* a dense size no file of this size can describe (documented
-             * limit: 4 GiB + 1032 x file size) */
+             * limit: SPZ_MAX_SLACK + SPZ_MAX_EXPANSION x file size) */
             free(stor_idx);
             BAD("'%s': tensor %u has an absurd shape", path, i);
         }
+        uint64_t numel = (uint64_t)t.numel;
         e->numel = numel;
-        t.numel = (int64_t)numel;
-        int64_t st = 1;
-        for (int dd = t.ndim - 1; dd >= 0; dd--) {
-            t.stride[dd] = st;
-            st *= t.shape[dd] ? t.shape[dd] : 1;
-        }
         for (int k = 0; k < e->nsec; k++, q += SPZ_SECTION) {
             wsec *sc = &e->sec[k];
             sc->kind = q[0];
@@ -1815,7 +1841,7 @@ sp_status sp_spz_open(sp_ckpt *ck, sp_error *err)
             t.storage = stor_idx[e->alias];
         } else {
             size_t si;
-            s = sp_ckpt_add_storage(ck, namebuf, t.dtype, numel * e->es, &si, err);
+            s = sp_ckpt_add_storage(ck, namebuf, t.dtype, dense, &si, err);
             if (s) {
                 free(stor_idx);
                 return s;

@@ -30,6 +30,7 @@
  * (from code/), as state_dict() does.
  */
 #include "formats/torch_internal.h"
+#include "formats/checked.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -255,10 +256,9 @@ static sp_status storage_of(walker *w, const sp_pk *pid, sp_dtype *dtype, size_t
     if (dt == SP_DTYPE_INVALID)
         return sp_error_set(w->err, SP_ERR_UNSUPPORTED, "%s: tensor '%s': unsupported storage type %s.%s",
                             w->what, cur_name(w), cls->s, cls->s2);
-    size_t es = sp_dtype_size(dt);
-    if ((uint64_t)numel->i > UINT64_MAX / es)
+    uint64_t nbytes;
+    if (!sp_numel_bytes(numel->i, sp_dtype_size(dt), &nbytes))
         return bad(w, "absurd storage size");
-    uint64_t nbytes = (uint64_t)numel->i * es;
     long have = keymap_get(&w->keys, key->s);
     if (have >= 0) {
         if (w->ck->storages[have].dtype != dt)
@@ -286,10 +286,15 @@ static sp_status storage_of(walker *w, const sp_pk *pid, sp_dtype *dtype, size_t
             return s;
         }
         free(rec);
-        uint64_t rsize = ti->zip.entries[entry].usize;
-        if (rsize < nbytes)
+        const sp_zip_entry *ze = &ti->zip.entries[entry];
+        if (ze->usize < nbytes)
             return bad(w, "storage record is shorter than its persistent id says");
-        nbytes = rsize;
+        /* a stored record may carry slack after the elements (the mapping
+         * costs nothing); a deflated one is inflated into memory, so its
+         * size must be exactly what the persistent id says */
+        if (ze->method != 0 && ze->usize != nbytes)
+            return bad(w, "compressed storage record is larger than its persistent id says");
+        nbytes = ze->usize;
         if (ti->ent2st[entry] >= 0)
             return bad(w, "two storage keys name one record");
     }
@@ -329,7 +334,6 @@ static sp_status add_tensor_v2(walker *w, const sp_pk *args)
     t.name = (char *)cur_name(w);
     t.ndim = (int)size->n;
     t.offset = off->i;
-    t.numel = 1;
     for (size_t d = 0; d < size->n; d++) {
         if (!is_int(size->items[d]) || !is_int(stride->items[d]))
             return bad(w, "non-integer size or stride");
@@ -337,10 +341,9 @@ static sp_status add_tensor_v2(walker *w, const sp_pk *args)
         t.stride[d] = stride->items[d]->i;
         if (t.shape[d] < 0)
             return bad(w, "negative size");
-        if (t.shape[d] && t.numel > INT64_MAX / t.shape[d])
-            return bad(w, "absurd shape");
-        t.numel *= t.shape[d];
     }
+    if (!sp_shape_numel(t.ndim, t.shape, &t.numel))
+        return bad(w, "absurd shape");
     sp_status s = storage_of(w, pid, &t.dtype, &t.storage);
     if (s)
         return s;
@@ -616,9 +619,9 @@ static sp_status walk_root(sp_ckpt *ck, torch_impl *ti, const sp_pickle *pk, con
     return s;
 }
 
-static sp_status open_zip(sp_ckpt *ck, torch_impl *ti, sp_error *err)
+static sp_status open_zip(sp_ckpt *ck, torch_impl *ti, sp_mapfile *mf, sp_error *err)
 {
-    sp_status s = sp_zip_open(&ti->zip, ck->path, err);
+    sp_status s = sp_zip_open_map(&ti->zip, ck->path, mf, err);
     if (s)
         return s;
     sp_zip *z = &ti->zip;
@@ -685,13 +688,12 @@ static sp_status open_zip(sp_ckpt *ck, torch_impl *ti, sp_error *err)
     return s;
 }
 
-static sp_status open_legacy(sp_ckpt *ck, torch_impl *ti, sp_error *err)
+static sp_status open_legacy(sp_ckpt *ck, torch_impl *ti, sp_mapfile *mf, sp_error *err)
 {
     ti->legacy = true;
     ck->format = SP_FORMAT_TORCH_LEGACY;
-    sp_status s = sp_mapfile_open(&ti->mf, ck->path, err);
-    if (s)
-        return s;
+    ti->mf = *mf;
+    sp_status s;
     const unsigned char *d = ti->mf.data;
     size_t size = (size_t)ti->mf.size, pos = 0, used;
     char what[600];
@@ -776,21 +778,22 @@ static sp_status open_legacy(sp_ckpt *ck, torch_impl *ti, sp_error *err)
         for (int b = 7; b >= 0; b--)
             numel = (numel << 8) | d[pos + (size_t)b];
         pos += 8;
-        size_t es = sp_dtype_size(ck->storages[idx].dtype);
-        if (numel > (size - pos) / es) {
+        uint64_t nb;
+        if (!sp_mul_u64(numel, sp_dtype_size(ck->storages[idx].dtype), &nb) ||
+            !sp_range_ok(pos, nb, size)) {
             s = sp_error_set(err, SP_ERR_FORMAT, "'%s': truncated (storage '%s' needs %" PRIu64
                              " elements)", ck->path, key->s, numel);
             break;
         }
-        if (numel * es < ck->storages[idx].nbytes) {
+        if (nb < ck->storages[idx].nbytes) {
             s = sp_error_set(err, SP_ERR_FORMAT, "'%s': storage '%s' is shorter than its persistent id says",
                              ck->path, key->s);
             break;
         }
-        ck->storages[idx].nbytes = numel * es;
+        ck->storages[idx].nbytes = nb;
         ti->st[idx].off = pos;
         ti->order[ti->norder++] = idx;
-        pos += (size_t)(numel * es);
+        pos += (size_t)nb;
     }
     for (size_t j = 0; !s && j < ck->nstorages; j++)
         if (!seen[j])
@@ -811,11 +814,13 @@ sp_status sp_torch_open(sp_ckpt *ck, sp_error *err)
     ti->mf.fd = -1;
     ck->impl = ti;
     ck->be = &torch_backend;
-    unsigned char head[4] = {0};
-    FILE *f = fopen(ck->path, "rb");
-    size_t n = f ? fread(head, 1, sizeof head, f) : 0;
-    if (f)
-        fclose(f);
-    bool zip = n == 4 && head[0] == 'P' && head[1] == 'K';
-    return zip ? open_zip(ck, ti, err) : open_legacy(ck, ti, err);
+    sp_mapfile mf;
+    sp_status s = sp_ckpt_map(ck, &mf, err);
+    if (s)
+        return s;
+    bool zip = mf.size >= 4 && mf.data[0] == 'P' && mf.data[1] == 'K';
+    if (zip)
+        return open_zip(ck, ti, &mf, err); /* the zip owns mf now */
+    ti->legacy = true;                     /* close unmaps ti->mf */
+    return open_legacy(ck, ti, &mf, err);
 }

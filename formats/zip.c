@@ -2,6 +2,7 @@
  * Zip reader and writer; the layout is described in zip.h.
  */
 #include "formats/zip.h"
+#include "formats/checked.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ static void wr64(unsigned char *p, uint64_t v)
 /* True when [off, off+len) lies inside the file. */
 static bool in_file(const sp_zip *z, uint64_t off, uint64_t len)
 {
-    return off <= z->mf.size && len <= z->mf.size - off;
+    return sp_range_ok(off, len, z->mf.size);
 }
 
 static int cmp_name(const void *a, const void *b, void *ctx)
@@ -160,8 +161,9 @@ static sp_status read_local(sp_zip *z, sp_zip_entry *e, sp_error *err)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': entry '%s': bad local header offset",
                             z->path, e->name);
     const unsigned char *h = d + e->lho;
-    uint64_t data = e->lho + 30 + (uint64_t)rd16(h + 26) + rd16(h + 28);
-    if (!in_file(z, data, e->csize))
+    uint64_t data;
+    if (!sp_add_u64(e->lho, 30 + (uint64_t)rd16(h + 26) + rd16(h + 28), &data) ||
+        !in_file(z, data, e->csize))
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': entry '%s' runs past the end of the file",
                             z->path, e->name);
     if (e->method == 0 && e->csize != e->usize)
@@ -173,13 +175,25 @@ static sp_status read_local(sp_zip *z, sp_zip_entry *e, sp_error *err)
 
 sp_status sp_zip_open(sp_zip *z, const char *path, sp_error *err)
 {
+    sp_mapfile mf;
+    sp_status s = sp_mapfile_open(&mf, path, err);
+    if (s) {
+        memset(z, 0, sizeof *z);
+        z->mf.fd = -1;
+        return s;
+    }
+    return sp_zip_open_map(z, path, &mf, err);
+}
+
+sp_status sp_zip_open_map(sp_zip *z, const char *path, sp_mapfile *mf, sp_error *err)
+{
     memset(z, 0, sizeof *z);
-    z->mf.fd = -1;
-    if (!(z->path = strdup(path)))
+    z->mf = *mf;
+    sp_status s = SP_OK;
+    if (!(z->path = strdup(path))) {
+        sp_mapfile_close(&z->mf);
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    sp_status s = sp_mapfile_open(&z->mf, path, err);
-    if (s)
-        goto out;
+    }
     uint64_t eocd = 0;
     if ((s = find_eocd(z, &eocd, err)))
         goto out;
@@ -352,10 +366,9 @@ sp_status sp_zip_entry_data(sp_zip *z, size_t i, const void **data, void **owned
     if (e->usize / 1032 > e->csize + 1)
         return sp_error_set(err, SP_ERR_FORMAT, "'%s': entry '%s' claims an impossible size",
                             z->path, e->name);
-    if (e->usize > SIZE_MAX - 1)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    unsigned char *buf = malloc(e->usize ? (size_t)e->usize : 1);
-    if (!buf)
+    size_t bytes;
+    unsigned char *buf = NULL;
+    if (!sp_mul_size(e->usize ? e->usize : 1, 1, &bytes) || !(buf = malloc(bytes)))
         return sp_error_set(err, SP_ERR_NOMEM, "'%s': out of memory inflating '%s'", z->path,
                             e->name);
     sp_status s = inflate_entry(z, e, buf, err);

@@ -79,6 +79,9 @@ typedef struct sp_zip {
  * every length and offset against the file size. Cheap: entry data is not
  * touched. Errors: SP_ERR_IO/SP_ERR_NOT_FOUND, SP_ERR_FORMAT, naming path. */
 sp_status sp_zip_open(sp_zip *z, const char *path, sp_error *err);
+/* The same over a mapping the zip takes over (closed with it, also on
+ * failure); path names the archive in messages. */
+sp_status sp_zip_open_map(sp_zip *z, const char *path, sp_mapfile *mf, sp_error *err);
 /* Accepts a zeroed struct. */
 void sp_zip_close(sp_zip *z);
 

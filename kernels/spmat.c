@@ -3,6 +3,7 @@
  * sp_spmat (include/sparsify/kernels.h documents them) and back, bf16
  * rounding, and the SELL copies the dispatcher derives from other layouts.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -681,4 +682,50 @@ void sp_spmat_unpack(const sp_spmat *s, float *w)
             }
         }
     }
+}
+
+void sp_spmat_value_map(const sp_spmat *s, uint32_t *map)
+{
+    const size_t M = s->rows, K = s->cols;
+    size_t k = 0;
+    switch (s->layout) {
+    case SP_LAYOUT_DENSE:
+        assert(M * K <= UINT32_MAX);
+        for (size_t i = 0; i < M * K; i++)
+            if (s->values[i] != 0.0f)
+                map[k++] = (uint32_t)i;
+        break;
+    case SP_LAYOUT_CSR:
+        /* every stored value is a nonzero of the source: row by row, the
+         * row's pieces panel by panel (panels are column ranges) */
+        for (size_t r = 0; r < M; r++)
+            for (size_t p = 0; p < s->npanels; p++)
+                for (size_t j = s->row_ptr[p * M + r]; j < s->row_ptr[p * M + r + 1]; j++)
+                    map[k++] = (uint32_t)j;
+        break;
+    case SP_LAYOUT_BCSR: {
+        const size_t br = s->br, bc = s->bc;
+        for (size_t r = 0; r < M; r++) {
+            const size_t i = r / br, rr = r % br;
+            for (size_t b = s->row_ptr[i]; b < s->row_ptr[i + 1]; b++)
+                for (size_t c = 0; c < bc && s->col_idx[b] + c < K; c++) {
+                    const size_t v = b * br * bc + rr * bc + c;
+                    if (s->values[v] != 0.0f)
+                        map[k++] = (uint32_t)v;
+                }
+        }
+        break;
+    }
+    case SP_LAYOUT_NM: {
+        /* a group's slots are filled in column order, empty slots last */
+        const size_t slots = s->nm_groups * (size_t)s->n;
+        for (size_t r = 0; r < M; r++)
+            for (size_t sl = 0; sl < slots; sl++)
+                if (s->values[r * slots + sl] != 0.0f)
+                    map[k++] = (uint32_t)(r * slots + sl);
+        break;
+    }
+    }
+    assert(k == s->nnz);
+    (void)k;
 }

@@ -7,6 +7,7 @@
 #include "sparsify/prune_ckpt.h"
 
 #include "prune/internal.h"
+#include "formats/checked.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -27,36 +28,32 @@ typedef struct job {
     sp_ckpt *ck;
     const sp_prune_rule *rules;
     size_t nrules;
+    size_t **by_name; /* per rule with tensors: its entries sorted by name */
     target *targets;
     size_t ntargets;
     sp_global **globals; /* per rule, NULL unless global */
     sp_prune_report *rep;
+    sp_progress_fn progress;
+    void *pctx;
+    uint64_t done, total; /* progress, bytes */
 } job;
 
 void sp_prune_report_release(sp_prune_report *r)
 {
     if (!r)
         return;
+    for (size_t i = 0; r->entries && i < r->n; i++)
+        free(r->entries[i].aliases);
     free(r->entries);
+    free(r->skipped);
     memset(r, 0, sizeof *r);
 }
 
-size_t sp_prune_rules_from_recipe(const sp_recipe *r, sp_prune_rule *rules)
+static void progress_add(job *j, uint64_t bytes)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < r->nmods; i++) {
-        const sp_modifier *m = &r->mods[i];
-        if (!sp_modifier_prunes(m))
-            continue;
-        memset(&rules[n], 0, sizeof rules[n]);
-        rules[n].modifier = m;
-        rules[n].pattern = m->mask_type;
-        rules[n].sparsity = m->final_sparsity;
-        rules[n].global = m->global_sparsity;
-        rules[n].bscore = m->block_score;
-        n++;
-    }
-    return n;
+    j->done += bytes;
+    if (j->progress)
+        j->progress(j->pctx, j->done, j->total);
 }
 
 static bool same_view(const sp_tensor *a, const sp_tensor *b)
@@ -97,8 +94,9 @@ static const void *view_gather(const sp_tensor *t, const void *storage, void **o
     *owned = NULL;
     if (sp_tensor_is_contiguous(t))
         return (const unsigned char *)storage + (size_t)t->offset * es;
-    unsigned char *buf = malloc((size_t)t->numel * es);
-    if (!buf)
+    size_t bytes;
+    unsigned char *buf = NULL;
+    if (!sp_mul_size((uint64_t)t->numel, es, &bytes) || !(buf = malloc(bytes ? bytes : 1)))
         return NULL;
     const unsigned char *src = storage;
     size_t k = 0;
@@ -136,67 +134,248 @@ static uint64_t view_zeros(const sp_tensor *t, const void *storage)
     return z;
 }
 
-static bool rule_targets(const sp_prune_rule *r, const sp_tensor *t)
+static int cmp_name(const void *a, const void *b, void *ctx)
 {
-    if (r->selector)
-        return sp_selector_match(r->selector, t->name, t->dtype, t->ndim);
-    if (r->modifier)
-        return sp_modifier_targets(r->modifier, t->name, t->dtype, t->ndim);
-    return false;
+    const sp_prune_tensor *t = ctx;
+    return strcmp(t[*(const size_t *)a].name, t[*(const size_t *)b].name);
+}
+
+/* Index the explicit tensor lists by name (binary search in resolve). */
+static sp_status index_rules(job *j, sp_error *err)
+{
+    j->by_name = calloc(j->nrules ? j->nrules : 1, sizeof *j->by_name);
+    if (!j->by_name)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    for (size_t r = 0; r < j->nrules; r++) {
+        const sp_prune_rule *ru = &j->rules[r];
+        if (ru->selector || !ru->ntensors)
+            continue;
+        size_t *ix = malloc(ru->ntensors * sizeof *ix);
+        if (!ix)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < ru->ntensors; i++)
+            ix[i] = i;
+        qsort_r(ix, ru->ntensors, sizeof *ix, cmp_name, (void *)ru->tensors);
+        j->by_name[r] = ix;
+    }
+    return SP_OK;
+}
+
+/* Does rule r target t? *sparsity: its sparsity for t. */
+static sp_status rule_targets(const job *j, size_t r, const sp_tensor *t, bool *hit,
+                              double *sparsity, sp_error *err)
+{
+    const sp_prune_rule *ru = &j->rules[r];
+    *hit = false;
+    *sparsity = ru->sparsity;
+    if (ru->selector)
+        return sp_selector_match(ru->selector, t->name, t->dtype, t->ndim, hit, err);
+    const size_t *ix = j->by_name[r];
+    size_t lo = 0, hi = ix ? ru->ntensors : 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(ru->tensors[ix[mid]].name, t->name);
+        if (c == 0) {
+            *hit = true;
+            *sparsity = ru->tensors[ix[mid]].sparsity;
+            return SP_OK;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return SP_OK;
+}
+
+/* The bytes [lo, hi) of its storage that a view can touch (its extent; the
+ * view may skip some of them). Empty views touch nothing. */
+static void view_extent(const sp_tensor *t, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t es = sp_dtype_size(t->dtype), last = (uint64_t)t->offset;
+    *lo = *hi = 0;
+    if (t->numel <= 0)
+        return;
+    for (int d = 0; d < t->ndim; d++)
+        last += (uint64_t)t->stride[d] * (uint64_t)(t->shape[d] - 1);
+    *lo = (uint64_t)t->offset * es;
+    *hi = (last + 1) * es;
+}
+
+static bool views_overlap(const sp_tensor *a, const sp_tensor *b)
+{
+    uint64_t alo, ahi, blo, bhi;
+    if (a->storage != b->storage)
+        return false;
+    view_extent(a, &alo, &ahi);
+    view_extent(b, &blo, &bhi);
+    return alo < ahi && blo < bhi && alo < bhi && blo < ahi;
+}
+
+/* Leave dense every candidate whose bytes overlap a tensor that is not
+ * pruned (repeated until nothing changes: dropping one candidate can expose
+ * another that overlaps it). rule[i] is SIZE_MAX for a non-candidate. */
+static sp_status drop_shared(job *j, size_t *rule, sp_error *err)
+{
+    sp_ckpt *ck = j->ck;
+    size_t ns = sp_ckpt_num_storages(ck), *order, *start;
+    sp_status st = sp_ckpt_tensors_by_storage(ck, &order, &start, err);
+    if (st)
+        return st;
+    for (size_t s = 0; s < ns; s++) {
+        size_t k = start[s], end = start[s + 1];
+        bool changed = end - k > 1;
+        while (changed) {
+            changed = false;
+            for (size_t a = k; a < end; a++) {
+                size_t ia = order[a];
+                if (rule[ia] == SIZE_MAX)
+                    continue;
+                for (size_t b = k; b < end; b++) {
+                    size_t ib = order[b];
+                    if (ib == ia || rule[ib] != SIZE_MAX ||
+                        !views_overlap(sp_ckpt_tensor(ck, ia), sp_ckpt_tensor(ck, ib)))
+                        continue;
+                    sp_prune_skip *ns_ = realloc(j->rep->skipped,
+                                                 (j->rep->nskipped + 1) * sizeof *ns_);
+                    if (!ns_) {
+                        st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+                        goto out;
+                    }
+                    j->rep->skipped = ns_;
+                    ns_[j->rep->nskipped].name = sp_ckpt_tensor(ck, ia)->name;
+                    ns_[j->rep->nskipped].alias = sp_ckpt_tensor(ck, ib)->name;
+                    j->rep->nskipped++;
+                    rule[ia] = SIZE_MAX;
+                    changed = true;
+                    break;
+                }
+            }
+        }
+    }
+out:
+    free(start);
+    free(order);
+    return st;
+}
+
+/* Every target's aliases: the other targets whose bytes overlap its own.
+ * entry[i]: the report entry of tensor i, or SIZE_MAX. */
+static sp_status list_aliases(job *j, const size_t *entry, sp_error *err)
+{
+    size_t ns = sp_ckpt_num_storages(j->ck), *order, *start;
+    sp_status st = sp_ckpt_tensors_by_storage(j->ck, &order, &start, err);
+    for (size_t s = 0; !st && s < ns; s++)
+        for (size_t a = start[s]; !st && start[s + 1] - start[s] > 1 && a < start[s + 1]; a++) {
+            if (entry[order[a]] == SIZE_MAX)
+                continue;
+            sp_prune_entry *e = &j->rep->entries[entry[order[a]]];
+            for (size_t b = start[s]; b < start[s + 1]; b++) {
+                const sp_tensor *tb = sp_ckpt_tensor(j->ck, order[b]);
+                if (a == b || entry[order[b]] == SIZE_MAX ||
+                    !views_overlap(sp_ckpt_tensor(j->ck, order[a]), tb))
+                    continue;
+                const char **na = realloc(e->aliases, (e->naliases + 1) * sizeof *na);
+                if (!na) {
+                    st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                e->aliases = na;
+                na[e->naliases++] = tb->name;
+            }
+        }
+    free(order);
+    free(start);
+    return st;
 }
 
 static sp_status resolve(job *j, sp_error *err)
 {
     sp_ckpt *ck = j->ck;
     size_t nt = sp_ckpt_num_tensors(ck);
+    sp_status st = SP_OK;
+    size_t *rule = malloc((nt ? nt : 1) * sizeof *rule);
+    double *sparsity = malloc((nt ? nt : 1) * sizeof *sparsity);
     j->targets = calloc(nt ? nt : 1, sizeof *j->targets);
     j->rep->entries = calloc(nt ? nt : 1, sizeof *j->rep->entries);
-    if (!j->targets || !j->rep->entries)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    if (!rule || !sparsity || !j->targets || !j->rep->entries) {
+        st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((st = index_rules(j, err)))
+        goto out;
+    /* candidates: the first rule that targets each tensor */
     for (size_t i = 0; i < nt; i++) {
         const sp_tensor *t = sp_ckpt_tensor(ck, i);
+        rule[i] = SIZE_MAX;
         if (sp_dtype_is_float(t->dtype))
             j->rep->total_params += (uint64_t)t->numel;
         if (!sp_dtype_is_float(t->dtype) || t->numel == 0)
             continue;
-        for (size_t r = 0; r < j->nrules; r++) {
-            const sp_prune_rule *rule = &j->rules[r];
-            if (!rule_targets(rule, t))
+        for (size_t r = 0; r < j->nrules && rule[i] == SIZE_MAX; r++) {
+            const sp_prune_rule *ru = &j->rules[r];
+            bool hit;
+            double s;
+            if ((st = rule_targets(j, r, t, &hit, &s, err)))
+                goto out;
+            if (!hit)
                 continue;
-            double s = rule->modifier ? sp_modifier_final_for(rule->modifier, t->name)
-                                      : rule->sparsity;
-            double implied = sp_pattern_implied_sparsity(&rule->pattern);
+            double implied = sp_pattern_implied_sparsity(&ru->pattern);
             if (implied >= 0)
                 s = implied;
-            if (!(s >= 0.0 && s <= 1.0))
-                return sp_error_set(err, SP_ERR_INVALID_ARG,
-                                    "tensor '%s': sparsity %g is out of range [0, 1]", t->name, s);
-            target *tg = &j->targets[j->ntargets];
-            tg->tensor = i;
-            tg->rule = r;
-            tg->sparsity = s;
-            tg->entry = j->rep->n;
-            for (size_t k = 0; k < j->ntargets; k++)
-                if (same_view(sp_ckpt_tensor(ck, j->targets[k].tensor), t)) {
-                    tg->dup = true;
-                    break;
-                }
-            sp_prune_entry *e = &j->rep->entries[j->rep->n++];
-            e->name = t->name;
-            e->tensor = i;
-            sp_pattern_str(&rule->pattern, e->pattern, sizeof e->pattern);
-            e->target = s;
-            e->numel = (uint64_t)t->numel;
-            e->shared = tg->dup;
-            j->rep->targeted_params += (uint64_t)t->numel;
-            j->ntargets++;
-            break;
+            if (!(s >= 0.0 && s <= 1.0)) {
+                st = sp_error_set(err, SP_ERR_INVALID_ARG,
+                                  "tensor '%s': sparsity %g is out of range [0, 1]", t->name, s);
+                goto out;
+            }
+            rule[i] = r;
+            sparsity[i] = s;
         }
     }
-    if (j->ntargets == 0)
-        return sp_error_set(err, SP_ERR_NOT_FOUND, "'%s': no tensor matches the selection",
-                            sp_ckpt_path(ck));
-    return SP_OK;
+    if ((st = drop_shared(j, rule, err)))
+        goto out;
+    for (size_t i = 0; i < nt; i++) {
+        if (rule[i] == SIZE_MAX)
+            continue; /* rule[i] becomes the report entry of tensor i below */
+        const sp_tensor *t = sp_ckpt_tensor(ck, i);
+        target *tg = &j->targets[j->ntargets];
+        tg->tensor = i;
+        tg->rule = rule[i];
+        tg->sparsity = sparsity[i];
+        tg->entry = j->rep->n;
+        for (size_t k = 0; k < j->ntargets; k++)
+            if (same_view(sp_ckpt_tensor(ck, j->targets[k].tensor), t)) {
+                tg->dup = true;
+                break;
+            }
+        sp_prune_entry *e = &j->rep->entries[j->rep->n++];
+        e->name = t->name;
+        e->tensor = i;
+        sp_pattern_str(&j->rules[rule[i]].pattern, e->pattern, sizeof e->pattern);
+        e->target = sparsity[i];
+        e->numel = (uint64_t)t->numel;
+        e->shared = tg->dup;
+        j->rep->targeted_params += (uint64_t)t->numel;
+        j->ntargets++;
+        rule[i] = tg->entry;
+    }
+    if ((st = list_aliases(j, rule, err)))
+        goto out;
+    if (j->ntargets == 0) {
+        if (j->rep->nskipped)
+            st = sp_error_set(err, SP_ERR_NOT_FOUND,
+                              "'%s': no tensor left to prune: '%s' shares its storage with '%s', "
+                              "which is not targeted (target both to prune them together)",
+                              sp_ckpt_path(ck), j->rep->skipped[0].name,
+                              j->rep->skipped[0].alias);
+        else
+            st = sp_error_set(err, SP_ERR_NOT_FOUND, "'%s': no tensor matches the selection",
+                              sp_ckpt_path(ck));
+    }
+out:
+    free(rule);
+    free(sparsity);
+    return st;
 }
 
 static sp_status run_globals(job *j, sp_error *err)
@@ -210,7 +389,7 @@ static sp_status run_globals(job *j, sp_error *err)
         if (!rule->global)
             continue;
         size_t count = 0;
-        double sparsity = rule->modifier ? rule->modifier->final_sparsity : rule->sparsity;
+        double sparsity = rule->sparsity;
         for (size_t k = 0; k < j->ntargets; k++)
             if (j->targets[k].rule == r && !j->targets[k].dup)
                 j->targets[k].gslot = count++;
@@ -241,6 +420,7 @@ static sp_status run_globals(job *j, sp_error *err)
                     sp_error_prefix(err, "tensor '%s'", t->name);
                     return s;
                 }
+                progress_add(j, (uint64_t)t->numel * sp_dtype_size(t->dtype));
             }
         }
     }
@@ -322,10 +502,9 @@ static sp_status fused_storage(job *j, size_t first, const void *orig, void *out
     return SP_OK;
 }
 
-static sp_status rewrite_cb(void *ctx, sp_ckpt *ck, size_t storage, const void *orig, void *out,
-                            bool *changed, sp_error *err)
+static sp_status prune_storage(job *j, sp_ckpt *ck, size_t storage, const void *orig, void *out,
+                               bool *changed, sp_error *err)
 {
-    job *j = ctx;
     size_t first = SIZE_MAX, nprimary = 0;
     for (size_t k = 0; k < j->ntargets; k++) {
         if (sp_ckpt_tensor(ck, j->targets[k].tensor)->storage != storage)
@@ -363,8 +542,48 @@ static sp_status rewrite_cb(void *ctx, sp_ckpt *ck, size_t storage, const void *
     return SP_OK;
 }
 
+static sp_status rewrite_cb(void *ctx, sp_ckpt *ck, size_t storage, const void *orig, void *out,
+                            bool *changed, sp_error *err)
+{
+    job *j = ctx;
+    sp_status s = prune_storage(j, ck, storage, orig, out, changed, err);
+    if (!s)
+        progress_add(j, sp_ckpt_storage(ck, storage)->nbytes);
+    return s;
+}
+
+/* Dry run: the zeros each target has now. */
+static sp_status count_zeros(job *j, sp_error *err)
+{
+    for (size_t k = 0; k < j->ntargets; k++) {
+        const target *tg = &j->targets[k];
+        const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
+        const void *sd;
+        sp_status s = sp_ckpt_storage_data(j->ck, t->storage, &sd, err);
+        if (s)
+            return s;
+        void *owned;
+        const void *p = view_gather(t, sd, &owned);
+        if (!p) {
+            sp_ckpt_storage_release(j->ck, t->storage);
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        }
+        sp_prune_entry *e = &j->rep->entries[tg->entry];
+        e->zeros_before = e->zeros_after = sp_count_zeros(t->dtype, p, (size_t)t->numel);
+        free(owned);
+        /* keep the storage while a later target shares it */
+        if (k + 1 == j->ntargets || sp_ckpt_tensor(j->ck, j->targets[k + 1].tensor)->storage != t->storage)
+            sp_ckpt_storage_release(j->ck, t->storage);
+        progress_add(j, (uint64_t)t->numel * sp_dtype_size(t->dtype));
+    }
+    return SP_OK;
+}
+
 static void job_release(job *j)
 {
+    for (size_t r = 0; j->by_name && r < j->nrules; r++)
+        free(j->by_name[r]);
+    free(j->by_name);
     if (j->globals)
         for (size_t r = 0; r < j->nrules; r++)
             sp_global_free(j->globals[r]);
@@ -373,14 +592,31 @@ static void job_release(job *j)
 }
 
 sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *rules,
-                        size_t nrules, sp_prune_report *rep, sp_error *err)
+                        size_t nrules, const sp_prune_options *opt, sp_prune_report *rep,
+                        sp_error *err)
 {
     job j = {.ck = ck, .rules = rules, .nrules = nrules, .rep = rep};
+    bool dry = opt && opt->dry_run;
+    if (opt) {
+        j.progress = opt->progress;
+        j.pctx = opt->progress_ctx;
+    }
     memset(rep, 0, sizeof *rep);
     sp_status s = resolve(&j, err);
-    if (!s)
+    if (!s) {
+        for (size_t k = 0; k < j.ntargets; k++) {
+            const sp_tensor *t = sp_ckpt_tensor(ck, j.targets[k].tensor);
+            uint64_t b = (uint64_t)t->numel * sp_dtype_size(t->dtype);
+            j.total += dry ? b : rules[j.targets[k].rule].global && !j.targets[k].dup ? 2 * b : 0;
+        }
+        for (size_t i = 0; !dry && i < sp_ckpt_num_storages(ck); i++)
+            j.total += sp_ckpt_storage(ck, i)->nbytes;
+    }
+    if (!s && dry)
+        s = count_zeros(&j, err);
+    if (!s && !dry)
         s = run_globals(&j, err);
-    if (!s)
+    if (!s && !dry)
         s = sp_ckpt_rewrite(ck, out_path, rewrite_cb, &j, err);
     if (!s)
         for (size_t i = 0; i < rep->n; i++) {

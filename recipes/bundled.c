@@ -49,3 +49,15 @@ long sp_recipe_bundled_find(const char *name)
             return (long)i;
     return -1;
 }
+
+const char *sp_recipe_bundled_closest(const char *name)
+{
+    const char *names[2 * NTABLE];
+    size_t n = 0;
+    for (size_t i = 0; i < NTABLE; i++) {
+        names[n++] = table[i].name;
+        if (table[i].alias)
+            names[n++] = table[i].alias;
+    }
+    return sp_closest_name(name, names, n);
+}

@@ -13,7 +13,4 @@ typedef struct sp_bundled_file {
 extern const sp_bundled_file sp_bundled_files[];
 extern const size_t sp_bundled_nfiles;
 
-/* Index of the bundled template called name (or one of its aliases), or -1. */
-long sp_recipe_bundled_find(const char *name);
-
 #endif

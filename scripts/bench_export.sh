@@ -51,8 +51,8 @@ echo "== sparsify export benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, $($SP 
 echo
 echo "-- A. real weights: digits MLP (scripts/make_digits_weights.py, UCI digits), 90% unstructured fp32"
 $PY "$SRC/scripts/make_digits_weights.py" "$W/digits.pt"
-$SP prune "$W/digits.pt" -o "$W/digits90.pt" --sparsity 0.9 -q --report "$W/digits90.json"
-$SP export "$W/digits90.pt" -o "$W/digits90.spz" >/dev/null
+$SP prune "$W/digits.pt" -o "$W/digits90.pt" --force --sparsity 0.9 -q --report "$W/digits90.json"
+$SP export "$W/digits90.pt" -o "$W/digits90.spz" --force >/dev/null
 xz -9 -k -c "$W/digits90.pt" > "$W/digits90.pt.xz"
 B=$(bound "$W/digits90.pt" "$W/digits90.json")
 S=$(size "$W/digits90.spz"); X=$(size "$W/digits90.pt.xz"); D=$(size "$W/digits90.pt")
@@ -60,7 +60,7 @@ echo "pruned .pt            $D bytes"
 echo "bound                 $B bytes"
 echo "spz                   $S bytes   spz/bound = $(ratio "$S" "$B")   (bar: <= 1.03)"
 echo "xz -9 of pruned .pt   $X bytes   spz/xz    = $(ratio "$S" "$X")   (bar: < 1)"
-$SP densify "$W/digits90.spz" -o "$W/digits90.back.pt" >/dev/null
+$SP densify "$W/digits90.spz" -o "$W/digits90.back.pt" --force >/dev/null
 $PY - "$W/digits90.pt" "$W/digits90.back.pt" <<'EOF'
 import sys, torch
 a, b = torch.load(sys.argv[1]), torch.load(sys.argv[2])
@@ -72,9 +72,9 @@ EOF
 # ---- B: 2:4 fp32 ----
 echo
 echo "-- B. real weights, 2:4 fp32 (raw = kernel-ready, before compression)"
-$SP prune "$W/digits.pt" -o "$W/digits24.pt" --pattern 2:4 -q
-$SP export "$W/digits24.pt" -o "$W/digits24.raw.spz" --raw --json > "$W/digits24.raw.json"
-$SP export "$W/digits24.pt" -o "$W/digits24.spz" >/dev/null
+$SP prune "$W/digits.pt" -o "$W/digits24.pt" --force --pattern 2:4 -q
+$SP export "$W/digits24.pt" -o "$W/digits24.raw.spz" --force --raw --json > "$W/digits24.raw.json"
+$SP export "$W/digits24.pt" -o "$W/digits24.spz" --force >/dev/null
 $PY - "$W/digits24.raw.json" "$(size "$W/digits24.spz")" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -92,13 +92,13 @@ EOF
 echo
 echo "-- C. BERT-base-sized state dict (SYNTHETIC N(0, 0.02) weights, tests/make_fixtures.py --bert-base), 90% unstructured"
 $PY "$SRC/tests/make_fixtures.py" --bert-base "$W/bert.pt" >/dev/null
-$SP prune "$W/bert.pt" -o "$W/bert90.pt" --sparsity 0.9 -q --report "$W/bert90.json"
+$SP prune "$W/bert.pt" -o "$W/bert90.pt" --force --sparsity 0.9 -q --report "$W/bert90.json"
 cat "$W/bert90.pt" > /dev/null # warm the page cache for everyone alike
 t0=$(now); gzip -1 -c "$W/bert90.pt" > "$W/bert90.pt.gz"; t1=$(now)
-t2=$(now); $SP export "$W/bert90.pt" -o "$W/bert90.spz" -q >/dev/null; t3=$(now)
-t4=$(now); $SP densify "$W/bert90.spz" -o "$W/bert90.back.pt" >/dev/null; t5=$(now)
-t6=$(now); $SP export "$W/bert90.pt" -o "$W/bert90.ct" -q >/dev/null; t7=$(now)
-t8=$(now); $SP densify "$W/bert90.ct" -o "$W/bert90.ct.pt" >/dev/null; t9=$(now)
+t2=$(now); $SP export "$W/bert90.pt" -o "$W/bert90.spz" --force -q >/dev/null; t3=$(now)
+t4=$(now); $SP densify "$W/bert90.spz" -o "$W/bert90.back.pt" --force >/dev/null; t5=$(now)
+t6=$(now); $SP export "$W/bert90.pt" -o "$W/bert90.ct" --force -q >/dev/null; t7=$(now)
+t8=$(now); $SP densify "$W/bert90.ct" -o "$W/bert90.ct.pt" --force >/dev/null; t9=$(now)
 G=$(secs "$t0" "$t1"); E=$(secs "$t2" "$t3"); DS=$(secs "$t4" "$t5")
 B=$(bound "$W/bert90.pt" "$W/bert90.json")
 S=$(size "$W/bert90.spz"); Z=$(size "$W/bert90.pt.gz"); D=$(size "$W/bert90.pt")

@@ -21,10 +21,10 @@ echo "machine: $(nproc) cores, load average before: $(cut -d' ' -f1-3 /proc/load
 cmd_of() { # label -> command line
   case $1 in
     torch-script)    echo "$PY $here/bench_prune_torch.py $IN $W/out.torch 0.9" ;;
-    sparsify-layer)  echo "$SP prune $IN -o $W/out.layer --sparsity 0.9 -q" ;;
-    sparsify-global) echo "$SP prune $IN -o $W/out.global --sparsity 0.9 --scope global -q" ;;
-    sparsify-4x1)    echo "$SP prune $IN -o $W/out.4x1 --sparsity 0.9 --pattern 4x1 -q" ;;
-    sparsify-2of4)   echo "$SP prune $IN -o $W/out.2of4 --pattern 2:4 -q" ;;
+    sparsify-layer)  echo "$SP prune $IN -o $W/out.layer --force --sparsity 0.9 -q" ;;
+    sparsify-global) echo "$SP prune $IN -o $W/out.global --force --sparsity 0.9 --scope global -q" ;;
+    sparsify-4x1)    echo "$SP prune $IN -o $W/out.4x1 --force --sparsity 0.9 --pattern 4x1 -q" ;;
+    sparsify-2of4)   echo "$SP prune $IN -o $W/out.2of4 --force --pattern 2:4 -q" ;;
   esac
 }
 labels="torch-script sparsify-layer sparsify-global sparsify-4x1 sparsify-2of4"

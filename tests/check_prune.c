@@ -1072,6 +1072,141 @@ START_TEST(test_select_default)
     ck_assert(!sp_select_default("layer1.0.bn1.weight", SP_F32, 2));
     ck_assert(sp_select_default("transformer.h.0.attn.c_attn.weight", SP_F32, 2));
     ck_assert(!sp_select_default("fc.weight_orig", SP_F32, 2));
+    /* output heads stay dense by default (SparseGPT, Wanda, llm-compressor) */
+    ck_assert(!sp_select_default("lm_head.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("model.lm_head.weight", SP_BF16, 2));
+    ck_assert(!sp_select_default("gpt_neox.embed_out.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("output.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("cls.predictions.decoder.weight", SP_F32, 2));
+    ck_assert(!sp_select_default("generator_lm_head.weight", SP_F32, 2));
+    ck_assert(sp_select_default("layers.0.attention.output.dense.weight", SP_F32, 2));
+    ck_assert(sp_select_default("my_lm_head_proj.weight", SP_F32, 2));
+    ck_assert(sp_name_is_output_head("lm_head.weight"));
+    ck_assert(!sp_name_is_output_head("lm_head"));
+    ck_assert(!sp_name_is_output_head("x.output.weight"));
+}
+END_TEST
+
+/* sp_regex_match that must succeed */
+static bool rx(const char *pat, bool anchored, const char *subject)
+{
+    sp_regex *re;
+    sp_error err = {0};
+    bool m = false;
+    ck_assert_msg(sp_regex_new(&re, pat, anchored, &err) == SP_OK, "%s: %s", pat, err.msg);
+    ck_assert_msg(sp_regex_match(re, subject, &m, &err) == SP_OK, "%s: %s", pat, err.msg);
+    ck_assert_str_eq(sp_regex_pattern(re), pat);
+    sp_regex_free(re);
+    return m;
+}
+
+static void rx_bad(const char *pat, const char *want)
+{
+    sp_regex *re = (sp_regex *)1;
+    sp_error err = {0};
+    ck_assert_int_eq(sp_regex_new(&re, pat, false, &err), SP_ERR_INVALID_ARG);
+    ck_assert(re == NULL);
+    ck_assert_msg(strstr(err.msg, want), "%s: '%s' lacks '%s'", pat, err.msg, want);
+}
+
+START_TEST(test_regex_python_syntax)
+{
+    /* search vs match (anchored at the start only, like re.match) */
+    ck_assert(rx("mlp", false, "layers.0.mlp.weight"));
+    ck_assert(!rx("mlp", true, "layers.0.mlp.weight"));
+    ck_assert(rx("layers", true, "layers.0.mlp.weight"));
+    /* Python escapes and classes */
+    ck_assert(rx("layers\\.\\d\\.mlp", false, "layers.3.mlp.up_proj.weight"));
+    ck_assert(rx("[\\d]", false, "a1"));
+    ck_assert(!rx("^[\\d]+$", false, "a1"));
+    ck_assert(rx("^[^\\d]+$", false, "ab.c"));
+    ck_assert(!rx("^[^\\d]+$", false, "a1"));
+    ck_assert(rx("\\d", false, "layer.\xd9\xa3")); /* U+0663 ARABIC-INDIC THREE: Unicode \d */
+    ck_assert(rx("^\\w+$", false, "caf\xc3\xa9"));
+    ck_assert(rx("\\bup\\b", false, "mlp.up.weight"));
+    ck_assert(!rx("\\bup\\b", false, "mlp.up_proj.weight"));
+    ck_assert(rx("(?i)MLP", false, "mlp"));
+    ck_assert(rx("(?P<l>\\d+)\\.(?P=l)", false, "1.1"));
+    ck_assert(!rx("(?P<l>\\d+)\\.(?P=l)$", false, "1.2"));
+    ck_assert(rx("^((?!dfl).)*$", true, "model.head.weight"));
+    ck_assert(!rx("^((?!dfl).)*$", true, "model.dfl.conv.weight"));
+    ck_assert(rx("(?<=mlp\\.)up", false, "mlp.up"));
+    ck_assert(!rx("(?<!mlp\\.)up", false, "mlp.up"));
+    /* spellings that differ between Python and PCRE2 */
+    ck_assert(!rx("weight\\Z", false, "weight\n"));   /* PCRE2's \Z would match */
+    ck_assert(rx("weight$", false, "weight\n"));        /* as in Python */
+    ck_assert(rx("^a{,2}b$", false, "aab"));            /* {,n} is a quantifier */
+    ck_assert(!rx("^a{,2}b$", false, "a{,2}b"));
+    ck_assert(rx("^a{,}$", false, "aaaa"));
+    ck_assert(rx("[[:a]", false, ":"));                 /* a set of '[', ':', 'a' */
+    ck_assert(!rx("^[[:alpha:]]$", false, "b"));         /* not a POSIX class */
+    ck_assert(rx("^[[:alpha:]]$", false, "a]"));
+    ck_assert(rx("\\u00e9", false, "caf\xc3\xa9"));
+    ck_assert(rx("\\U0001F600", false, "\xf0\x9f\x98\x80"));
+    ck_assert(rx("\\x41", false, "A"));
+    ck_assert(rx("a\\vb", false, "a\vb"));
+    ck_assert(!rx("a\\vb", false, "a\nb"));           /* PCRE2's \v is a class */
+    ck_assert(rx("(?u)\\w", false, "x"));
+    ck_assert(rx("(?u:\\w)", false, "x"));
+    ck_assert(rx("(?x) a b # comment", false, "ab"));
+    ck_assert(rx("a++b", false, "aab"));                /* possessive, as Python 3.11 */
+    ck_assert(rx("(?>a+)b", false, "aab"));
+    ck_assert(rx("a.*?b", false, "axxb"));
+    ck_assert(rx("[]a]", false, "]"));
+    /* verbose comments run to the end of the line, whatever they hold */
+    ck_assert(rx("(?x) a # [ \\q (\n b", false, "ab"));
+    ck_assert(rx("(?x:a b # [)\n)c", false, "abc"));
+    ck_assert(!rx("(?x:a b)c d", false, "abcd"));   /* x ends with its group */
+    ck_assert(rx("(?x:a b)c d", false, "abc d"));
+    ck_assert(rx("a#b", false, "a#b"));             /* not verbose: '#' is a literal */
+    /* what Python refuses */
+    rx_bad("a++++++++++++++++++++++++", "quantifier does not follow a repeatable item");
+    rx_bad("\\K", "bad escape \\K at position 0");
+    rx_bad("x\\p{L}", "bad escape \\p at position 1");
+    rx_bad("\\N{DIGIT ONE}", "not supported");
+    rx_bad("\\x4", "incomplete escape \\x");
+    rx_bad("x(?i)a", "global flags not at the start");
+    rx_bad("(?a)x", "flag 'a'");
+    rx_bad("(?U)x", "unknown extension ?U at position 1");
+    rx_bad("(?iU)x", "unknown flag 'U'");
+    rx_bad("(?-i)x", "missing :");
+    rx_bad("(?-u:x)", "cannot be turned off");
+    rx_bad("fc([", "regex 'fc(['");
+    rx_bad("x\\", "bad escape (end of pattern)");
+    rx_bad("(*ACCEPT)a", "nothing to repeat at position 1");   /* PCRE2 verbs */
+    rx_bad("a(*LIMIT_MATCH=9)", "nothing to repeat at position 2");
+    rx_bad("(?C)a", "unknown extension ?C at position 1");      /* callouts */
+    rx_bad("a(?R)", "unknown extension ?R");
+    rx_bad("(?|a)", "unknown extension ?|");
+    rx_bad("(?<n>a)", "unknown extension ?<");
+}
+END_TEST
+
+START_TEST(test_regex_limits)
+{
+    sp_regex *re;
+    sp_error err = {0};
+    bool m;
+    /* catastrophic backtracking fails fast with an error naming the pattern */
+    ck_assert_int_eq(sp_regex_new(&re, "^(a+)+$", false, &err), SP_OK);
+    ck_assert_int_eq(sp_regex_match(re, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", &m, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "regex '^(a+)+$' backtracks too much"));
+    ck_assert_int_eq(sp_regex_match(re, "aaaa", &m, &err), SP_OK);
+    ck_assert(m);
+    /* a tensor name that is not UTF-8 is an error, not a silent no-match */
+    ck_assert_int_eq(sp_regex_match(re, "a\xff", &m, &err), SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "not valid UTF-8"));
+    sp_regex_free(re);
+    sp_regex_free(NULL);
+    /* length cap and PCRE2's compiled-size cap */
+    char *big = malloc(SP_REGEX_MAX_LEN + 2);
+    memset(big, 'a', SP_REGEX_MAX_LEN + 1);
+    big[SP_REGEX_MAX_LEN + 1] = '\0';
+    ck_assert_int_eq(sp_regex_new(&re, big, false, &err), SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "long"));
+    free(big);
+    rx_bad("((a{65535}){65535}){65535}", "too large");
 }
 END_TEST
 
@@ -1085,33 +1220,59 @@ START_TEST(test_selector_init)
     sp_selector_release(&s);
     const char *bad[] = {"fc(["};
     ck_assert_int_eq(sp_selector_init(&s, bad, 1, NULL, 0, &err), SP_ERR_INVALID_ARG);
-    ck_assert(strstr(err.msg, "'fc(['"));
+    ck_assert_str_eq(err.msg, "--include: regex 'fc([': missing terminating ] for character class");
     ck_assert_int_eq(sp_selector_init(&s, NULL, 0, bad, 1, &err), SP_ERR_INVALID_ARG);
-    ck_assert(strstr(err.msg, "exclude"));
+    ck_assert(!strncmp(err.msg, "--exclude: regex 'fc(['", 23));
 }
 END_TEST
+
+static bool sel(const sp_selector *s, const char *name, sp_dtype dt, int ndim)
+{
+    bool hit;
+    sp_error err = {0};
+    ck_assert_msg(sp_selector_match(s, name, dt, ndim, &hit, &err) == SP_OK, "%s", err.msg);
+    return hit;
+}
 
 START_TEST(test_selector_match)
 {
     sp_selector s;
     sp_error err = {0};
-    const char *inc[] = {"attention", "^fc[0-9]+\\.weight$"};
+    const char *inc[] = {"attention", "^fc\\d+\\.weight$", "lm_head"};
     const char *exc[] = {"\\.key\\."};
-    ck_assert_int_eq(sp_selector_init(&s, inc, 2, exc, 1, &err), SP_OK);
-    ck_assert(sp_selector_match(&s, "bert.attention.query.weight", SP_F32, 2));
-    ck_assert(sp_selector_match(&s, "bert.attention.query.bias", SP_F32, 1)); /* asked for */
-    ck_assert(!sp_selector_match(&s, "bert.attention.key.weight", SP_F32, 2)); /* excluded */
-    ck_assert(sp_selector_match(&s, "fc12.weight", SP_F32, 2));
-    ck_assert(!sp_selector_match(&s, "xfc12.weight", SP_F32, 2));
-    ck_assert(!sp_selector_match(&s, "attention.mask", SP_I64, 2)); /* not floating */
+    ck_assert_int_eq(sp_selector_init(&s, inc, 3, exc, 1, &err), SP_OK);
+    ck_assert(sel(&s, "bert.attention.query.weight", SP_F32, 2));
+    ck_assert(sel(&s, "bert.attention.query.bias", SP_F32, 1)); /* asked for */
+    ck_assert(!sel(&s, "bert.attention.key.weight", SP_F32, 2)); /* excluded */
+    ck_assert(sel(&s, "fc12.weight", SP_F32, 2));
+    ck_assert(!sel(&s, "xfc12.weight", SP_F32, 2));
+    ck_assert(!sel(&s, "attention.mask", SP_I64, 2)); /* not floating */
+    ck_assert(sel(&s, "lm_head.weight", SP_F32, 2));  /* an output head, asked for */
     sp_selector_release(&s);
     /* no include: the defaults, minus the excludes */
     ck_assert_int_eq(sp_selector_init(&s, NULL, 0, exc, 1, &err), SP_OK);
-    ck_assert(sp_selector_match(&s, "a.query.weight", SP_F32, 2));
-    ck_assert(!sp_selector_match(&s, "a.key.weight", SP_F32, 2));
-    ck_assert(!sp_selector_match(&s, "a.query.bias", SP_F32, 1));
+    ck_assert(sel(&s, "a.query.weight", SP_F32, 2));
+    ck_assert(!sel(&s, "a.key.weight", SP_F32, 2));
+    ck_assert(!sel(&s, "a.query.bias", SP_F32, 1));
+    ck_assert(!sel(&s, "lm_head.weight", SP_F32, 2));
     sp_selector_release(&s);
     sp_selector_release(NULL);
+    /* a Python exclude means what it means in Python (POSIX ERE read \d as 'd') */
+    const char *pyexc[] = {"layers\\.\\d\\.mlp"};
+    ck_assert_int_eq(sp_selector_init(&s, NULL, 0, pyexc, 1, &err), SP_OK);
+    ck_assert(!sel(&s, "model.layers.3.mlp.up_proj.weight", SP_F32, 2));
+    ck_assert(sel(&s, "model.layers.12.mlp.up_proj.weight", SP_F32, 2));
+    ck_assert(sel(&s, "model.layers.3.self_attn.q_proj.weight", SP_F32, 2));
+    sp_selector_release(&s);
+    /* a pattern that cannot run is an error, not a silent no-match */
+    const char *slow[] = {"^(\\w+\\.?)+$"};
+    bool hit;
+    ck_assert_int_eq(sp_selector_init(&s, slow, 1, NULL, 0, &err), SP_OK);
+    ck_assert_int_eq(sp_selector_match(&s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-", SP_F32, 2,
+                                       &hit, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert(strstr(err.msg, "backtracks too much"));
+    sp_selector_release(&s);
 }
 END_TEST
 
@@ -1278,6 +1439,8 @@ static Suite *prune_suite(void)
         {"global_apply", test_global_apply},
         {"mask_check", test_mask_check},
         {"select_default", test_select_default},
+        {"regex_python_syntax", test_regex_python_syntax},
+        {"regex_limits", test_regex_limits},
         {"selector_init", test_selector_init},
         {"selector_match", test_selector_match},
         {"selector_release", test_selector_release},

@@ -166,6 +166,29 @@ START_TEST(test_open_roundtrip)
     ck_assert_int_eq(sp_ckpt_storage_data(ck, 1, &d, &err), SP_OK);
     ck_assert_int_eq(memcmp(d, idata, sizeof idata), 0); /* pages come back */
     sp_ckpt_close(ck);
+    /* the same bytes opened from memory */
+    size_t n;
+    unsigned char *b = slurp(tp("a.safetensors"), &n);
+    ck_assert_msg(sp_ckpt_open_mem(&ck, "mem.safetensors", b, n, &err) == SP_OK, "%s", err.msg);
+    ck_assert_int_eq(sp_ckpt_format(ck), SP_FORMAT_SAFETENSORS);
+    ck_assert_uint_eq(sp_ckpt_num_tensors(ck), 3);
+    ck_assert_int_eq(sp_ckpt_tensor_data(ck, 0, &d, &err), SP_OK);
+    ck_assert_int_eq(memcmp(d, fdata, sizeof fdata), 0);
+    sp_ckpt_storage_release(ck, 1);
+    ck_assert_int_eq(sp_ckpt_storage_data(ck, 1, &d, &err), SP_OK);
+    ck_assert_int_eq(memcmp(d, idata, sizeof idata), 0); /* not dropped: the caller's memory */
+    ck_assert_int_eq(sp_ckpt_rewrite(ck, tp("from_mem.safetensors"), NULL, NULL, &err), SP_OK);
+    sp_ckpt_close(ck);
+    size_t n2;
+    unsigned char *b2 = slurp(tp("from_mem.safetensors"), &n2);
+    ck_assert(n2 == n && memcmp(b, b2, n) == 0);
+    /* a hostile header stated in memory fails as it does in a file */
+    memcpy(b, "\xff\xff\xff\x00\x00\x00\x00\x00", 8);
+    ck_assert_int_eq(sp_ckpt_open_mem(&ck, "mem.safetensors", b, n, &err), SP_ERR_FORMAT);
+    ck_assert_ptr_null(ck);
+    ck_assert_msg(strstr(err.msg, "'mem.safetensors'"), "%s", err.msg);
+    free(b);
+    free(b2);
 }
 END_TEST
 
@@ -588,9 +611,6 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = tu_run(suite());
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -350,6 +350,17 @@ START_TEST(test_alias_and_info)
     ck_assert_int_eq(in.encoding, SP_SPZ_ALIAS);
     ck_assert_str_eq(sp_spz_metadata(ck), "");
     sp_ckpt_close(ck);
+    /* from memory: the same tensors, decoded the same */
+    size_t n;
+    unsigned char *b = slurp(tp("a.spz"), &n);
+    ck_assert_int_eq(sp_ckpt_open_mem(&ck, "a.spz", b, n, &err), SP_OK);
+    ck_assert_int_eq(sp_ckpt_format(ck), SP_FORMAT_SPZ);
+    ck_assert_uint_eq(sp_ckpt_num_tensors(ck), 2);
+    const void *d;
+    ck_assert_int_eq(sp_ckpt_tensor_data(ck, 1, &d, &err), SP_OK);
+    ck_assert_int_eq(memcmp(d, t.data, 1000 * 4), 0);
+    sp_ckpt_close(ck);
+    free(b);
     /* an aborted writer leaves no file */
     ck_assert_int_eq(sp_spz_writer_new(&w, tp("gone.spz"), NULL, NULL, &err), SP_OK);
     ck_assert_int_eq(sp_spz_writer_add(w, &td, NULL, &err), SP_OK);
@@ -707,9 +718,6 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = tu_run(suite());
     return failed ? 1 : 0;
 }

@@ -310,10 +310,7 @@ int main(void)
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sp_check_zip_XXXXXX");
     if (!mkdtemp(tmpdir))
         return 1;
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = tu_run(suite());
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)

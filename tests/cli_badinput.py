@@ -10,20 +10,31 @@ CRC fixed up, so the pickle reader itself must notice); a pickle that asks
 for os.system; a legacy file with a bad opcode; safetensors headers
 claiming huge lengths or offsets past the end; an index.json naming a
 missing shard; a truncated shard in a folder; a nonexistent path; an empty
-file; random bytes; an empty folder.
+file; random bytes; an empty folder. Hostile files (tests/hostile.py) through
+every command that reads them: stride-0 views whose size overflows or
+explodes, a zero dimension beside huge ones, a deflated record larger than
+its storage, an .spz whose mask stream ends early, safetensors headers that
+cost more to parse than they are worth; they must be refused quickly and in
+bounded memory (an address-space limit and the peak RSS are checked).
 
 env: SPARSIFY (binary), SPARSIFY_SRC (source tree).
 """
 import json
 import os
 import pickletools
+import resource
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostile  # noqa: E402
 
 SPARSIFY = os.environ.get("SPARSIFY", "sparsify")
 SRC = os.environ.get("SPARSIFY_SRC", os.path.join(os.path.dirname(__file__), ".."))
@@ -57,6 +68,107 @@ def expect_bad(path, what, needle=None, json_too=True):
               and lines[0].startswith("sparsify: error: ") and path in lines[0]
               and (needle is None or needle in lines[0]))
         check(ok, "%s: exit %d, stdout %d bytes, stderr %r" % (tag, p.returncode, len(p.stdout), err))
+
+
+def asan_build():
+    """AddressSanitizer reserves terabytes of shadow address space: an
+    address-space limit cannot apply to such a binary (peak RSS still does)."""
+    with open(SPARSIFY, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"AddressSanitizer" in data
+
+
+ASAN = asan_build()
+
+
+def run_measured(args, timeout=30, as_limit=None):
+    """Run args; (exit code or -signal, stdout, stderr, peak RSS in kB,
+    seconds). as_limit caps the address space (bytes), so a reader that
+    allocates what a hostile header claims fails instead of succeeding."""
+    def limit():
+        if as_limit and not ASAN:
+            resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
+    # GNU time measures the peak RSS of the command alone (a child forked
+    # from this Python process would count the interpreter's pages too)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss:
+        t0 = time.monotonic()
+        p = subprocess.Popen(["/usr/bin/time", "-q", "-o", rss.name, "-f", "%M"] + args, stdout=out,
+                             stderr=err, preexec_fn=limit)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        p.wait()
+        timer.cancel()
+        secs = time.monotonic() - t0
+        out.seek(0)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+        lines = rss.read().split()
+        # time reports a command killed by a signal on stderr: pass it on
+        rc = p.returncode
+        for ln in text.splitlines():
+            if ln.startswith("Command terminated by signal "):
+                rc = -int(ln.split()[-1])
+        text = "".join(ln + "\n" for ln in text.splitlines()
+                       if not ln.startswith(("Command terminated by signal", "Command exited with")))
+        return rc, out.read(), text, int(lines[-1]) if lines else 0, secs
+
+
+def expect_refused(args, path, what, needle=None, as_limit=None, max_rss_kb=None, max_secs=20):
+    """A command on a hostile file: exit 2 within max_secs, one error line
+    naming the file (and needle), no signal, no output left behind."""
+    rc, out, err, rss, secs = run_measured([SPARSIFY] + args, timeout=max_secs + 10, as_limit=as_limit)
+    lines = err.splitlines()
+    ok = (rc == 2 and len(lines) == 1 and lines[0].startswith("sparsify: error: ") and path in lines[0]
+          and (needle is None or needle in lines[0]) and secs < max_secs
+          and (max_rss_kb is None or rss < max_rss_kb))
+    check(ok, "%s: exit %d in %.1fs, %d kB peak, stderr %r" % (what, rc, secs, rss, err[-300:]))
+
+
+def hostile_inputs(tmp):
+    """Findings of issue 9 (2-4): hostile views, a zero dimension beside
+    huge ones, allocations ahead of validation, parse cost of headers."""
+    d = os.path.join(tmp, "hostile")
+    hostile.write_all(d)
+    out = os.path.join(tmp, "hostile_out")
+    os.mkdir(out)
+    gib = 1 << 30
+    # a stride-0 (2^31, 2^31) view of one float: numel x 4 wraps to 0
+    p = os.path.join(d, "view31.pt")
+    for args, tag in ((["inspect", p], "inspect"), (["inspect", "--json", p], "inspect --json"),
+                      (["export", p, "-o", os.path.join(out, "v.spz")], "export spz"),
+                      (["export", p, "-o", os.path.join(out, "v_ct")], "export compressed-tensors"),
+                      (["prune", p, "-o", os.path.join(out, "v.pt"), "--include", "w", "--sparsity", "0.5"],
+                       "prune"),
+                      (["densify", p, "-o", os.path.join(out, "v.pt")], "densify")):
+        expect_refused(args, p, "stride-0 (2^31, 2^31) view: " + tag, "'w'", as_limit=2 * gib,
+                       max_rss_kb=300_000)
+    # a stride-0 view of 2^30 elements over 4 bytes: 4 GiB to gather
+    p = os.path.join(d, "view30.pt")
+    expect_refused(["export", p, "-o", os.path.join(out, "v30.spz")], p, "stride-0 2^30 view: export",
+                   "'w'", as_limit=2 * gib, max_rss_kb=200_000)
+    # a deflated storage record larger than the tensor's storage
+    p = os.path.join(d, "deflated_big.pt")
+    expect_refused(["inspect", p], p, "deflated record larger than its storage", "larger than")
+    # [0, 2^40, 2^40]: no elements, strides overflow int64 (three readers)
+    for name in ("zero_dim.safetensors", "zero_dim.spz", "zero_dim_ct"):
+        p = os.path.join(d, name)
+        expect_refused(["inspect", p], p, "zero dimension beside huge ones: " + name)
+    # .spz: a 2 GiB tensor whose Rice mask stream ends early (6 KB file)
+    p = os.path.join(d, "short_mask.spz")
+    for args, tag in ((["densify", p, "-o", os.path.join(out, "m.pt")], "densify"),
+                      (["export", p, "-o", os.path.join(out, "m.spz")], "export")):
+        expect_refused(args, p, "spz mask stream ends early: " + tag, "mask stream ends early",
+                       as_limit=gib, max_rss_kb=200_000)
+    # safetensors headers: a cheap-to-write, costly-to-parse JSON array
+    # (6M values, 12 MB: under the 16 MiB cap), and a header over the cap
+    p = os.path.join(d, "costly.safetensors")
+    hostile.costly_header(p, 6_000_000)
+    expect_refused(["inspect", p], p, "12 MB header of 6M values", "values", max_rss_kb=150_000, max_secs=5)
+    p = os.path.join(d, "huge_header.safetensors")
+    hostile.costly_header(p, 9_000_000)
+    expect_refused(["inspect", p], p, "18 MB header", "exceeds the limit", max_rss_kb=150_000, max_secs=5)
+    check(not os.listdir(out), "hostile inputs left outputs: %r" % os.listdir(out))
 
 
 def write(path, data):
@@ -234,6 +346,8 @@ def main():
             p = os.path.join(bad, "stub.pt")
             write(p, head)
             expect_bad(p, "stub %r" % head)
+
+        hostile_inputs(tmp)
 
         # nothing was written next to the fixtures
         left = [f for f in os.listdir(bad) if "sparsify-tmp" in f]

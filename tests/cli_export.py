@@ -212,7 +212,8 @@ def body(tmp):
     check(os.path.isfile(P("ct", "model.safetensors")), "single model.safetensors")
     check("enc.0.compressed" in st and "enc.0.weight" not in st, "new key style <m>.compressed")
     check(st["enc.0.bitmask"][0] == "U8" and st["enc.0.bitmask"][1].shape == (96, 20), "bitmask U8 [R, ceil(C/8)]")
-    check(st["enc.0.row_offsets"][0] == "I64" and st["enc.0.shape"][0] == "I64", "row_offsets and shape I64")
+    check(st["enc.0.row_offsets"][0] == "I64" and st["enc.0.shape"][0] == "I64"
+          and st["enc.0.shape"][1].shape == (2,), "row_offsets I64, shape I64 [ndim]")
     check(st["enc.0.compressed"][1].shape == (int((sd["enc.0.weight"] != 0).sum()),), "compressed is [nnz]")
     check(list(st["ex.bitmask"][1][0]) == [0x39, 0x01], "worked example: bitmask bytes 0x39 0x01 (%s)"
           % list(st["ex.bitmask"][1][0]))
@@ -256,7 +257,9 @@ def body(tmp):
     check(cfg["quantization_config"]["sparsity_config"]["sparsity_structure"] == "2:4", "structure 2:4")
     check(st["l0.compressed"][1].shape == (64, 64), "24 compressed is [R, C/2]")
     check("l0.row_offsets" not in st, "24 has no row_offsets")
-    check(st["l0.shape"][0] == "I64" and list(st["l0.shape"][1]) == [64, 128], "24 shape is I64 [ndim]")
+    check(st["l0.shape"][0] == "I64" and st["l0.shape"][1].shape == (2, 1)
+          and st["l0.shape"][1].reshape(-1).tolist() == [64, 128],
+          "24 shape is I64 [ndim, 1], as compressed-tensors writes it")
     bm = st["l0.bitmask"][1]
     cnt = np.unpackbits(bm, axis=-1, bitorder="little").reshape(64, -1, 4).sum(-1)
     check((cnt == 2).all(), "exactly two bits per group of four")
@@ -271,6 +274,8 @@ def body(tmp):
     run("densify", P("m24.spz"), "-o", P("m24back.pt"), expect=0)
     back = torch.load(P("m24back.pt"))
     check(all(bits_equal(v, back[k]) for k, v in sd24.items()), "2:4 .spz round trip bit-exact")
+
+    ct_follows_pruned(tmp, gen)
 
     # ---- the older key style <name>.weight.compressed, shape [ndim, 1] ----
     w = sd["enc.0.weight"].numpy()
@@ -347,6 +352,92 @@ def body(tmp):
     check(run("densify", P("m.spz")).returncode == 2, "densify without -o exits 2")
     check(run("export", "--help").returncode == 0, "export --help")
     check(run("densify", "--help").returncode == 0, "densify --help")
+
+
+CT_FIELDS = {"format", "global_sparsity", "ignore", "registry_requires_subclass", "sparsity_structure",
+             "targets"}  # compressed-tensors' SparsityCompressionConfig.model_dump()
+
+
+def ct_follows_pruned(tmp, gen):
+    """The compressed-tensors format follows the weights that were pruned: a
+    language model pruned 2:4 by `sparsify prune` (embeddings with a few
+    chance zeros, a dense lm_head, a layer whose input size is not a
+    multiple of 4) exports as sparse-24-bitmask; the odd layer is stored
+    dense in `ignore`; inspect and export agree on what is 2:4."""
+    P = lambda *a: os.path.join(tmp, *a)
+    sd = {}
+    emb = torch.randn(50, 32, generator=gen)
+    emb.view(-1)[:5] = 0  # five chance zeros in a weight nobody pruned
+    sd["model.embed_tokens.weight"] = emb
+    for i in range(2):
+        for n, (o, k) in {"q_proj": (32, 32), "k_proj": (32, 32), "up_proj": (64, 32), "down_proj": (32, 64)}.items():
+            sd[f"model.layers.{i}.{n}.weight"] = torch.randn(o, k, generator=gen)
+        sd[f"model.layers.{i}.norm.weight"] = torch.ones(32)
+    sd["model.layers.0.odd.weight"] = torch.randn(16, 10, generator=gen)  # input size 10
+    sd["lm_head.weight"] = torch.randn(50, 32, generator=gen)
+    torch.save(sd, P("llm.pt"))
+    run("prune", P("llm.pt"), "-o", P("llm24.pt"), "--pattern", "2:4", "-q", expect=0)
+    pr = torch.load(P("llm24.pt"))
+    cands = [k for k, v in pr.items() if v.dim() == 2 and k.endswith(".weight")]
+    mods = lambda names: sorted(n[: -len(".weight")] for n in names)  # noqa: E731
+    want_t = mods(k for k in cands if ".layers." in k and "odd" not in k)
+    want_i = mods(k for k in cands if k not in [t + ".weight" for t in want_t])
+    zeros = sum(int((v == 0).sum()) for v in pr.values())
+    params = sum(v.numel() for v in pr.values())
+
+    p = run("export", P("llm24.pt"), "-o", P("llmct"), "--json", expect=0)
+    check(json.loads(p.stdout)["sparsity_format"] == "sparse-24-bitmask",
+          "stray zeros and one odd layer do not downgrade the 2:4 model")
+    got, cfg, st = ct_decode(P("llmct"))
+    q = cfg["quantization_config"]
+    sc = q["sparsity_config"]
+    check(set(sc) == CT_FIELDS, "sparsity_config has exactly compressed-tensors' fields: %s" % sorted(sc))
+    check(q["quant_method"] == "compressed-tensors" and isinstance(q["version"], str), "quant_method, version")
+    check(sc["format"] == "sparse-24-bitmask" and sc["sparsity_structure"] == "2:4", "format and structure")
+    check(sorted(sc["targets"]) == want_t, "targets: the 2:4 layers (%s)" % sc["targets"])
+    check(sorted(sc["ignore"]) == want_i, "ignore: embeddings, lm_head, the odd layer (%s)" % sc["ignore"])
+    check(sc["registry_requires_subclass"] is False, "registry_requires_subclass false")
+    check(abs(sc["global_sparsity"] - zeros / params) < 1e-9, "global_sparsity over every float param")
+    check("model.layers.0.odd.weight" in st and st["model.layers.0.odd.weight"][1].shape == (16, 10),
+          "the odd layer is stored dense")
+    for t in want_t:
+        check(st[t + ".shape"][0] == "I64" and st[t + ".shape"][1].shape == (2, 1)
+              and st[t + ".shape"][1].reshape(-1).tolist() == list(pr[t + ".weight"].shape),
+              "%s.shape is I64 [2, 1] = the weight's shape" % t)
+        check(t + ".row_offsets" not in st, "%s: no row_offsets in 2:4" % t)
+    check(all(bits_equal(canon_zero(v), got[k]) for k, v in pr.items()), "decodes to the pruned model")
+
+    # inspect and export agree on what is 2:4
+    ins = json.loads(run("inspect", P("llm24.pt"), "--json", expect=0).stdout)
+    yes = mods(t["name"] for t in ins["tensors"] if t["name"] in cands and t["satisfies_2_4"])
+    check(yes == sorted(sc["targets"]), "inspect's 2:4 'yes' == export's 2:4 targets (%s)" % yes)
+
+    # dense keeps the structure and the targets
+    p = run("export", P("llm24.pt"), "-o", P("llmdense"), "--ct-format", "dense", expect=0)
+    got, cfg, st = ct_decode(P("llmdense"))
+    scd = cfg["quantization_config"]["sparsity_config"]
+    check(set(scd) == CT_FIELDS and scd["format"] == "dense" and scd["sparsity_structure"] == "2:4",
+          "dense: sparsity_structure 2:4 kept")
+    check(sorted(scd["targets"]) == want_t and sorted(scd["ignore"]) == want_i, "dense: targets and ignore kept")
+    check(not any(k.endswith(".compressed") for k in st), "dense: nothing compressed")
+    check(all(bits_equal(v, got[k]) for k, v in pr.items()), "dense: every tensor as it was")
+
+    # sparse-bitmask on request: shape [ndim]; the odd layer compresses too
+    p = run("export", P("llm24.pt"), "-o", P("llmbm"), "--ct-format", "sparse-bitmask", expect=0)
+    got, cfg, st = ct_decode(P("llmbm"))
+    scb = cfg["quantization_config"]["sparsity_config"]
+    check(scb["format"] == "sparse-bitmask" and "model.layers.0.odd" in scb["targets"], "sparse-bitmask targets")
+    check(st["model.layers.0.odd.shape"][1].shape == (2,) and st["model.layers.0.odd.row_offsets"][0] == "I64",
+          "sparse-bitmask: shape I64 [ndim], row_offsets")
+    check(all(bits_equal(canon_zero(v), got[k]) for k, v in pr.items()), "sparse-bitmask decodes")
+
+    # nothing pruned: dense, no targets
+    torch.save({"a.weight": torch.randn(8, 8, generator=gen), "b.weight": emb}, P("dense.pt"))
+    p = run("export", P("dense.pt"), "-o", P("densect"), "--json", expect=0)
+    _, cfg, _ = ct_decode(P("densect"))
+    scn = cfg["quantization_config"]["sparsity_config"]
+    check(scn["format"] == "dense" and scn["targets"] == [] and scn["sparsity_structure"] == "unstructured",
+          "a dense model exports as dense with no targets")
 
 
 if __name__ == "__main__":

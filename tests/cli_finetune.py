@@ -3,8 +3,11 @@ examples/digits) with real libtorch training.
 
 Every output model is loaded back with PyTorch (torch.jit.load) and measured
 here: accuracy on the held-out split, exact zero counts per layer, pruned
-weights that stay zero, N:M conformance, bit-identical resumes. Epochs are
-kept small so the whole file runs in well under a minute on two cores.
+weights that stay zero, N:M conformance, bit-identical resumes. Held masks
+train on the sparse operator by default (--kernels auto): the same run on
+dense kernels ends within noise of it, and the log says which kernels ran.
+Epochs are kept small so the whole file runs in well under a minute on two
+cores.
 """
 import json
 import os
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clitest import SRC, check, nz_round, run, summary  # noqa: E402
+from clitest import SRC, check, nz_round, run, summary, without_libtorch  # noqa: E402
 DIGITS = os.path.join(SRC, "examples", "digits")
 
 
@@ -85,9 +88,7 @@ def read_log(path):
 
 def main():
     torch.set_num_threads(1)
-    p = run("finetune", "x.pt", "-o", "y.pt", "--data", "z.csv")
-    if "built without libtorch" in p.stderr:
-        print("skip: this sparsify was built without libtorch (-Dtorch=disabled or not found)")
+    if without_libtorch():
         return 77
     with tempfile.TemporaryDirectory() as tmp:
         T = lambda name: os.path.join(tmp, name)
@@ -153,6 +154,49 @@ def main():
             p = run(*args[:3], T("ft2.pt"), *args[4:-2], expect=0)
             w2 = weights(T("ft2.pt"))
             check(all(torch.equal(wft[n], w2[n]) for n in wft), "same seed, same weights")
+            # The held masks trained on the sparse operator (auto), from the
+            # first step, every layer; per-step time in every epoch line.
+            kev = [e for e in ev if e["event"] == "kernels"]
+            check(len(kev) == 1 and kev[0]["epoch"] == 0 and kev[0]["step"] == 0
+                  and [l["name"] for l in kev[0]["layers"] if l["sparse"]] == ["fc1", "fc2", "fc3"],
+                  f"kernels event: all three layers sparse from step 0: {kev}")
+            check(all(e["kernels"] == "sparse" and e["step_ms"] > 0 for e in epochs),
+                  "every epoch line: sparse kernels and step_ms")
+            # The same run on dense kernels: within noise, same zeros.
+            dlog = T("dense.jsonl")
+            p = run(*args[:3], T("ftd.pt"), *args[4:-1], dlog, "--kernels", "dense", expect=0)
+            check(p.returncode == 0, "--kernels dense runs")
+            if p.returncode == 0:
+                dacc = accuracy(T("ftd.pt"), xva, yva)
+                print(f"sparse kernels {ft_acc:.2f}%  dense kernels {dacc:.2f}%", flush=True)
+                check(abs(dacc - ft_acc) <= 1.5,
+                      f"sparse kernels {ft_acc:.2f}% within noise (1.5 points) of dense {dacc:.2f}%")
+                wd = weights(T("ftd.pt"))
+                check(all(torch.equal(wd[n] == 0, wft[n] == 0) for n in wd if prunable(n, wd[n])),
+                      "sparse and dense kernels keep the same zeros")
+                dev = read_log(dlog)
+                check(not [e for e in dev if e["event"] == "kernels"]
+                      and all(e["kernels"] == "dense" and e["step_ms"] > 0
+                              for e in dev if e["event"] == "epoch"),
+                      "dense run: dense kernels and step_ms in every epoch line")
+
+        # SGD with momentum writes through .data() (no version bump): the
+        # sparse operator must still see every update. One epoch on each
+        # kernel ends with the same weights up to rounding.
+        sg = {}
+        for k in ("sparse", "dense"):
+            p = run("finetune", p90, "-o", T(f"sgd_{k}.pt"), "--data", train, "--epochs", 1,
+                    "--optimizer", "sgd", "--momentum", "0.9", "--lr", "1e-2", "--seed", 3,
+                    "--kernels", k, "-q", expect=0)
+            sg[k] = weights(T(f"sgd_{k}.pt")) if p.returncode == 0 else None
+        if sg["sparse"] and sg["dense"]:
+            rel = max(float((sg["sparse"][n] - sg["dense"][n]).abs().max() / sg["dense"][n].abs().max())
+                      for n in sg["dense"])
+            moved = max(float((sg["dense"][n] - w90[n]).abs().max()) for n in sg["dense"])
+            check(moved > 1e-3 and rel < 1e-5,
+                  f"SGD: sparse and dense kernels give the same weights (rel diff {rel:.2g})")
+        else:
+            check(False, "SGD runs on both kernels")
 
         # 2. Gradual magnitude pruning from dense ends exactly at its target.
         rec = T("gmp.json")
@@ -172,10 +216,21 @@ def main():
                       f"GMP {n} exactly 85% sparse")
             check(int((wg["fc3.weight"] == 0).sum()) == int((dense_w["fc3.weight"] == 0).sum()),
                   "GMP leaves untargeted fc3 alone")
-            masks = [e for e in read_log(glog) if e["event"] == "mask"]
+            gev = read_log(glog)
+            masks = [e for e in gev if e["event"] == "mask"]
             sp = [e["tensors"]["fc1.weight"]["sparsity"] for e in masks]
             check(len(masks) >= 5 and sp == sorted(sp) and sp[0] < 0.1,
                   f"GMP mask updates logged on schedule, rising: {[round(s, 3) for s in sp]}")
+            # After the last update (end_epoch 2) the masked layers move to
+            # the sparse operator; the untargeted fc3 has no mask.
+            kev = [e for e in gev if e["event"] == "kernels"]
+            check(len(kev) == 1 and kev[0]["epoch"] == 2
+                  and [l["name"] for l in kev[0]["layers"] if l["sparse"]] == ["fc1", "fc2"]
+                  and [l["reason"] for l in kev[0]["layers"] if l["name"] == "fc3"]
+                  == ["not masked (trained dense)"],
+                  f"GMP: sparse kernels from epoch 2 for fc1, fc2: {kev}")
+            check([e["kernels"] for e in gev if e["event"] == "epoch"] == ["dense", "dense", "sparse"],
+                  "GMP: epochs 1-2 dense, 3 sparse")
             check(accuracy(gmp, xva, yva) > 90, "GMP model still classifies")
 
         # 3. Movement pruning: scores accumulate -W*grad, masks keep the top.
@@ -306,6 +361,8 @@ def main():
         if p.returncode == 0:
             ep = [e["epoch"] for e in read_log(rl) if e["event"] == "epoch"]
             check(ep == [3, 4], f"resume trains epochs 3 and 4 only: {ep}")
+            check([e["kernels"] for e in read_log(rl) if e["event"] == "epoch"] == ["sparse"] * 2,
+                  "the resumed run trains on the sparse operator too")
             a, b = weights(full), weights(res)
             check(all(torch.equal(a[n], b[n]) for n in a), "resumed run equals the uninterrupted one")
 
@@ -317,6 +374,9 @@ def main():
             for r in f.read().splitlines():
                 g.write(",".join(r.split(",")[1:]) + "\n")
         cases = [
+            (["--data", train, "--kernels", "fast"], "unknown value 'fast'"),
+            (["--data", train, "--kernels", "sparse", "--device", "cuda"], "run on the CPU"),
+            (["--data", train, "--kernels", "sparse", "--no-masks"], "--no-masks"),
             (["--data", train, "--label-column", "digit"], "no column named 'digit'"),
             (["--data", T("ragged.csv")], "ragged.csv':3: row has 2 fields, expected 3"),
             (["--data", T("narrow.csv")], "does not accept inputs of shape [2, 63]"),

@@ -105,9 +105,10 @@ def oracle(fx, path):
 
 
 def satisfies_2_4(t):
-    """At most 2 nonzeros in every 4 consecutive weights along the input
-    dimension ([out, in]; conv [O, I, kh, kw] per (kh, kw); otherwise
-    [dim0, rest], rank 0 and 1 one row); tail groups count too."""
+    """2:4 as 2:4 runtimes and compressed-tensors' sparse-24-bitmask need it:
+    the input dimension ([out, in]; conv [O, I, kh, kw] per (kh, kw);
+    otherwise [dim0, rest], rank 0 and 1 one row) is a multiple of 4 and
+    every aligned group of 4 has at most 2 nonzeros. Empty tensors pass."""
     if not t.dtype.is_floating_point:
         return None
     if t.numel() == 0:
@@ -118,11 +119,9 @@ def satisfies_2_4(t):
         m = t.reshape(t.shape[0], -1)
     else:
         m = t.reshape(1, -1)
-    pad = (-m.shape[1]) % 4
-    nz = (m != 0)
-    if pad:
-        nz = torch.cat([nz, torch.zeros(m.shape[0], pad, dtype=torch.bool)], dim=1)
-    return bool((nz.reshape(m.shape[0], -1, 4).sum(dim=2) <= 2).all())
+    if m.shape[1] % 4:
+        return False
+    return bool(((m != 0).reshape(m.shape[0], -1, 4).sum(dim=2) <= 2).all())
 
 
 def storage_groups(tensors):

@@ -226,7 +226,7 @@ def main():
         torch.manual_seed(4)
         t = {"l.weight": torch.randn(24, 40).to(dt), "ids": torch.arange(5)}
         torch.save(t, P("dt.pt"))
-        rr = run("prune", P("dt.pt"), "-o", P("dt80.pt"), "--sparsity", "0.8", "-q", expect=0)
+        rr = run("prune", P("dt.pt"), "-o", P("dt80.pt"), "--sparsity", "0.8", "-q", "--force", expect=0)
         w = torch.load(P("dt80.pt"))["l.weight"]
         zeros = int((w == 0).sum())
         check(rr.returncode == 0 and w.dtype == dt and zeros >= nz_round(0.8, 960), f"{dt}: exact zeros ({zeros})")
@@ -359,7 +359,91 @@ def main():
                 ok = False
         check(ok, f"killed after {delay}s: no partial output, no temp files")
 
+    defaults_and_ties(tmp)
     return summary()
+
+
+def defaults_and_ties(tmp):
+    """Output heads stay dense by default; tied storage is pruned only when
+    every name over it is targeted; --dry-run writes nothing; movement
+    recipes are refused by one-shot prune."""
+    P = lambda name: os.path.join(tmp, name)  # noqa: E731
+    torch.manual_seed(8)
+    emb = torch.randn(40, 16)
+    lm = collections.OrderedDict([("model.embed_tokens.weight", emb),
+                                  ("model.layers.0.mlp.up_proj.weight", torch.randn(32, 16)),
+                                  ("model.norm.weight", torch.ones(16)),
+                                  ("lm_head.weight", emb)])  # tied, as most small LMs
+    torch.save(lm, P("lm.pt"))
+    r = run("prune", P("lm.pt"), "-o", P("lm50.pt"), "--sparsity", "0.5", "--json", expect=0)
+    o = torch.load(P("lm50.pt"))
+    names = [t["name"] for t in json.loads(r.stdout)["tensors"]]
+    check(names == ["model.layers.0.mlp.up_proj.weight"], f"default targets leave lm_head dense: {names}")
+    check(torch.equal(o["model.embed_tokens.weight"], emb) and torch.equal(o["lm_head.weight"], emb),
+          "embeddings tied to lm_head untouched")
+    # an untied lm_head (and Meta's "output") is not a default target either
+    untied = {"lm_head.weight": torch.randn(40, 16), "output.weight": torch.randn(40, 16), "fc.weight": torch.randn(8, 16)}
+    torch.save(untied, P("untied.pt"))
+    r = run("prune", P("untied.pt"), "--dry-run", "--sparsity", "0.5", "--json", expect=0)
+    check([t["name"] for t in json.loads(r.stdout)["tensors"]] == ["fc.weight"], "untied heads not pruned by default")
+    r = run("prune", P("untied.pt"), "-o", P("untied50.pt"), "--sparsity", "0.5", "--include", "^lm_head", "-q", expect=0)
+    check(int((torch.load(P("untied50.pt"))["lm_head.weight"] == 0).sum()) == 320, "--include can still select lm_head")
+    # a tied head asked for alone: its storage is also the embedding's
+    r = run("prune", P("lm.pt"), "-o", P("x.pt"), "--sparsity", "0.5", "--include", "lm_head")
+    lines = r.stderr.strip().splitlines()
+    check(r.returncode == 2 and len(lines) == 1 and "'lm_head.weight' shares its storage with "
+          "'model.embed_tokens.weight'" in lines[0] and not os.path.exists(P("x.pt")),
+          f"tied lm_head alone: exit 2, nothing pruned ({lines})")
+    r = run("prune", P("lm.pt"), "-o", P("x.pt"), "--sparsity", "0.5", "--include", "lm_head|up_proj", "--json")
+    check(r.returncode == 0 and "'lm_head.weight' left dense" in r.stderr
+          and json.loads(r.stdout)["skipped"] == [{"name": "lm_head.weight",
+                                                  "shares_storage_with": "model.embed_tokens.weight"}],
+          "a skipped alias is warned about and reported")
+    check(torch.equal(torch.load(P("x.pt"))["lm_head.weight"], emb), "the skipped head stayed dense")
+    # both names targeted: pruned once, both named, still tied
+    r = run("prune", P("lm.pt"), "-o", P("both.pt"), "--sparsity", "0.5", "--include", "lm_head|embed", "--json", expect=0)
+    rep = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
+    check(rep["lm_head.weight"]["aliases"] == ["model.embed_tokens.weight"]
+          and rep["model.embed_tokens.weight"]["aliases"] == ["lm_head.weight"], "the report names every alias")
+    b = torch.load(P("both.pt"))
+    check(b["lm_head.weight"].data_ptr() == b["model.embed_tokens.weight"].data_ptr()
+          and int((b["lm_head.weight"] == 0).sum()) == 320, "tied pair pruned once, still tied")
+    r = run("prune", P("lm.pt"), "-o", P("both2.pt"), "--sparsity", "0.5", "--include", "lm_head|embed", expect=0)
+    check("shares storage with model.embed_tokens.weight" in r.stderr, "the table names the alias")
+    # views: a weight inside an untargeted buffer is left dense; one beside it is pruned
+    flat = torch.randn(64 + 64 + 8)
+    views = {"buf": flat, "in.weight": flat[:64].view(8, 8)}
+    torch.save(views, P("views.pt"))
+    r = run("prune", P("views.pt"), "-o", P("x2.pt"), "--sparsity", "0.5")
+    check(r.returncode == 2 and "'in.weight' shares its storage with 'buf'" in r.stderr, "a view of an untargeted buffer is left dense")
+    side = {"a.weight": flat[:64].view(8, 8), "b.bias": flat[64:72], "c.weight": flat[72:].view(8, 8)}
+    torch.save(side, P("side.pt"))
+    r = run("prune", P("side.pt"), "-o", P("side50.pt"), "--sparsity", "0.5", "-q", expect=0)
+    so = torch.load(P("side50.pt"))
+    check(int((so["a.weight"] == 0).sum()) == 32 and torch.equal(so["b.bias"], side["b.bias"]),
+          "views that do not overlap an untargeted tensor are pruned")
+    # --dry-run: what would be pruned and to what, nothing written
+    before = sorted(os.listdir(tmp))
+    r = run("prune", P("lm.pt"), "--dry-run", "--sparsity", "0.7", "--include", "lm_head|embed|up", expect=0)
+    check(r.returncode == 0 and "would prune 3 tensors" in r.stdout and "70.00%" in r.stdout
+          and "model.embed_tokens.weight" in r.stdout.split("lm_head.weight", 2)[-1], "--dry-run table with aliases")
+    r = run("prune", P("lm50.pt"), "-o", P("never.pt"), "--dry-run", "--sparsity", "0.7", "--json", expect=0)
+    d = json.loads(r.stdout)
+    check(d["dry_run"] is True and d["tensors"][0]["target"] == 0.7
+          and d["tensors"][0]["sparsity_before"] == 0.5 and "zeros_after" not in d["tensors"][0],
+          "--dry-run --json: target and current sparsity")
+    check(sorted(os.listdir(tmp)) == before, "--dry-run wrote nothing")
+    # movement needs gradients: one-shot prune refuses it
+    for rec in ("movement-90", P("mv.json")):
+        if rec.endswith(".json"):
+            json.dump({"modifiers": [{"type": "MovementPruningModifier", "final_sparsity": 0.8,
+                                      "start_epoch": 0, "end_epoch": 2}]}, open(rec, "w"))
+        r = run("prune", P("lm.pt"), "-o", P("mv.pt"), "--recipe", rec)
+        lines = r.stderr.strip().splitlines()
+        check(r.returncode == 2 and len(lines) == 1 and "sparsify finetune" in lines[0]
+              and "MovementPruningModifier" in lines[0] and not os.path.exists(P("mv.pt")),
+              f"movement recipe {os.path.basename(rec)}: exit 2 pointing to finetune ({lines})")
+    check(run("check", P("lm.pt"), "--recipe", "movement-90").returncode == 1, "check still takes a movement recipe")
 
 
 if __name__ == "__main__":

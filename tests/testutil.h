@@ -43,4 +43,14 @@ static inline void spit(const char *path, const void *p, size_t n)
     fclose(f);
 }
 
+/* Run a suite (CK_NORMAL output); the number of failed tests. */
+static inline int tu_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed;
+}
+
 #endif

@@ -58,6 +58,14 @@ typedef struct sp_ckpt sp_ckpt;
  * SP_ERR_FORMAT (malformed, truncated, bad CRC, hostile pickle),
  * SP_ERR_UNSUPPORTED. The message names the file. */
 sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err);
+/* Open a checkpoint held in memory (torch zip, TorchScript, legacy torch,
+ * safetensors or .spz; folders need files). data is borrowed until
+ * sp_ckpt_close and must not change meanwhile; name stands for the file in
+ * messages. Rewriting such a checkpoint writes a real file. Used by the
+ * fuzz harnesses and by callers that hold a checkpoint in a buffer.
+ * Errors as sp_ckpt_open. */
+sp_status sp_ckpt_open_mem(sp_ckpt **out, const char *name, const void *data, size_t size,
+                           sp_error *err);
 /* Accepts NULL. */
 void sp_ckpt_close(sp_ckpt *ck);
 
@@ -88,6 +96,30 @@ void sp_ckpt_storage_release(sp_ckpt *ck, size_t i);
 sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data,
                               sp_error *err);
 
+/* A view's zeros (+0 and -0 for floats) and whether it is 2:4 as 2:4
+ * runtimes and compressed-tensors' sparse-24-bitmask need it: the input
+ * dimension (docs/pruning.md: dim 1 of [out, in], I of a conv
+ * [O, I, kh, kw], all but dim 0 of another rank, the whole of rank 0/1) is a
+ * multiple of 4 and every aligned group of 4 consecutive input weights has
+ * at most 2 nonzeros; an empty view is 2:4. first: the view's first element
+ * (storage bytes + offset * element size). Reads the view in place (no
+ * copy); inspect and the compressed-tensors export share it so they agree.
+ * is_24 is only computed when check_24 (else true). */
+typedef struct sp_view_stats {
+    uint64_t zeros;
+    bool is_24;
+} sp_view_stats;
+void sp_tensor_view_stats(const sp_tensor *t, const void *first, bool check_24,
+                          sp_view_stats *out);
+
+/* The tensors grouped by storage, for visiting each storage once:
+ * order[start[s] .. start[s + 1]) are the indices of the tensors of storage
+ * s, in file order. Returns two new arrays (start has
+ * sp_ckpt_num_storages + 1 entries that matter); the caller frees both.
+ * Errors: SP_ERR_NOMEM. */
+sp_status sp_ckpt_tensors_by_storage(const sp_ckpt *ck, size_t **order, size_t **start,
+                                     sp_error *err);
+
 /*
  * Rewrite: write ck to out_path in its own format (torch legacy is written as
  * torch zip), replacing the bytes of some storages. For every storage, in
@@ -107,6 +139,44 @@ typedef sp_status (*sp_rewrite_fn)(void *ctx, sp_ckpt *ck, size_t storage,
                                    sp_error *err);
 sp_status sp_ckpt_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn,
                           void *ctx, sp_error *err);
+
+/*
+ * Outputs. Every writer of libsparsify writes a hidden temporary beside its
+ * output, ".NAME.sparsify-tmp-PID" (unnamed while possible; a folder holds
+ * the marker file SP_TMP_MARKER), and puts it in place only when complete:
+ *  - nothing at the output when the writer started: renamed without
+ *    replacing (something that appears meanwhile is left alone, an error);
+ *  - something there: that same thing is replaced atomically (rename, or
+ *    an exchange for folders) and then removed. A symbolic link is
+ *    replaced as a link, its target untouched; an old folder is removed
+ *    only after the new output is in place, walking it without ever
+ *    following a link.
+ * Whether an existing output may be replaced is the caller's decision
+ * (sparsify refuses unless --force). A run killed outright leaves its
+ * temporary; the next writer of that output removes it once its PID is no
+ * longer alive (folders only with the marker).
+ */
+#define SP_TMP_MARKER ".sparsify-tmp"
+
+/* ".NAME.sparsify-tmp-PID" beside path, into buf; false if it does not fit
+ * or path has no last component. */
+bool sp_output_tmp_path(const char *path, long pid, char *buf, size_t len);
+/* Remove the temporary at tmp_path when it is ours: a regular file or a
+ * link (the link itself), or a folder holding SP_TMP_MARKER (its links
+ * removed, never followed).
+ * Async-signal-safe (system calls and stack buffers only), for signal
+ * handlers. True when something was removed. */
+bool sp_output_tmp_remove(const char *tmp_path);
+/* The same for this process's own temporary, from its signal handler: an
+ * empty folder without the marker is removed too (this process created it
+ * a moment before marking it), and removal is repeated while other threads
+ * keep writing into it. Async-signal-safe. */
+bool sp_output_tmp_remove_own(const char *tmp_path);
+/* Remove the temporaries that killed runs (PID not alive, same user) left
+ * beside path; writers do this when they start. Returns how many. */
+size_t sp_output_clean_stale(const char *path);
+/* Write len bytes to path as every writer does (temporary + rename). */
+sp_status sp_file_write_atomic(const char *path, const void *data, size_t len, sp_error *err);
 
 /* A dense, contiguous, row-major tensor handed to a writer. */
 typedef struct sp_tensor_data {

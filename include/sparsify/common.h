@@ -122,6 +122,17 @@ typedef struct sp_tensor {
 /* True when the view is dense row-major (strides match shape). */
 bool sp_tensor_is_contiguous(const sp_tensor *t);
 
+/* Progress of a long operation (export, prune): done of total units (bytes)
+ * so far; called from the calling thread, never after the call returns. */
+typedef void (*sp_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* The entry of names[0..n) closest to word by edit distance (typos,
+ * transpositions), or NULL when none is close enough to be the one meant
+ * (at most 1 edit for words under 6 bytes, 2 under 12, else 3, and fewer
+ * edits than half the word). For "did you mean" hints; an exact match is
+ * not a suggestion. */
+const char *sp_closest_name(const char *word, const char *const *names, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -132,21 +132,59 @@ double sp_schedule_sparsity(double init, double final, double start_epoch,
                             double end_epoch, double update_frequency,
                             sp_inter_func f, double epoch);
 
-/* Tensor selection: POSIX extended regexes matched anywhere in the dotted
- * name (like re.search). With no include regex, the defaults apply:
- * floating-point tensors of rank >= 2 whose name ends in "weight" and that
- * are not embeddings or norms (sp_select_default). With include regexes,
- * any floating tensor matching one is a candidate. Excludes always win. */
+/*
+ * Regular expressions in Python `re` syntax (PCRE2 underneath, UTF + UCP:
+ * \d, \w, \s, \b are Unicode-aware as in Python 3 str patterns; lookaround,
+ * (?P<name>...), lazy and possessive quantifiers, inline flags i m s x).
+ * Spellings where PCRE2 and Python differ are translated (\Z, \v, \uXXXX,
+ * {,n}, '[' inside a set) and Python-invalid escapes and flags are refused,
+ * so a pattern means what it means in Python. Compiled once; every match
+ * runs under backtracking limits. Patterns longer than SP_REGEX_MAX_LEN
+ * bytes are refused.
+ */
+#define SP_REGEX_MAX_LEN 4096
+typedef struct sp_regex sp_regex;
+/* Compile pattern. anchored: match at the start only (Python re.match);
+ * else anywhere (re.search). Returns a new object in *out; free with
+ * sp_regex_free. Errors: SP_ERR_INVALID_ARG "regex 'PAT': <reason>". */
+sp_status sp_regex_new(sp_regex **out, const char *pattern, bool anchored, sp_error *err);
+/* Does subject match? Errors: SP_ERR_INVALID_ARG when the pattern hits the
+ * backtracking limits (catastrophic backtracking) or subject is not valid
+ * UTF-8; the message names the pattern and the subject. Thread-safe. */
+sp_status sp_regex_match(const sp_regex *re, const char *subject, bool *matched, sp_error *err);
+const char *sp_regex_pattern(const sp_regex *re); /* as given */
+void sp_regex_free(sp_regex *re);                  /* accepts NULL */
+
+/* Tensor selection: regexes (above) matched anywhere in the dotted name
+ * (like Python's re.search). With no include regex, the defaults apply
+ * (sp_select_default). With include regexes, any floating tensor matching
+ * one is a candidate (an output head too: the user asked). Excludes always
+ * win. */
 typedef struct sp_selector {
-    void *inc, *exc; /* regex_t arrays */
+    sp_regex **inc, **exc; /* owned */
     size_t ninc, nexc;
 } sp_selector;
+/* Errors: SP_ERR_INVALID_ARG naming the option and the pattern
+ * ("--include regex '(': missing closing parenthesis"). */
 sp_status sp_selector_init(sp_selector *s, const char *const *include, size_t ninc,
                            const char *const *exclude, size_t nexc, sp_error *err);
-bool sp_selector_match(const sp_selector *s, const char *name, sp_dtype dtype, int ndim);
+/* *selected: is the tensor a candidate? Errors: those of sp_regex_match. */
+sp_status sp_selector_match(const sp_selector *s, const char *name, sp_dtype dtype, int ndim,
+                            bool *selected, sp_error *err);
 void sp_selector_release(sp_selector *s);
-/* The default rule alone. */
+/* The default rule alone: floating tensors of rank >= 2 whose name ends in
+ * "weight" and that are not embeddings, norms (sp_name_is_embedding_or_norm)
+ * or output heads (sp_name_is_output_head). */
 bool sp_select_default(const char *name, sp_dtype dtype, int ndim);
+/* Embeddings and norms by name: "embed"/"norm" anywhere (any case), GPT-2's
+ * wte/wpe/ln_f, ln_* and bn* components. */
+bool sp_name_is_embedding_or_norm(const char *name);
+/* Language-model output heads by name: a module whose last component is
+ * lm_head, embed_out (GPT-NeoX), generator_lm_head (ELECTRA), the
+ * top-level "output" (Meta's Llama layout) or cls.predictions.decoder
+ * (BERT's masked-LM head). SparseGPT, Wanda and llm-compressor keep them
+ * dense. */
+bool sp_name_is_output_head(const char *name);
 
 #ifdef __cplusplus
 }

@@ -10,21 +10,37 @@
 
 #include "sparsify/ckpt.h"
 #include "sparsify/prune.h"
-#include "sparsify/recipe.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* A tensor named by the caller, with its own sparsity. */
+typedef struct sp_prune_tensor {
+    const char *name; /* borrowed */
+    double sparsity;  /* in [0, 1]; ignored for N:M (implied) */
+} sp_prune_tensor;
+
 /* One pruning rule: which tensors, what pattern, what sparsity. A tensor is
  * pruned by the first rule that targets it. Exactly one of `selector` /
- * `modifier` decides the targets. */
+ * `tensors` decides the targets: a selector of name patterns, or the
+ * tensors a caller has already chosen, each with its sparsity.
+ *
+ * Shared storage: a target whose bytes overlap those of a tensor that no
+ * rule targets (a tied lm_head and embedding, a view of a buffer) is left
+ * dense and listed in the report's `skipped`, because pruning it would
+ * silently change the other tensor. Pruning shared bytes needs every name
+ * over them targeted; each entry then lists its aliases. */
 typedef struct sp_prune_rule {
-    const sp_selector *selector;   /* CLI --include/--exclude (borrowed) */
-    const sp_modifier *modifier;   /* recipe modifier (borrowed) */
+    const sp_selector *selector;    /* CLI --include/--exclude (borrowed), or */
+    const sp_prune_tensor *tensors; /* exactly these tensors (borrowed); names
+                                       that are not in the checkpoint, or not
+                                       floating, are not targets */
+    size_t ntensors;
     sp_pattern pattern;
-    double sparsity;               /* ignored with a modifier (final_for) */
-    bool global;                   /* one threshold across the rule's tensors */
+    double sparsity;                /* with a selector: every target's; a
+                                       global rule: the global target */
+    bool global;                    /* one threshold across the rule's tensors */
     sp_block_score bscore;
 } sp_prune_rule;
 
@@ -36,15 +52,27 @@ typedef struct sp_prune_entry {
     double target;         /* requested sparsity (N:M: implied) */
     uint64_t numel;
     uint64_t zeros_before, zeros_after;
-    bool shared;           /* shares its storage with an earlier target */
+    bool shared;           /* same view as an earlier target (one mask) */
+    const char **aliases;  /* the other targets whose bytes overlap this
+                              one's (names borrowed from the checkpoint);
+                              they change together */
+    size_t naliases;
     /* check only */
     bool ok;
     char violation[160];
 } sp_prune_entry;
 
+/* A tensor a rule targets that was left dense (see sp_prune_rule). */
+typedef struct sp_prune_skip {
+    const char *name;  /* the tensor (borrowed from the checkpoint) */
+    const char *alias; /* an untargeted tensor sharing its bytes */
+} sp_prune_skip;
+
 typedef struct sp_prune_report {
     sp_prune_entry *entries;
     size_t n;
+    sp_prune_skip *skipped;
+    size_t nskipped;
     uint64_t total_params;     /* all floating tensors in the checkpoint */
     uint64_t targeted_params;
     uint64_t zeros_before, zeros_after; /* over targeted tensors */
@@ -52,20 +80,26 @@ typedef struct sp_prune_report {
 
 void sp_prune_report_release(sp_prune_report *r);
 
-/* Build rules from a recipe: one rule per pruning modifier (distillation is
- * skipped), its final sparsity and mask type. rules must hold r->nmods
- * entries; *nrules gets the count. */
-size_t sp_prune_rules_from_recipe(const sp_recipe *r, sp_prune_rule *rules);
+typedef struct sp_prune_options {
+    bool dry_run;            /* resolve targets and count their zeros (the
+                                report's zeros_before); write nothing */
+    sp_progress_fn progress; /* bytes processed of the checkpoint, or NULL */
+    void *progress_ctx;
+} sp_prune_options;
 
-/* Prune ck into out_path (same format; atomic). The report is filled on
- * success. Errors: SP_ERR_INVALID_ARG (NaN/Inf in a target: the message
- * names the tensor; sparsity out of range; N:M with a different sparsity),
- * SP_ERR_NOT_FOUND (no tensor matched any rule), I/O and format errors. */
+/* Prune ck into out_path (same format; atomic). opt may be NULL (no
+ * progress, not a dry run); with opt->dry_run out_path may be NULL. The
+ * report is filled on success. Errors: SP_ERR_INVALID_ARG (NaN/Inf in a
+ * target: the message names the tensor; sparsity out of range; N:M with a
+ * different sparsity; a regex that backtracks too much), SP_ERR_NOT_FOUND
+ * (no tensor matched any rule, or every match shares bytes with an
+ * untargeted tensor), I/O and format errors. */
 sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *rules,
-                        size_t nrules, sp_prune_report *rep, sp_error *err);
+                        size_t nrules, const sp_prune_options *opt, sp_prune_report *rep,
+                        sp_error *err);
 
-/* Check every targeted tensor of ck against its rule's pattern and sparsity.
- * Returns SP_OK when all pass, SP_ERR_CHECK when any fails (the report says
+/* Check every targeted tensor of ck against its rule's pattern and sparsity
+ * (the targets sp_prune_ckpt would prune, skips included). Returns SP_OK when all pass, SP_ERR_CHECK when any fails (the report says
  * which), or another error for bad input. */
 sp_status sp_prune_check(sp_ckpt *ck, const sp_prune_rule *rules, size_t nrules,
                          sp_prune_report *rep, sp_error *err);

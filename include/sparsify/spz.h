@@ -99,8 +99,6 @@ const char *sp_spz_metadata(const sp_ckpt *ck);
 
 /* ---- exporting a whole checkpoint ---- */
 
-typedef void (*sp_progress_fn)(void *ctx, uint64_t done, uint64_t total);
-
 typedef struct sp_export_entry {
     char *name;
     sp_dtype dtype;

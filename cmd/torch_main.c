@@ -1,0 +1,33 @@
+/*
+ * sparsify-torch — the only executable that links libtorch: the commands
+ * built on the libtorch bridge (finetune, run). `sparsify finetune ...` and
+ * `sparsify run ...` exec it (cmd/launch.c) with the command name first, so
+ * the other commands start without loading libtorch (~0.6 s and ~160 MB per
+ * start).
+ */
+#include <string.h>
+
+#include "cmd/cli.h"
+#ifdef SP_HAVE_TORCH
+#include "bridge/train.h"
+#endif
+
+int main(int argc, char **argv)
+{
+    /* for `sparsify --version`: what this libtorch offers */
+    if (argc == 2 && !strcmp(argv[1], "--features")) {
+#ifdef SP_HAVE_TORCH
+        printf("libtorch %s\ncuda %d\n", sp_train_torch_version(), sp_train_cuda_available());
+        return EXIT_OK;
+#else
+        return EXIT_FAILED;
+#endif
+    }
+    if (argc >= 2 && !strcmp(argv[1], "finetune"))
+        return cmd_finetune(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "run"))
+        return cmd_run(argc - 1, argv + 1);
+    cli_error("usage: sparsify-torch finetune|run [options] (started by 'sparsify finetune' "
+              "and 'sparsify run')");
+    return EXIT_USAGE;
+}

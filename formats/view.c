@@ -1,0 +1,146 @@
+/*
+ * Walking a tensor's strided view in place: its zeros and whether it is
+ * 2:4. One walker serves `sparsify inspect` and the compressed-tensors
+ * export, so the two always agree on what is 2:4.
+ */
+#include "sparsify/ckpt.h"
+
+#include <string.h>
+
+/* Zero test on raw bits: floats ignore the sign bit (+0 and -0 are zero). */
+typedef struct zspec {
+    size_t es;
+    uint64_t mask; /* for es <= 8; for 16-byte complex, mask of each half */
+} zspec;
+
+static zspec zspec_for(sp_dtype dt)
+{
+    zspec z = {sp_dtype_size(dt), ~(uint64_t)0};
+    switch (dt) {
+    case SP_F16:
+    case SP_BF16: z.mask = 0x7fff; break;
+    case SP_F32: z.mask = 0x7fffffff; break;
+    case SP_F64: z.mask = 0x7fffffffffffffffull; break;
+    case SP_C64: z.mask = 0x7fffffff7fffffffull; break;
+    case SP_C128: z.mask = 0x7fffffffffffffffull; break;
+    default:
+        if (z.es < 8)
+            z.mask = ((uint64_t)1 << (8 * z.es)) - 1;
+        break;
+    }
+    return z;
+}
+
+static inline bool is_zero(const zspec *z, const unsigned char *p)
+{
+    uint64_t v = 0;
+    switch (z->es) {
+    case 1: return *p == 0;
+    case 2: { uint16_t x; memcpy(&x, p, 2); v = x; } break;
+    case 4: { uint32_t x; memcpy(&x, p, 4); v = x; } break;
+    case 8: memcpy(&v, p, 8); break;
+    case 16: {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + 8, 8);
+        return !(a & z->mask) && !(b & z->mask);
+    }
+    default: return false;
+    }
+    return (v & z->mask) == 0;
+}
+
+/*
+ * The view's dims permuted into the 2:4 geometry (docs/pruning.md): the
+ * "outer" dims first and the row (the input dimension, whose consecutive
+ * groups of 4 are checked) last. [out, in]; conv [O, I, kh, kw] as an
+ * [O, I] matrix per (kh, kw); any other rank [dim0, rest] (rank 0 and 1:
+ * one row). *nouter: dims before the row's own (a new row starts when one
+ * of them advances); *cols: the row length.
+ */
+static int geometry(const sp_tensor *t, int64_t *shape, int64_t *stride, int *nouter, int64_t *cols)
+{
+    int nd;
+    if (t->ndim == 0) {
+        shape[0] = 1;
+        stride[0] = 0;
+        nd = 1;
+        *nouter = 0;
+        *cols = 1;
+    } else if (t->ndim == 4) {
+        static const int perm[4] = {0, 2, 3, 1};
+        for (int k = 0; k < 4; k++) {
+            shape[k] = t->shape[perm[k]];
+            stride[k] = t->stride[perm[k]];
+        }
+        nd = 4;
+        *nouter = 3;
+        *cols = t->shape[1];
+    } else {
+        for (int k = 0; k < t->ndim; k++) {
+            shape[k] = t->shape[k];
+            stride[k] = t->stride[k];
+        }
+        nd = t->ndim;
+        *nouter = nd >= 2 ? 1 : 0;
+        *cols = 1;
+        for (int k = *nouter; k < nd; k++)
+            *cols *= t->shape[k];
+    }
+    return nd;
+}
+
+void sp_tensor_view_stats(const sp_tensor *t, const void *first, bool check_24,
+                          sp_view_stats *out)
+{
+    zspec z = zspec_for(t->dtype);
+    int64_t shape[SP_MAX_DIMS], stride[SP_MAX_DIMS], cols;
+    int nouter, nd = geometry(t, shape, stride, &nouter, &cols);
+    out->zeros = 0;
+    out->is_24 = true;
+    for (int k = 0; k < nd; k++)
+        if (shape[k] == 0)
+            return; /* empty: nothing breaks 2:4 */
+    check_24 = check_24 && (out->is_24 = cols % 4 == 0);
+    const unsigned char *base = first;
+    int64_t idx[SP_MAX_DIMS] = {0};
+    int last = nd - 1;
+    int64_t inner_n = shape[last];
+    ptrdiff_t inner_step = (ptrdiff_t)(stride[last] * (int64_t)z.es);
+    int gpos = 0, gnz = 0;
+    bool ok = true;
+    uint64_t zeros = 0;
+    for (;;) {
+        int64_t off = 0;
+        for (int k = 0; k < last; k++)
+            off += idx[k] * stride[k];
+        const unsigned char *p = base + off * (int64_t)z.es;
+        if (!check_24) {
+            for (int64_t i = 0; i < inner_n; i++, p += inner_step)
+                zeros += is_zero(&z, p);
+        } else {
+            for (int64_t i = 0; i < inner_n; i++, p += inner_step) {
+                bool zz = is_zero(&z, p);
+                zeros += zz;
+                gnz += !zz;
+                if (++gpos == 4) {
+                    ok = ok && gnz <= 2;
+                    gpos = gnz = 0;
+                }
+            }
+        }
+        /* advance the odometer over dims [0, last) */
+        int k = last - 1;
+        while (k >= 0 && ++idx[k] == shape[k]) {
+            idx[k] = 0;
+            k--;
+        }
+        if (k < 0)
+            break;
+        if (k < nouter)
+            gpos = gnz = 0; /* a row ended (its length is a multiple of 4) */
+    }
+    out->zeros = zeros;
+    if (check_24)
+        out->is_24 = ok;
+}
