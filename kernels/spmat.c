@@ -684,6 +684,12 @@ void sp_spmat_unpack(const sp_spmat *s, float *w)
     }
 }
 
+/* A stored slot holds a nonzero of the source (f32 or bf16, -0 is zero). */
+static bool stored_nonzero(const sp_spmat *s, size_t v)
+{
+    return s->dtype == SP_BF16 ? (s->bvalues[v] & 0x7fffu) != 0 : s->values[v] != 0.0f;
+}
+
 void sp_spmat_value_map(const sp_spmat *s, uint32_t *map)
 {
     const size_t M = s->rows, K = s->cols;
@@ -692,7 +698,7 @@ void sp_spmat_value_map(const sp_spmat *s, uint32_t *map)
     case SP_LAYOUT_DENSE:
         assert(M * K <= UINT32_MAX);
         for (size_t i = 0; i < M * K; i++)
-            if (s->values[i] != 0.0f)
+            if (stored_nonzero(s, i))
                 map[k++] = (uint32_t)i;
         break;
     case SP_LAYOUT_CSR:
@@ -710,7 +716,7 @@ void sp_spmat_value_map(const sp_spmat *s, uint32_t *map)
             for (size_t b = s->row_ptr[i]; b < s->row_ptr[i + 1]; b++)
                 for (size_t c = 0; c < bc && s->col_idx[b] + c < K; c++) {
                     const size_t v = b * br * bc + rr * bc + c;
-                    if (s->values[v] != 0.0f)
+                    if (stored_nonzero(s, v))
                         map[k++] = (uint32_t)v;
                 }
         }
@@ -721,8 +727,33 @@ void sp_spmat_value_map(const sp_spmat *s, uint32_t *map)
         const size_t slots = s->nm_groups * (size_t)s->n;
         for (size_t r = 0; r < M; r++)
             for (size_t sl = 0; sl < slots; sl++)
-                if (s->values[r * slots + sl] != 0.0f)
+                if (stored_nonzero(s, r * slots + sl))
                     map[k++] = (uint32_t)(r * slots + sl);
+        break;
+    }
+    case SP_LAYOUT_SELL: {
+        /* a row's lane by search (no allocation here: O(rows^2 / 16) lane
+         * reads); its slots window by window, step by step, q by q, which
+         * is column order; the unit partners' columns hold stored zeros */
+        const size_t P = (size_t)s->sell_slots, lanes = s->sell_slices * SP_SELL_H;
+        for (size_t r = 0; r < M; r++) {
+            size_t i = 0;
+            while (i < lanes && s->sell_rows[i] != r)
+                i++;
+            if (i == lanes)
+                continue;
+            const size_t sl = i / SP_SELL_H, l = i % SP_SELL_H;
+            size_t t = s->sell_ptr[sl];
+            for (size_t w = 0; w < s->sell_windows; w++) {
+                const size_t end = t + s->sell_steps[sl * s->sell_windows + w];
+                for (; t < end; t++)
+                    for (size_t q = 0; q < P; q++) {
+                        const size_t v = (t * SP_SELL_H + l) * P + q;
+                        if (stored_nonzero(s, v))
+                            map[k++] = (uint32_t)v;
+                    }
+            }
+        }
         break;
     }
     }

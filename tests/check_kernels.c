@@ -341,6 +341,25 @@ static void round_trip(const char *pattern, size_t m, size_t k, double sparsity,
     sp_spmat_unpack(s, back);
     ck_assert_msg(memcmp(w, back, m * k * sizeof(float)) == 0, "%s %zux%zu: unpack differs",
                   pattern ? pattern : "dense", m, k);
+    /* sp_spmat_value_map: the k-th nonzero in row-major order, each slot once */
+    uint32_t *map = malloc((nnz ? nnz : 1) * sizeof *map);
+    unsigned char *seen = calloc(s->nstored + 1, 1);
+    sp_spmat_value_map(s, map);
+    for (size_t i = 0, j = 0; i < m * k; i++) {
+        if (w[i] == 0)
+            continue;
+        ck_assert_uint_lt(map[j], s->nstored);
+        ck_assert_msg(!seen[map[j]], "%s %zux%zu: slot %u mapped twice",
+                      pattern ? pattern : "dense", m, k, (unsigned)map[j]);
+        seen[map[j]] = 1;
+        const float got = bf16 ? sp_bf16_to_f32(s->bvalues[map[j]]) : s->values[map[j]];
+        ck_assert_msg(got == w[i], "%s %zux%zu layout %s: nonzero %zu maps to %g, not %g",
+                      pattern ? pattern : "dense", m, k, sp_layout_name(s->layout), j,
+                      (double)got, (double)w[i]);
+        j++;
+    }
+    free(map);
+    free(seen);
     sp_spmat_free(s);
     free(w);
     free(back);

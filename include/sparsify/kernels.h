@@ -194,11 +194,14 @@ sp_status sp_spmat_pack_ex(sp_spmat **out, const float *w, size_t rows, size_t c
  * widened exactly). */
 void sp_spmat_unpack(const sp_spmat *s, float *w);
 /*
- * Where the kept values live: map[k] = index in s->values of the k-th
- * nonzero of the packed source in row-major order, for k < s->nnz (map has
- * s->nnz entries). With it a caller that keeps the kept values in row-major
- * order (e.g. as a trainable vector) refreshes the packed matrix in O(nnz):
- * s->values[map[k]] = v[k]; padding (BCSR, empty N:M slots) is never mapped.
+ * Where the kept values live: map[k] = index in s->values (s->bvalues for
+ * bf16 values) of the k-th nonzero of the packed source in row-major order,
+ * for k < s->nnz (map has s->nnz entries), for every layout (SELL: lanes
+ * are looked up by search, O(rows^2 / 16)). With it a caller that keeps the
+ * kept values in row-major order (e.g. as a trainable vector) refreshes the
+ * packed matrix in O(nnz):
+ * s->values[map[k]] = v[k]; padding (BCSR, empty N:M or SELL slots, a SELL
+ * unit partner's columns) is never mapped.
  * Call it on a freshly packed s: the source's nonzeros are told apart from
  * padding by their value (nonzero), so s->values must not have changed.
  * The dense layout maps at most 2^32 - 1 positions (asserted).
