@@ -16,6 +16,7 @@
 #
 # usage: scripts/bench_kernels.sh [SPARSIFY] [THREADS] [REPS] [REPEAT]
 #   SPARSIFY defaults to build/sparsify, THREADS to 2, REPS to 30, REPEAT to 3.
+# BENCH_JSON=FILE also keeps every run's JSON row (one per line) there.
 # Exit 0 when every target is met, 1 when one is not.
 set -eu
 sp=${1:-build/sparsify}
@@ -96,6 +97,7 @@ PY
     done
 done
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "${BENCH_JSON:-}" ] && cp "$tmp/rows.jsonl" "$BENCH_JSON"
 
 torch_ok=0
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
