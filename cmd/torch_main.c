@@ -11,6 +11,8 @@
 
 int main(int argc, char **argv)
 {
+    /* a signal removes this run's temporary outputs (cli.h) */
+    cli_signals_install();
     if (argc >= 2 && !strcmp(argv[1], "finetune"))
         return cmd_finetune(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "run"))
