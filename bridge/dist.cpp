@@ -114,6 +114,19 @@ Dist::Dist(const DistOptions &o, c10::Device device, sp_error *err)
     so.numWorkers = (size_t)o.world;
     so.waitWorkers = true;
     so.timeout = ms;
+    /* Every rank waits there for the others: rank 0 within the process
+     * group's construction (TCPStore does not wait for its workers here). */
+    auto not_joined = [&]() {
+        if (o.rank == 0)
+            fail(err_, SP_ERR_IO,
+                 "rank 0 of %d: not every rank joined the rendezvous on port %d within "
+                 "--dist-timeout %g s (start all %d with the same --master and --world-size)",
+                 o.world, o.port, o.timeout_s, o.world);
+        fail(err_, SP_ERR_IO,
+             "rank %d of %d: not every rank joined the rendezvous at %s:%d within "
+             "--dist-timeout %g s (start all %d with the same --master and --world-size)",
+             o.rank, o.world, o.addr.c_str(), o.port, o.timeout_s, o.world);
+    };
     try {
         impl_->store = c10::make_intrusive<c10d::TCPStore>(o.addr, so);
     } catch (const std::exception &e) {
@@ -123,10 +136,7 @@ Dist::Dist(const DistOptions &o, c10::Device device, sp_error *err)
             fail(err_, SP_ERR_IO, "rank 0 of %d: cannot serve the rendezvous on port %d: %s",
                  o.world, o.port, errno_text(m).c_str());
         if (o.rank == 0)
-            fail(err_, SP_ERR_IO,
-                 "rank 0 of %d: not every rank joined the rendezvous on port %d within "
-                 "--dist-timeout %g s (start all %d with the same --master and --world-size)",
-                 o.world, o.port, o.timeout_s, o.world);
+            not_joined();
         fail(err_, SP_ERR_IO,
              "rank %d of %d: cannot reach the rendezvous at %s:%d within --dist-timeout %g s "
              "(is rank 0 running?): %s",
@@ -166,8 +176,11 @@ Dist::Dist(const DistOptions &o, c10::Device device, sp_error *err)
         throw;
     } catch (const std::exception &e) {
         impl_->broken = true;
+        std::string m = clean(torch_msg(e));
+        if (m.find("imeout") != std::string::npos || m.find("imed out") != std::string::npos)
+            not_joined();
         fail(err_, SP_ERR_IO, "rank %d of %d: cannot connect to the other ranks (%s): %s", o.rank,
-             o.world, o.backend.c_str(), clean(torch_msg(e)).c_str());
+             o.world, o.backend.c_str(), m.c_str());
     }
 }
 

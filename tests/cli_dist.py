@@ -90,6 +90,16 @@ def run_ranks(world, args, env_style=False, rank_args=None):
     return out
 
 
+def finish(proc, timeout):
+    """stderr of proc once it ends (killed after timeout seconds)."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
 def wait_for(pred, timeout):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -271,11 +281,7 @@ def main():
         t0 = time.time()
         r1.kill()
         r1.communicate()
-        try:
-            _, err = r0.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            r0.kill()
-            _, err = r0.communicate()
+        err = finish(r0, 60)
         took = time.time() - t0
         lines = err.strip().splitlines()
         check(r0.returncode == 1 and len(lines) == 1 and "rank 0 of 2: lost contact" in lines[0]
@@ -292,11 +298,7 @@ def main():
         check(wait_for(training(T("h.jsonl")), 120), "the run to hang trains")
         t0 = time.time()
         r1.send_signal(signal.SIGSTOP)
-        try:
-            _, err = r0.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            r0.kill()
-            _, err = r0.communicate()
+        err = finish(r0, 60)
         took = time.time() - t0
         r1.kill()
         r1.communicate()
@@ -318,11 +320,7 @@ def main():
         check(len(kids) == 2, f"--nproc 2 runs two processes: {kids}")
         if len(kids) == 2:
             os.kill(kids[1], signal.SIGKILL)
-        try:
-            _, err = lp.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            lp.kill()
-            _, err = lp.communicate()
+        err = finish(lp, 90)
         check(lp.returncode == 1 and "rank 0 of 2: lost contact" in err
               and "process 1 of 2" in err and "killed by signal 9" in err
               and len(err.strip().splitlines()) == 2,
@@ -340,11 +338,7 @@ def main():
         check(wait_for(training(log), 120), "--nproc 2 trains (for SIGINT)")
         kids = children(lp.pid)
         lp.send_signal(signal.SIGINT)
-        try:
-            lp.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            lp.kill()
-            lp.communicate()
+        err = finish(lp, 60)
         check(lp.returncode == -signal.SIGINT and len(kids) == 2
               and wait_for(lambda: not any(alive(k) for k in kids), 10),
               f"SIGINT: the launcher and its {len(kids)} workers stop (rc {lp.returncode})")
