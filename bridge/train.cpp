@@ -726,6 +726,33 @@ void Trainer::connect()
     d.backend = o_->backend ? o_->backend : device_.is_cuda() && dist_have_nccl() ? "nccl" : "gloo";
     d.timeout_s = o_->dist_timeout;
     dist_ = std::make_unique<Dist>(d, device_, err_);
+    /* Every rank must run the same training on the same data: compare what
+     * shapes the steps (a different copy of the data on another machine,
+     * another --batch-size) before anything diverges or waits forever. */
+    const sp_train_opts *o = o_;
+    char what[1024];
+    int len = snprintf(what, sizeof what, "%d|%lld|%.17g|%d|%.17g|%.17g|%d|%.17g|%lld|%llu|%d|%d|%d|%lld",
+                       o->epochs, (long long)o->batch_size, o->lr, (int)o->optimizer, o->momentum,
+                       o->weight_decay, (int)o->lr_schedule, o->warmup_epochs,
+                       (long long)o->warmup_steps, (unsigned long long)o->seed, (int)o->no_masks,
+                       (int)o->kernels, (int)o->task, (long long)(have_train_ ? xtr_.size(0) : 0));
+    uint32_t opt_crc = sp_crc32(0, what, (uint64_t)std::max(0, std::min(len, (int)sizeof what - 1)));
+    uint32_t data_crc = 0;
+    for (const torch::Tensor *t : {&xtr_, &ytr_})
+        if (t->defined()) {
+            torch::Tensor c = t->to(torch::kCPU).contiguous();
+            data_crc = sp_crc32(data_crc, c.data_ptr(), (uint64_t)c.nbytes());
+        }
+    std::vector<uint64_t> all_in = dist_->allgather((uint64_t)opt_crc << 32 | data_crc);
+    for (size_t r = 1; r < all_in.size(); r++)
+        if (all_in[r] != all_in[0]) {
+            collective_ = true;
+            bool opts = all_in[r] >> 32 != all_in[0] >> 32;
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "rank %zu was given %s than rank 0 (start every rank with the same options and "
+                 "data)",
+                 r, opts ? "other training options" : "other training data");
+        }
     std::vector<torch::Tensor> all;
     for (const auto &p : model_.parameters(true))
         all.push_back(p);

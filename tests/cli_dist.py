@@ -152,6 +152,12 @@ def main():
                 "type": "GMPruningModifier", "params": ["re:fc[12]\\.weight"],
                 "init_sparsity": 0.05, "final_sparsity": 0.85, "start_epoch": 0,
                 "end_epoch": 2, "update_frequency": 0.5, "inter_func": "cubic"}]}, f)
+        movement = T("movement.json")
+        with open(movement, "w") as f:
+            json.dump({"version": 1, "modifiers": [{
+                "type": "MovementPruningModifier", "params": "__ALL_PRUNABLE__",
+                "final_sparsity": 0.8, "start_epoch": 0, "end_epoch": 1.5,
+                "update_frequency": 0.25}]}, f)
 
         # 1. Two processes x 32 = one process x 64. 1437 samples: the last
         # step has 29, 15 and 14 on the two ranks (the loss is scaled so the
@@ -169,6 +175,9 @@ def main():
               "--recipe", recipe], "flags"),
             ("AdamW, gradual magnitude", dense,
              ["--optimizer", "adamw", "--lr", "3e-3", "--epochs", 3, "--recipe", recipe],
+             "nproc"),
+            ("AdamW, movement pruning", dense,
+             ["--optimizer", "adamw", "--lr", "3e-3", "--epochs", 2, "--recipe", movement],
              "nproc"),
         ]
         for i, (name, model, extra, how) in enumerate(cases):
@@ -218,6 +227,9 @@ def main():
                   f"{name}: the same masks as one process at every update")
             if "--recipe" in extra:
                 check(len(m2) >= 5, f"{name}: the schedule updated the masks {len(m2)} times")
+                # the masks scored by movement (or magnitude) are those of one process
+                check(all(torch.equal(a[n] == 0, b[n] == 0) for n in a),
+                      f"{name}: the final masks are one process's")
             if "--kernels" in extra:
                 k = extra[extra.index("--kernels") + 1]
                 check(all(x["kernels"] == k for x in e2), f"{name}: trained on {k} kernels")
@@ -241,6 +253,18 @@ def main():
         check([r[0] for r in res] == [0, 0] and os.path.exists(T("w0.pt"))
               and not any(os.path.exists(T(x)) for x in ("w1.pt", "w1.jsonl", "w1.pt.ckpt")),
               "only rank 0 writes the output, the log and checkpoints")
+
+        # Ranks started with different options or data: rank 0 says so, once.
+        with open(T("small2.csv"), "w") as f:
+            f.write("\n".join([header] + rows[1:130]) + "\n")
+        for r1_args, msg in (([ "--batch-size", 16, "--data", small], "other training options"),
+                             (["--batch-size", 32, "--data", T("small2.csv")],
+                              "other training data")):
+            res = run_ranks(2, [p90, "-o", T("d.pt"), "--epochs", 1, "-q"],
+                            rank_args={0: ["--batch-size", 32, "--data", small], 1: r1_args})
+            check([r[0] for r in res] == [2, 2] and msg in res[0][2] and res[1][2] == ""
+                  and len(res[0][2].strip().splitlines()) == 1,
+                  f"rank 1 with {msg}: rank 0 reports it in one line, both exit 2: {res}")
 
         # 2. Resume a 2-process checkpoint in one process (same global batch).
         ropts = ["--data", train, "--val", val, "--epochs", 4, "--optimizer", "adamw", "--lr",
