@@ -219,7 +219,6 @@ class Trainer {
     uint32_t mask_crc() const;
     uint32_t weight_crc();
     std::vector<uint64_t> verify_ranks(const char *when, uint32_t masks);
-    void finish(const sp_train_result &r);
 
   public:
     bool collective_failure() const { return collective_ && rank_ != 0; }

@@ -84,6 +84,7 @@ typedef struct launch {
     int nproc, port;
     worker w[MAX_NPROC];
     int alive;
+    int first_failed; /* the worker whose failure came first, or -1 */
     sigset_t old_mask;
 } launch;
 
@@ -141,7 +142,11 @@ static int reap(launch *L)
                 L->w[i].alive = false;
                 L->w[i].status = st;
                 L->alive--;
-                failed += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+                if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+                    failed++;
+                    if (L->first_failed < 0)
+                        L->first_failed = i;
+                }
             }
     return failed;
 }
@@ -210,18 +215,18 @@ static int run_workers(launch *L)
         raise(interrupted);
         return EXIT_FAILED;
     }
-    int rc = ok ? EXIT_OK : EXIT_FAILED;
     for (int i = 0; i < L->nproc; i++) {
         int st = L->w[i].status;
         if (WIFSIGNALED(st) && !L->w[i].signalled_by_us)
             cli_error("finetune: process %d of %d (pid %ld) was killed by signal %d (%s)", i,
                       L->nproc, (long)L->w[i].pid, WTERMSIG(st), strsignal(WTERMSIG(st)));
-        if (rc == EXIT_OK && WIFEXITED(st) && WEXITSTATUS(st) != 0)
-            rc = WEXITSTATUS(st);
-        else if (rc == EXIT_OK && WIFSIGNALED(st))
-            rc = EXIT_FAILED;
     }
-    return rc;
+    if (!ok)
+        return EXIT_FAILED;
+    if (L->first_failed < 0)
+        return EXIT_OK;
+    int st = L->w[L->first_failed].status;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_FAILED;
 }
 
 /* --nproc N / --nproc=N among finetune's arguments (before any "--"):
@@ -276,12 +281,18 @@ int cmd_torch_launch(int argc, char **argv)
     long nproc = 0;
     int at = -1, nargs = 0, rc = EXIT_USAGE;
     if (!strcmp(argv[0], "finetune")) {
-        /* sparsify reports libtorch's failures in one line of its own:
-         * libtorch's log (glog; c10d's socket errors) only when asked for */
-        setenv("GLOG_minloglevel", "3", 0);
         at = find_nproc(argc, argv, &nproc, &nargs, &rc);
         if (at == -2)
             return rc;
+        /* A distributed run reports a lost rank in one line of its own:
+         * libtorch's log (glog, where c10d writes its socket errors) only
+         * when asked for. */
+        const char *ws = getenv("WORLD_SIZE");
+        bool dist = nproc > 1 || (ws && *ws && strcmp(ws, "1"));
+        for (int i = 1; i < argc && !dist; i++)
+            dist = !strcmp(argv[i], "--world-size") || !strncmp(argv[i], "--world-size=", 13);
+        if (dist)
+            setenv("GLOG_minloglevel", "3", 0);
     }
     /* sparsify-torch <command> <args...>: argv[0] is the command's name */
     char **args = calloc((size_t)argc + 2, sizeof *args);
@@ -314,6 +325,7 @@ int cmd_torch_launch(int argc, char **argv)
         L->exe = self;
         L->args = args;
         L->nproc = (int)nproc;
+        L->first_failed = -1;
         L->port = free_port();
         if (L->port < 0) {
             cli_error("finetune: no free port on 127.0.0.1 for the rendezvous: %s", strerror(errno));
