@@ -374,7 +374,7 @@ static sp_status get_overrides(ctx *c, const cJSON *v, sp_modifier *m)
 static const char *const prune_fields[] = {
     "type", "params", "ignore", "init_sparsity", "final_sparsity", "start_epoch", "end_epoch",
     "update_frequency", "inter_func", "mask_type", "leave_enabled", "global_sparsity",
-    "block_score", "log_types", NULL};
+    "block_score", "score", "log_types", NULL};
 static const char *const constant_fields[] = {"type", "params", "ignore", "start_epoch",
                                               "end_epoch", "update_frequency", "log_types", NULL};
 static const char *const distill_fields[] = {"type", "hardness", "temperature", "teacher",
@@ -383,7 +383,7 @@ static const char *const distill_fields[] = {"type", "hardness", "temperature", 
 static const char *const all_fields[] = {
     "type", "params", "ignore", "init_sparsity", "final_sparsity", "start_epoch", "end_epoch",
     "update_frequency", "inter_func", "mask_type", "leave_enabled", "global_sparsity",
-    "block_score", "log_types", "hardness", "temperature", "teacher", NULL};
+    "block_score", "score", "log_types", "hardness", "temperature", "teacher", NULL};
 
 static bool in_list(const char *const *l, const char *s)
 {
@@ -519,6 +519,24 @@ static sp_status parse_modifier(ctx *c, const cJSON *obj, sp_modifier *m)
             m->block_score = SP_BLOCK_SCORE_L2;
         else
             return FERR(c, "block_score", "'%s' is not one of l1, l2", s);
+    }
+    if ((v = FIELD("score"))) {
+        /* wanda: |w| times activation norms from calibration data, one-shot */
+        if ((st = get_string(c, v, "score", &s)))
+            return st;
+        if (!strcmp(s, "magnitude"))
+            m->score = SP_SCORE_MAGNITUDE;
+        else if (!strcmp(s, "wanda"))
+            m->score = SP_SCORE_WANDA;
+        else
+            return FERR(c, "score", "'%s' is not one of magnitude, wanda", s);
+        if (m->score == SP_SCORE_WANDA && m->type == SP_MOD_MOVEMENT)
+            return FERR(c, "score", "wanda does not apply to %s (its scores are movement)",
+                        c->type_name);
+        if (m->score == SP_SCORE_WANDA && m->end_epoch > m->start_epoch)
+            return FERR(c, "score", "wanda is one-shot (start_epoch %g, end_epoch %g): it needs "
+                                    "calibration data, which a training schedule does not have",
+                        m->start_epoch, m->end_epoch);
     }
     if ((v = FIELD("leave_enabled")) && (st = get_bool(c, v, "leave_enabled", &m->leave_enabled)))
         return st;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sparsify/prune_ckpt.h"
 #include "sparsify/recipe.h"
 
 static sp_recipe *parse_ok(const char *json)
@@ -502,6 +503,42 @@ START_TEST(test_modifier_prunes_type_str)
 }
 END_TEST
 
+START_TEST(test_parse_score)
+{
+    sp_recipe *r = parse_ok(MOD("{\"type\": \"MagnitudePruningModifier\", \"final_sparsity\": 0.5, "
+                                "\"score\": \"wanda\"}, "
+                                "{\"type\": \"GMPruningModifier\", \"final_sparsity\": 0.5, "
+                                "\"mask_type\": \"2:4\", \"score\": \"wanda\"}, "
+                                "{\"type\": \"magnitude\", \"final_sparsity\": 0.5, "
+                                "\"score\": \"magnitude\"}, "
+                                "{\"type\": \"magnitude\", \"final_sparsity\": 0.5}"));
+    ck_assert_int_eq(r->mods[0].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(r->mods[1].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(r->mods[2].score, SP_SCORE_MAGNITUDE);
+    ck_assert_int_eq(r->mods[3].score, SP_SCORE_MAGNITUDE);
+    sp_prune_rule rules[4];
+    ck_assert_uint_eq(sp_prune_rules_from_recipe(r, rules), 4);
+    ck_assert_int_eq(rules[0].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(rules[1].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(rules[1].group, SP_SCORE_GROUP_ROW);
+    ck_assert_int_eq(rules[2].score, SP_SCORE_MAGNITUDE);
+    sp_recipe_free(r);
+    parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"score\": \"obs\"}"),
+              "modifiers[0].score: 'obs' is not one of magnitude, wanda");
+    parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"score\": 1}"),
+              "modifiers[0].score: expected a string, got a number");
+    parse_err(MOD("{\"type\": \"movement\", \"final_sparsity\": 0.5, \"score\": \"wanda\"}"),
+              "modifiers[0].score: wanda does not apply to MovementPruningModifier (its scores "
+              "are movement)");
+    parse_err(MOD("{\"type\": \"GMPruningModifier\", \"final_sparsity\": 0.9, \"start_epoch\": 0, "
+                  "\"end_epoch\": 5, \"score\": \"wanda\"}"),
+              "modifiers[0].score: wanda is one-shot (start_epoch 0, end_epoch 5): it needs "
+              "calibration data, which a training schedule does not have");
+    parse_err(MOD("{\"type\": \"ConstantPruningModifier\", \"score\": \"wanda\"}"),
+              "modifiers[0].score: not a field of ConstantPruningModifier");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("recipe");
@@ -512,6 +549,7 @@ int main(void)
         {"recipe_parse_types", test_parse_types},
         {"recipe_parse_fields", test_parse_fields},
         {"recipe_parse_errors", test_parse_errors},
+        {"recipe_parse_score", test_parse_score},
         {"recipe_load", test_recipe_load},
         {"recipe_free", test_recipe_free},
         {"recipe_bundled", test_bundled},

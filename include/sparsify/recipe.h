@@ -56,6 +56,8 @@ typedef struct sp_modifier {
     sp_inter_func inter_func;      /* default cubic */
     sp_pattern mask_type;          /* default unstructured */
     sp_block_score block_score;    /* "block_score": "l1" (default) | "l2" */
+    sp_score_kind score;           /* "score": "magnitude" (default) | "wanda"
+                                      (one-shot only; needs calibration data) */
     bool leave_enabled;            /* default true */
     bool global_sparsity;          /* true for GlobalMagnitudePruningModifier */
     /* distillation */
