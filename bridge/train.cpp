@@ -1054,6 +1054,13 @@ void Trainer::run(sp_train_result *res)
         sp_status st = sp_recipe_load(&recipe_, o_->recipe, err_);
         if (st != SP_OK)
             throw Failed{st};
+        for (size_t i = 0; i < recipe_->nmods; i++)
+            if (recipe_->mods[i].score == SP_SCORE_WANDA)
+                fail(err_, SP_ERR_INVALID_ARG,
+                     "recipe '%s': modifiers[%zu] scores by wanda, which needs calibration data: "
+                     "prune with 'sparsify prune MODEL --recipe %s --calibration FILE', then "
+                     "fine-tune the pruned model",
+                     o_->recipe, i, o_->recipe);
     }
     /* distillation settings: CLI, else the recipe, else SparseML's defaults */
     if (recipe_)

@@ -24,6 +24,7 @@ int cmd_densify(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);     /* in sparsify-torch */
 int cmd_run(int argc, char **argv);          /* in sparsify-torch */
+int cmd_calibrate(int argc, char **argv);    /* in sparsify-torch (prune --score wanda) */
 int cmd_torch_launch(int argc, char **argv); /* execs sparsify-torch argv[0] ... */
 int cmd_inspect(int argc, char **argv);
 int cmd_prune(int argc, char **argv);

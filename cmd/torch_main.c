@@ -3,7 +3,8 @@
  * built on the libtorch bridge (finetune, run). `sparsify finetune ...` and
  * `sparsify run ...` exec it (cmd/launch.c) with the command name first, so
  * the other commands start without loading libtorch (~0.6 s and ~160 MB per
- * start).
+ * start). `sparsify prune --score wanda` starts its internal `calibrate`
+ * command as a child.
  */
 #include <string.h>
 
@@ -15,7 +16,9 @@ int main(int argc, char **argv)
         return cmd_finetune(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "run"))
         return cmd_run(argc - 1, argv + 1);
-    cli_error("usage: sparsify-torch finetune|run [options] (started by 'sparsify finetune' "
-              "and 'sparsify run')");
+    if (argc >= 2 && !strcmp(argv[1], "calibrate"))
+        return cmd_calibrate(argc - 1, argv + 1);
+    cli_error("usage: sparsify-torch finetune|run|calibrate [options] (started by 'sparsify "
+              "finetune', 'sparsify run' and 'sparsify prune --score wanda')");
     return EXIT_USAGE;
 }
