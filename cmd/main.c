@@ -21,13 +21,14 @@ static const struct {
     {"prune", cmd_prune, "prune a checkpoint to a sparsity and pattern"},
     {"recipe", cmd_recipe, "list, show or validate pruning recipes"},
     {"run", cmd_torch_launch, "run a TorchScript model on sparse kernels, against dense"},
+    {"sensitivity", cmd_torch_launch, "how much each layer can be pruned; per-layer recipes"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sparsify <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'sparsify <command> --help' or 'sparsify help <command>' describes a command.\n"
                "exit codes: 0 ok, 1 failed or check not met, 2 usage or bad input\n");
 }

@@ -175,11 +175,7 @@ static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *i
 
 static void shape_str(const sp_tensor *t, char *buf, size_t len)
 {
-    size_t k = (size_t)snprintf(buf, len, "[");
-    for (int d = 0; d < t->ndim && k < len; d++)
-        k += (size_t)snprintf(buf + k, len - k, d ? ", %lld" : "%lld", (long long)t->shape[d]);
-    if (k < len)
-        snprintf(buf + k, len - k, "]");
+    cli_shape(t->ndim, t->shape, buf, len);
 }
 
 /* ", a, b" for the aliases of an entry into buf. */
