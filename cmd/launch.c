@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,6 +81,7 @@ int cli_calibrate(const char *model, const char *data, const char *label_column,
         return EXIT_FAILED;
     }
     fflush(NULL);
+    const pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         cli_error("calibration: cannot start '%s': %s", self, strerror(errno));
@@ -87,7 +89,10 @@ int cli_calibrate(const char *model, const char *data, const char *label_column,
         return EXIT_FAILED;
     }
     if (pid == 0) {
-        /* the child: the memory file becomes NORMS_FD (kept across exec) */
+        /* the child: it ends with its parent (a SIGTERM to sparsify alone
+         * stops both); the memory file becomes NORMS_FD (kept across exec) */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+            _exit(EXIT_FAILED);
         bool ok = mfd == NORMS_FD ? fcntl(mfd, F_SETFD, 0) == 0 : dup2(mfd, NORMS_FD) == NORMS_FD;
         if (ok)
             execv(self, args);
