@@ -74,9 +74,15 @@ sp_status sp_mask_select_rows(uint8_t *mask, sp_dtype dtype, const void *data,
     if (numel == 0)
         return sp_mask_select(mask, dtype, data, scores, ndim, shape, &unstructured, sparsity,
                               SP_BLOCK_SCORE_L1, err);
+    if (!(sparsity >= 0.0 && sparsity <= 1.0))
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "sparsity %g is out of range [0, 1]", sparsity);
     const int64_t nrows = ndim >= 2 ? shape[0] : 1;
     const int64_t len = (int64_t)(numel / (size_t)nrows);
     const size_t es = sp_dtype_size(dtype);
+    /* the tensor's exact count, spread over the rows: the first k % rows
+     * rows prune one more than the others */
+    const size_t k = sp__round_count(sparsity, numel);
+    const size_t base = k / (size_t)nrows, extra = k % (size_t)nrows;
     sp_status first = SP_OK;
     int64_t first_row = nrows;
     sp_error first_err = {0};
@@ -84,9 +90,11 @@ sp_status sp_mask_select_rows(uint8_t *mask, sp_dtype dtype, const void *data,
     for (int64_t r = 0; r < nrows; r++) {
         sp_error e = {0};
         const size_t off = (size_t)r * (size_t)len;
+        /* k_r / len rounds back to exactly k_r in sp_mask_select */
+        const size_t kr = base + ((size_t)r < extra);
         sp_status st = sp_mask_select(mask + off, dtype, (const unsigned char *)data + off * es,
                                       scores ? scores + off : NULL, 1, &len, &unstructured,
-                                      sparsity, SP_BLOCK_SCORE_L1, &e);
+                                      (double)kr / (double)len, SP_BLOCK_SCORE_L1, &e);
         if (st) {
 #pragma omp critical(sp_rows_error)
             if (r < first_row) { /* the same error whatever the threads */

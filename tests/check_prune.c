@@ -1501,14 +1501,21 @@ static void check_rows(int ndim, const int64_t *shape, double s, uint64_t seed, 
     }
     uint8_t *mask = malloc(n), *ref = malloc(n);
     ck_assert_int_eq(sp_mask_select_rows(mask, SP_F32, w, sc, ndim, shape, s, &err), SP_OK);
+    const size_t k = ref_round(s, n); /* the tensor's count, spread over the rows */
     for (size_t r = 0; r < rows; r++) {
-        ref_unstructured(ref + r * len, SP_F32, w + r * len, sc + r * len, len, s);
+        const size_t kr = k / rows + (r < k % rows);
+        ref_unstructured(ref + r * len, SP_F32, w + r * len, sc + r * len, len,
+                         (double)kr / (double)len);
         size_t zeros = 0;
         for (size_t i = 0; i < len; i++)
             zeros += w[r * len + i] == 0;
-        size_t k = ref_round(s, len);
-        ck_assert_uint_eq(count_pruned(mask + r * len, len), k > zeros ? k : zeros);
+        ck_assert_uint_eq(count_pruned(mask + r * len, len), kr > zeros ? kr : zeros);
     }
+    size_t nzw = 0;
+    for (size_t i = 0; i < n; i++)
+        nzw += w[i] == 0;
+    if (nzw == 0)
+        ck_assert_uint_eq(count_pruned(mask, n), k);
     ck_assert_msg(!memcmp(mask, ref, n), "rows mask differs (s=%g, seed %llu)", s,
                   (unsigned long long)seed);
     free(w);
@@ -1528,6 +1535,18 @@ START_TEST(test_select_rows)
         check_rows(4, conv, ss[i], 41 + i, true, false);
         check_rows(2, big, ss[i], 51 + i, true, true); /* parallel rows */
         check_rows(1, one, ss[i], 61 + i, true, false);
+    }
+    /* 0.74 of 2 rows of 10: 15 in all, 8 from the first row and 7 from the second */
+    {
+        float w20[20], s20[20];
+        for (int i = 0; i < 20; i++)
+            w20[i] = s20[i] = (float)(i % 10 + 1);
+        const int64_t sh20[2] = {2, 10};
+        uint8_t m20[20];
+        sp_error e2 = {0};
+        ck_assert_int_eq(sp_mask_select_rows(m20, SP_F32, w20, s20, 2, sh20, 0.74, &e2), SP_OK);
+        ck_assert_uint_eq(count_pruned(m20, 10), 8);
+        ck_assert_uint_eq(count_pruned(m20 + 10, 10), 7);
     }
     /* ties go to the lower index within the row: equal scores everywhere */
     float w[8] = {1, 1, 1, 1, 1, 1, 1, 1}, sc[8] = {2, 2, 2, 2, 2, 2, 2, 2};

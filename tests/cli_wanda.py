@@ -150,16 +150,23 @@ def wanda_metric(w, norm):
     return w.abs() * norm.reshape(shape)
 
 
+def row_counts(s, rows, cols):
+    """The tensor's exact count round(s * n) spread over its rows: the first
+    k % rows rows prune one more (the paper prunes int(s * cols) in each)."""
+    k = nz_round(s, rows * cols)
+    return [k // rows + (1 if r < k % rows else 0) for r in range(rows)]
+
+
 def ref_mask_rows(w, norm, s):
-    """Wanda per output row: in each row prune the round(s * len) smallest
+    """Wanda per output row: in each row prune its count of smallest
     scores, stable sort (ties: lower index first); zero weights go first."""
     m = wanda_metric(w, norm).reshape(w.shape[0], -1)
     flat = w.reshape(w.shape[0], -1)
     key = torch.where(flat == 0, torch.full_like(m, -1.0), m)
     mask = torch.ones_like(flat, dtype=torch.bool)
-    k = nz_round(s, flat.shape[1])
+    counts = row_counts(s, flat.shape[0], flat.shape[1])
     for r in range(flat.shape[0]):
-        kk = max(k, int((flat[r] == 0).sum()))
+        kk = max(counts[r], int((flat[r] == 0).sum()))
         idx = torch.sort(key[r], stable=True).indices[:kk]
         mask[r, idx] = False
     return mask.reshape(w.shape)
@@ -311,10 +318,16 @@ def main():
             rep = json.loads(p.stdout)
             check_masks(f"rows {s}", orig, weights(out),
                         {n: ref_mask_rows(orig[n], norms[n], s) for n in targets})
+            pw = weights(out)
             for e in rep["tensors"]:
                 rows, cols = e["shape"]
-                check(e["zeros_after"] == rows * nz_round(s, cols),
-                      f"rows {s}: {e['name']} has round(s * {cols}) zeros in each of its {rows} rows")
+                z = (pw[e["name"]] == 0).sum(1).tolist()
+                z0 = (orig[e["name"]] == 0).sum(1).tolist()
+                want = [max(c, zz) for c, zz in zip(row_counts(s, rows, cols), z0)]
+                check(z == want and e["zeros_after"] == sum(want) >= nz_round(s, rows * cols),
+                      f"rows {s}: {e['name']} prunes round(s * n) over its rows, evenly ({z} vs {want})")
+            c = run("check", out, "--sparsity", s, "--include", "weight")
+            check(c.returncode == 0, f"rows {s}: sparsify check --sparsity {s} passes ({c.stdout[-300:]})")
             out2 = T(f"row{s}-again.pt")
             run("prune", T("mlp.pt"), "-o", out2, "--sparsity", s, "--score", "wanda", *cal,
                 "--include", "weight", "-q", expect=0)

@@ -102,7 +102,9 @@ sp_status sp_wanda_scores(float *scores, sp_dtype dtype, const void *data, int n
 /*
  * Unstructured selection per output row: each dim-0 slice of the tensor
  * (a row of [out, in], an output channel of a conv weight: all its I*kh*kw
- * weights) is one comparison group and prunes exactly round(s * len) of its
+ * weights) is one comparison group. The tensor still prunes exactly
+ * k = round(s * numel) elements, spread over its rows as evenly as they
+ * go: row r prunes floor(k / rows) + (r < k % rows ? 1 : 0) of its
  * elements (or keeps the zeros it already has), the smallest by (score,
  * index within the row). Tensors of rank < 2 are one row. Arguments and
  * errors as sp_mask_select.
