@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "cmd/launch.h"
+#include "cmd/report.h"
 #include "cmd/rules.h"
 
 static const char usage_text[] =
@@ -37,21 +38,28 @@ static const char usage_text[] =
     "                       as 'sparsify run' reads it\n"
     "      --calibration-samples N  its first N rows (default 128)\n"
     "      --label-column C  a CSV column of FILE to leave out (a label)\n"
-    "      --wanda-group G  row (default, as the paper: each output row prunes S of\n"
-    "                       its weights) or layer; N:M and blocks keep their groups\n"
+    "      --wanda-group G  row (default, as the paper: each output row ranks its\n"
+    "                       own weights) or layer; N:M and blocks keep their groups\n"
     "  -i, --include RE     prune tensors whose name matches RE (a Python regex,\n"
     "                       matched anywhere as re.search); repeatable. Default:\n"
     "                       weights of rank >= 2 that are not embeddings, norms\n"
     "                       or output heads (lm_head, ...)\n"
     "  -x, --exclude RE     never prune tensors matching RE; repeatable\n"
-    "  -r, --recipe R       a recipe file or a bundled recipe name\n"
-    "                       ('sparsify recipe list')\n"
+    "  -r, --recipe R       a recipe (SparseML/llm-compressor YAML, a Markdown\n"
+    "                       recipe card, JSON) or a bundled recipe name\n"
+    "                       ('sparsify recipe list'); its one-shot and gradual\n"
+    "                       pruning modifiers prune to their final sparsity\n"
+    "      --substitute     with --recipe: run the closest modifier sparsify has\n"
+    "                       for one it does not implement (SparseGPT, OBS,\n"
+    "                       M-FAC: magnitude); the report says so\n"
     "      --report FILE    write the per-tensor report as JSON to FILE\n"
+    "      --report-html FILE  write it as an HTML page with a sparsity bar per\n"
+    "                       tensor (self-contained: open it in any browser)\n"
     "      --json           print the report as JSON on stdout\n"
     "  -n, --dry-run        print what would be pruned (pattern, target and\n"
     "                       current sparsity, aliases) and write nothing\n"
     "      --in-place       allow OUT to be IN (or omit -o) and replace it\n"
-    "      --force          replace an existing OUT (or report file)\n"
+    "      --force          replace an existing OUT (or report files)\n"
     "  -q, --quiet          no table or progress on stderr\n"
     "  -h, --help           this help\n"
     "\n"
@@ -60,13 +68,14 @@ static const char usage_text[] =
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
 enum {
-    OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_SCORE, OPT_CALIB,
-    OPT_CALIB_SAMPLES, OPT_LABEL, OPT_WANDA_GROUP,
+    OPT_REPORT = RULES_OPT_END, OPT_REPORT_HTML, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_SCORE,
+    OPT_CALIB, OPT_CALIB_SAMPLES, OPT_LABEL, OPT_WANDA_GROUP,
 };
 
-/* The wanda options, checked against the rules; fills the rules' score and
- * group. Returns 0 or an exit code after the error line. */
-static int wanda_rules(rules *rs, const rules_opts *ro, const char *score, const char *calib,
+/* The wanda options, checked against the rules (a recipe's modifiers:
+ * its rules exist only once bound to the checkpoint). Returns 0 or an exit
+ * code after the error line. */
+static int wanda_check(const rules *rs, const rules_opts *ro, const char *score, const char *calib,
                        const char *group, bool samples_or_label, bool dry)
 {
     bool cli_wanda = false;
@@ -83,21 +92,24 @@ static int wanda_rules(rules *rs, const rules_opts *ro, const char *score, const
     if (group && strcmp(group, "row") && strcmp(group, "layer"))
         return cli_usage_error("prune", "--wanda-group must be 'row' or 'layer', not '%s'", group);
     size_t nwanda = 0, ngrouped = 0;
-    for (size_t i = 0; i < rs->n; i++) {
-        sp_prune_rule *r = &rs->rules[i];
-        if (cli_wanda)
-            r->score = SP_SCORE_WANDA;
-        if (r->score != SP_SCORE_WANDA)
-            continue;
-        nwanda++;
-        r->group = group && !strcmp(group, "layer") ? SP_SCORE_GROUP_LAYER : SP_SCORE_GROUP_ROW;
-        if (r->pattern.kind == SP_PATTERN_UNSTRUCTURED && !r->global)
-            ngrouped++;
+    if (rs->recipe) {
+        for (size_t i = 0; i < rs->recipe->nmods; i++) {
+            const sp_modifier *m = &rs->recipe->mods[i];
+            if (!sp_modifier_prunes(m) || m->score != SP_SCORE_WANDA)
+                continue;
+            nwanda++;
+            ngrouped += m->mask_type.kind == SP_PATTERN_UNSTRUCTURED && !m->global_sparsity;
+        }
+    } else if (cli_wanda) {
+        for (size_t i = 0; i < rs->n; i++) {
+            nwanda++;
+            ngrouped += rs->rules[i].pattern.kind == SP_PATTERN_UNSTRUCTURED && !rs->rules[i].global;
+        }
     }
     if (!nwanda && (calib || group || samples_or_label))
         return cli_usage_error("prune", "--calibration, --calibration-samples, --label-column "
                                         "and --wanda-group go with --score wanda (or a recipe "
-                                        "whose modifier has \"score\": \"wanda\")");
+                                        "whose modifier scores by wanda)");
     if (group && !ngrouped)
         return cli_usage_error("prune", "--wanda-group applies to unstructured per-layer "
                                         "pruning (N:M and blocks rank within their groups, "
@@ -108,6 +120,19 @@ static int wanda_rules(rules *rs, const rules_opts *ro, const char *score, const
     return EXIT_OK;
 }
 
+/* The score and group of every rule (after rules_bind). */
+static void wanda_apply(rules *rs, const char *score, const char *group)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        sp_prune_rule *r = &rs->rules[i];
+        if (score && !strcmp(score, "wanda"))
+            r->score = SP_SCORE_WANDA;
+        if (r->score == SP_SCORE_WANDA)
+            r->group = group && !strcmp(group, "layer") ? SP_SCORE_GROUP_LAYER
+                                                        : SP_SCORE_GROUP_ROW;
+    }
+}
+
 static cJSON *names_json(const char *const *names, size_t n)
 {
     cJSON *a = cJSON_CreateArray();
@@ -116,8 +141,42 @@ static cJSON *names_json(const char *const *names, size_t n)
     return a;
 }
 
+/* Which modifier of the recipe pruned what, and what ran in place of what
+ * (--substitute) or was left out. */
+static cJSON *recipe_json(const rules *rs)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "recipe", rs->recipe_name);
+    cJSON *mods = cJSON_AddArrayToObject(o, "modifiers");
+    for (size_t i = 0; i < rs->rr.n; i++) {
+        const sp_modifier *m = rs->rr.mods[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        if (m->substitute_for)
+            cJSON_AddStringToObject(e, "substitute_for", m->substitute_for);
+        cJSON_AddNumberToObject(e, "tensors", (double)rs->rr.rules[i].ntensors);
+        cJSON_AddItemToArray(mods, e);
+    }
+    cJSON *na = cJSON_AddArrayToObject(o, "not_applied");
+    for (size_t i = 0; i < rs->recipe->nmods; i++) {
+        const sp_modifier *m = &rs->recipe->mods[i];
+        if (sp_modifier_prunes(m))
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        cJSON_AddStringToObject(e, "why", m->type == SP_MOD_NOT_APPLIED
+                                              ? (m->substitute_for ? "left out (--substitute)"
+                                                                   : "quantization")
+                                              : "applies when fine-tuning");
+        cJSON_AddItemToArray(na, e);
+    }
+    return o;
+}
+
 static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *in,
-                          const char *out, bool dry)
+                          const char *out, bool dry, const rules *rs)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "input", in);
@@ -158,6 +217,8 @@ static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *i
         cJSON_AddStringToObject(o, "shares_storage_with", rep->skipped[i].alias);
         cJSON_AddItemToArray(sk, o);
     }
+    if (rs->recipe)
+        cJSON_AddItemToObject(root, "recipe", recipe_json(rs));
     cJSON *tot = cJSON_AddObjectToObject(root, "totals");
     cJSON_AddNumberToObject(tot, "tensors", (double)rep->n);
     cJSON_AddNumberToObject(tot, "float_params", (double)rep->total_params);
@@ -222,6 +283,52 @@ static void print_table(sp_ckpt *ck, const sp_prune_report *rep)
             rep->targeted_params ? 100.0 * (double)rep->zeros_after / (double)rep->targeted_params : 0.0);
 }
 
+/* --report-html: one row per target (sparsity before and after, or the
+ * plan of a dry run), file sizes before and after. */
+static int write_html(const char *path, sp_ckpt *ck, const sp_prune_report *rep, const char *in,
+                      const char *out, int64_t in_bytes)
+{
+    cli_report r;
+    cli_report_init(&r, "prune", in);
+    r.output = out;
+    r.format = sp_format_name(sp_ckpt_format(ck));
+    r.input_bytes = in_bytes;
+    r.output_bytes = out ? cli_path_bytes(out) : -1;
+    cli_report_row *rows = calloc(rep->n ? rep->n : 1, sizeof *rows);
+    char (*shapes)[64] = calloc(rep->n ? rep->n : 1, sizeof *shapes);
+    char (*notes)[256] = calloc(rep->n ? rep->n : 1, sizeof *notes);
+    char *text = NULL;
+    if (rows && shapes && notes) {
+        for (size_t i = 0; i < rep->n; i++) {
+            const sp_prune_entry *e = &rep->entries[i];
+            cli_report_row *w = &rows[i];
+            cli_report_row_init(w, e->name);
+            shape_str(sp_ckpt_tensor(ck, e->tensor), shapes[i], sizeof shapes[i]);
+            w->shape = shapes[i];
+            w->pattern = e->pattern;
+            w->numel = e->numel;
+            w->target = e->target;
+            double n = e->numel ? (double)e->numel : 1;
+            w->before = (double)e->zeros_before / n;
+            if (out) /* not a dry run */
+                w->sparsity = (double)e->zeros_after / n;
+            if (e->naliases) {
+                char al[200];
+                snprintf(notes[i], sizeof notes[i], "shares storage with %s",
+                         alias_str(e, al, sizeof al));
+                w->note = notes[i];
+            }
+        }
+        r.rows = rows;
+        r.nrows = rep->n;
+        text = cli_report_html(&r);
+    }
+    free(rows);
+    free(shapes);
+    free(notes);
+    return cli_report_write(path, text);
+}
+
 /* --dry-run: the plan on stdout. */
 static void print_plan(sp_ckpt *ck, const sp_prune_report *rep, const char *in)
 {
@@ -259,7 +366,9 @@ int cmd_prune(int argc, char **argv)
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
+        {"substitute", no_argument, NULL, RULES_OPT_SUBSTITUTE},
         {"report", required_argument, NULL, OPT_REPORT},
+        {"report-html", required_argument, NULL, OPT_REPORT_HTML},
         {"json", no_argument, NULL, OPT_JSON},
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
         {"dry-run", no_argument, NULL, 'n'},
@@ -269,8 +378,8 @@ int cmd_prune(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
-    const char *out = NULL, *report = NULL, *score = NULL, *calib = NULL, *label = NULL,
-               *group = NULL;
+    const char *out = NULL, *report = NULL, *html = NULL, *score = NULL, *calib = NULL,
+               *label = NULL, *group = NULL;
     long samples = 128;
     bool samples_set = false;
     bool json = false, in_place = false, quiet = false, dry = false, force = false;
@@ -286,6 +395,7 @@ int cmd_prune(int argc, char **argv)
         switch (c) {
         case 'o': out = optarg; break;
         case OPT_REPORT: report = optarg; break;
+        case OPT_REPORT_HTML: html = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_IN_PLACE: in_place = true; break;
         case 'n': dry = true; break;
@@ -325,12 +435,17 @@ int cmd_prune(int argc, char **argv)
         return cli_usage_error("prune", "--report '%s' names the input or the output", report);
     if (report && (rc = cli_output_check(in, report, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
         return rc;
+    if (html && ((out && !strcmp(html, out)) || !strcmp(html, in) || (report && !strcmp(html, report))))
+        return cli_usage_error("prune", "--report-html '%s' names the input or another output", html);
+    if (html && (rc = cli_output_check(in, html, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
+        return rc;
+    int64_t in_bytes = html ? cli_path_bytes(in) : -1;
 
     rules rs;
     ro.apply = !dry;
     rc = rules_build(&rs, &ro, "prune");
     if (!rc)
-        rc = wanda_rules(&rs, &ro, score, calib, group, samples_set || label, dry);
+        rc = wanda_check(&rs, &ro, score, calib, group, samples_set || label, dry);
     if (rc) {
         rules_release(&rs);
         return rc;
@@ -348,6 +463,9 @@ int cmd_prune(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
+    if ((rc = rules_bind(&rs, ck)))
+        goto out;
+    wanda_apply(&rs, score, group);
     cli_progress bar;
     cli_progress_init(&bar, "prune", !quiet && !json);
     sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar,
@@ -369,13 +487,15 @@ int cmd_prune(int argc, char **argv)
     else if (!quiet && !json)
         print_table(ck, &rep);
     if (json || report) {
-        j = report_json(ck, &rep, in, out, dry);
+        j = report_json(ck, &rep, in, out, dry, &rs);
         text = cJSON_Print(j);
         if (json)
             printf("%s\n", text);
         if (report)
             rc = cli_write_text(report, text);
     }
+    if (html && !rc)
+        rc = write_html(html, ck, &rep, in, dry ? NULL : out, in_bytes);
 out:
     cJSON_free(text);
     cJSON_Delete(j);

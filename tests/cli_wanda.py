@@ -363,6 +363,17 @@ def main():
         run("prune", T("mlp.pt"), "-o", T("recipe.pt"), "--recipe", T("wanda.json"), *cal, "-q", expect=0)
         check(open(T("recipe.pt"), "rb").read() == open(T("row0.7.pt"), "rb").read(),
               "recipe score wanda = --score wanda, byte for byte")
+        # llm-compressor's WandaPruningModifier, as its recipes write it: the same
+        with open(T("wanda.yaml"), "w") as f:
+            f.write("sparsity_stage:\n  run_type: oneshot\n  sparsity_modifiers:\n"
+                    "    WandaPruningModifier:\n      sparsity: 0.7\n      mask_structure: '0:0'\n"
+                    "      sequential_update: true\n      targets: ['re:.*weight']\n")
+        p = run("prune", T("mlp.pt"), "-o", T("recipe-y.pt"), "--recipe", T("wanda.yaml"), *cal, "-q")
+        check(p.returncode == 0 and open(T("recipe-y.pt"), "rb").read() == open(T("row0.7.pt"), "rb").read(),
+              f"WandaPruningModifier = --score wanda, byte for byte ({p.stderr.strip()!r})")
+        p = run("prune", T("mlp.pt"), "-o", T("recipe-n.pt"), "--recipe", T("wanda.yaml"), expect=2)
+        check(p.returncode == 2 and p.stderr.startswith("sparsify: error: wanda scores need calibration data"),
+              f"WandaPruningModifier without --calibration: exit 2 ({p.stderr.strip()!r})")
         # the default targets leave nothing to chance: head.weight is a default target here
         p = run("prune", T("mlp.pt"), "-o", T("def.pt"), "--sparsity", 0.5, "--score", "wanda", *cal, "--json", expect=0)
         check(p.returncode == 0 and [e["name"] for e in json.loads(p.stdout)["tensors"]] == targets,
