@@ -210,7 +210,7 @@ def bash_checks(script, tmp, cmds):
         ("sparsify check --scope ", ["global", "layer"]),
         ("sparsify export --format ", ["compressed-tensors", "safetensors", "spz"]),
         ("sparsify prune --recipe unstructured-9", ["unstructured-90", "unstructured-95"]),
-        ("sparsify recipe ", ["list", "show", "validate"]),
+        ("sparsify recipe ", ["convert", "list", "show", "validate"]),
         ("sparsify recipe show ", sorted(recipes)),
         ("sparsify prune mod", ["model.pt", "model.safetensors"]),
         ("sparsify prune model.pt -o ", sorted(["model.pt", "model.safetensors", "recipe.json"])),
