@@ -8,6 +8,7 @@
 
 #include "prune/internal.h"
 #include "formats/checked.h"
+#include "sparsify/spz.h" /* sp_ckpt_tensor_dense */
 
 #include <math.h>
 #include <stdint.h>
@@ -36,6 +37,7 @@ typedef struct job {
     sp_progress_fn progress;
     void *pctx;
     uint64_t done, total; /* progress, bytes */
+    sp_ckpt *norms;       /* activation norms for wanda rules, or NULL */
 } job;
 
 void sp_prune_report_release(sp_prune_report *r)
@@ -378,6 +380,85 @@ out:
     return st;
 }
 
+/* The activation norms of tensor t: a new contiguous float32 copy or a
+ * borrowed pointer (*owned says which) and their count. */
+static sp_status target_norms(job *j, const sp_tensor *t, const float **norms, void **owned,
+                              size_t *n, sp_error *err)
+{
+    long k = j->norms ? sp_ckpt_find(j->norms, t->name) : -1;
+    *owned = NULL;
+    if (k < 0)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "tensor '%s': no activation norms for wanda scores (the calibration "
+                            "pass saw no Linear or convolution reading it)",
+                            t->name);
+    const sp_tensor *nt = sp_ckpt_tensor(j->norms, (size_t)k);
+    if (nt->dtype != SP_F32)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "tensor '%s': activation norms are %s, expected float32", t->name,
+                            sp_dtype_name(nt->dtype));
+    sp_wgeom g;
+    sp_wgeom_init(&g, t->ndim, t->shape);
+    if (nt->numel != g.cols && nt->numel != g.rows * g.cols)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "tensor '%s': %lld activation norms, expected %lld (one per input "
+                            "feature)",
+                            t->name, (long long)nt->numel, (long long)g.cols);
+    const void *p;
+    sp_status s = sp_ckpt_tensor_dense(j->norms, (size_t)k, &p, owned, err);
+    if (s)
+        return s;
+    *norms = p;
+    *n = (size_t)nt->numel;
+    return SP_OK;
+}
+
+/* Wanda scores of target t (data: its dense row-major elements) into a new
+ * array (*scores, caller frees); NULL for magnitude rules. */
+static sp_status target_scores(job *j, const sp_prune_rule *rule, const sp_tensor *t,
+                               const void *data, float **scores, sp_error *err)
+{
+    *scores = NULL;
+    if (rule->score != SP_SCORE_WANDA)
+        return SP_OK;
+    const float *norms = NULL;
+    void *owned = NULL;
+    size_t n = 0;
+    sp_status s = target_norms(j, t, &norms, &owned, &n, err);
+    if (s)
+        return s;
+    *scores = malloc((size_t)t->numel * sizeof(float) + 1);
+    if (!*scores)
+        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    else if ((s = sp_wanda_scores(*scores, t->dtype, data, t->ndim, t->shape, norms, n, err)))
+        sp_error_prefix(err, "tensor '%s'", t->name);
+    free(owned);
+    if (s) {
+        free(*scores);
+        *scores = NULL;
+    }
+    return s;
+}
+
+/* Before anything is written: every target of a wanda rule has norms of a
+ * size that fits it. */
+static sp_status check_norms(job *j, sp_error *err)
+{
+    for (size_t k = 0; k < j->ntargets; k++) {
+        const float *norms;
+        void *owned = NULL;
+        size_t n;
+        const sp_tensor *t = sp_ckpt_tensor(j->ck, j->targets[k].tensor);
+        sp_status s = j->rules[j->targets[k].rule].score != SP_SCORE_WANDA
+                          ? SP_OK
+                          : target_norms(j, t, &norms, &owned, &n, err);
+        free(owned);
+        if (s)
+            return s;
+    }
+    return SP_OK;
+}
+
 static sp_status run_globals(job *j, sp_error *err)
 {
     sp_status s = SP_OK;
@@ -412,8 +493,12 @@ static sp_status run_globals(job *j, sp_error *err)
                 const void *p = view_gather(t, sd, &owned);
                 if (!p)
                     return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-                s = sp_global_add(j->globals[r], pass, tg->gslot, t->dtype, p, NULL, t->ndim,
-                                  t->shape, err);
+                float *scores = NULL;
+                s = target_scores(j, rule, t, p, &scores, err);
+                if (!s)
+                    s = sp_global_add(j->globals[r], pass, tg->gslot, t->dtype, p, scores,
+                                      t->ndim, t->shape, err);
+                free(scores);
                 free(owned);
                 sp_ckpt_storage_release(j->ck, t->storage);
                 if (s) {
@@ -434,6 +519,7 @@ static sp_status target_mask(job *j, const target *tg, const void *storage, uint
     const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
     const sp_prune_rule *rule = &j->rules[tg->rule];
     void *owned = NULL;
+    float *scores = NULL;
     sp_status s = SP_OK;
     *mask = malloc((size_t)t->numel);
     const void *p = view_gather(t, storage, &owned);
@@ -441,15 +527,21 @@ static sp_status target_mask(job *j, const target *tg, const void *storage, uint
         s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         goto out;
     }
+    if ((s = target_scores(j, rule, t, p, &scores, err)))
+        goto out; /* the message names the tensor */
     if (rule->global && j->globals[tg->rule])
-        s = sp_global_mask(j->globals[tg->rule], tg->gslot, *mask, t->dtype, p, NULL, t->ndim,
+        s = sp_global_mask(j->globals[tg->rule], tg->gslot, *mask, t->dtype, p, scores, t->ndim,
                            t->shape, err);
+    else if (scores && rule->pattern.kind == SP_PATTERN_UNSTRUCTURED &&
+             rule->group == SP_SCORE_GROUP_ROW)
+        s = sp_mask_select_rows(*mask, t->dtype, p, scores, t->ndim, t->shape, tg->sparsity, err);
     else
-        s = sp_mask_select(*mask, t->dtype, p, NULL, t->ndim, t->shape, &rule->pattern,
+        s = sp_mask_select(*mask, t->dtype, p, scores, t->ndim, t->shape, &rule->pattern,
                            tg->sparsity, rule->bscore, err);
     if (s)
         sp_error_prefix(err, "tensor '%s'", t->name);
 out:
+    free(scores);
     free(owned);
     if (s) {
         free(*mask);
@@ -515,7 +607,9 @@ static sp_status prune_storage(job *j, sp_ckpt *ck, size_t storage, const void *
     }
     if (first == SIZE_MAX)
         return SP_OK;
+    /* (magnitudes only: the fused pruner computes no other scores) */
     if (nprimary == 1 && !j->targets[first].dup &&
+        j->rules[j->targets[first].rule].score == SP_SCORE_MAGNITUDE &&
         sp_tensor_is_contiguous(sp_ckpt_tensor(ck, j->targets[first].tensor)))
         return fused_storage(j, first, orig, out, sp_ckpt_storage(ck, storage)->nbytes, changed,
                              err);
@@ -600,6 +694,7 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
     if (opt) {
         j.progress = opt->progress;
         j.pctx = opt->progress_ctx;
+        j.norms = opt->norms;
     }
     memset(rep, 0, sizeof *rep);
     sp_status s = resolve(&j, err);
@@ -612,6 +707,8 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
         for (size_t i = 0; !dry && i < sp_ckpt_num_storages(ck); i++)
             j.total += sp_ckpt_storage(ck, i)->nbytes;
     }
+    if (!s && !dry)
+        s = check_norms(&j, err);
     if (!s && dry)
         s = count_zeros(&j, err);
     if (!s && !dry)
