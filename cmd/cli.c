@@ -244,6 +244,8 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
         *rc = cli_unknown_option(cmd, sh, longopts, shortopts);
     }
     return '?';
+}
+
 /* ---- outputs ---- */
 
 /* The temporaries of this run's outputs, removed by the signal handlers.
