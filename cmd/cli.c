@@ -99,6 +99,19 @@ bool cli_parse_double(const char *opt, const char *s, double *out)
     return true;
 }
 
+bool cli_parse_threads(const char *opt, const char *s, int *out)
+{
+    long v;
+    if (!cli_parse_long(opt, s, &v))
+        return false;
+    if (v < 1 || v > 1024) {
+        cli_error("option '%s': %ld threads (1..1024)", opt, v);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
 bool cli_parse_long(const char *opt, const char *s, long *out)
 {
     char *end;
@@ -141,6 +154,7 @@ void cli_progress_init(cli_progress *p, const char *label, bool enabled)
     p->on = enabled && cli_stderr_is_tty();
     p->drawn = false;
     p->last = 0;
+    p->start = cli_now_s();
 }
 
 void cli_progress_update(void *ctx, uint64_t done, uint64_t total)
@@ -149,6 +163,9 @@ void cli_progress_update(void *ctx, uint64_t done, uint64_t total)
     if (!p->on)
         return;
     double t = cli_now_s();
+    /* nothing for work that ends within a second; then five times a second */
+    if (!p->drawn && t - p->start < 1.0)
+        return;
     if (done < total && t - p->last < 0.2)
         return;
     p->last = t;

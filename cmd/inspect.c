@@ -25,8 +25,9 @@ static const char usage_text[] =
     "input dimension (2:4), then totals and the tensors that share storage.\n"
     "\n"
     "options:\n"
-    "  --json      print one JSON object instead of the table\n"
-    "  -h, --help  show this help\n"
+    "  --json         print one JSON object instead of the table\n"
+    "  --threads N    threads (default: every CPU)\n"
+    "  -h, --help     show this help\n"
     "\n"
     "exit codes: 0 ok, 1 failure reading the file, 2 usage or bad input\n";
 
@@ -163,15 +164,20 @@ int cmd_inspect(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, 'j'},
+        {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     bool json = false;
-    int c, bad = EXIT_USAGE;
+    int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "+h", opts, "inspect", &bad)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 't':
+            if (!cli_parse_threads("--threads", optarg, &threads))
+                return EXIT_USAGE;
+            break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         default: return bad;
         }
@@ -181,7 +187,13 @@ int cmd_inspect(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = true;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            if (!cli_parse_threads("--threads", argv[++i], &threads))
+                return EXIT_USAGE;
+        } else if (!strncmp(argv[i], "--threads=", 10)) {
+            if (!cli_parse_threads("--threads", argv[i] + 10, &threads))
+                return EXIT_USAGE;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         } else if (argv[i][0] == '-' && argv[i][1])
@@ -209,9 +221,29 @@ int cmd_inspect(int argc, char **argv)
         rc = EXIT_FAILED;
         goto out;
     }
-    /* tensors grouped by storage, so each storage is loaded once and
-     * released before the next */
+    /* every storage loaded once and released, on all threads */
+    sp_view_stats *vs = calloc(nt ? nt : 1, sizeof *vs);
     size_t *start = NULL;
+    if (!vs) {
+        cli_error("out of memory");
+        rc = EXIT_FAILED;
+        goto out;
+    }
+    cli_progress bar;
+    cli_progress_init(&bar, "inspect", !json);
+    sp_status vst = sp_ckpt_view_stats(ck, threads, cli_progress_update, &bar, vs, &err);
+    cli_progress_end(&bar);
+    if (vst) {
+        free(vs);
+        rc = cli_fail(&err);
+        goto out;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        bool fl = sp_dtype_is_float(sp_ckpt_tensor(ck, i)->dtype);
+        st[i].zeros = vs[i].zeros;
+        st[i].nm_ok = fl ? vs[i].is_24 : -1;
+    }
+    free(vs);
     if (sp_ckpt_tensors_by_storage(ck, &order, &start, &err)) {
         rc = cli_fail(&err);
         goto out;
@@ -223,26 +255,6 @@ int cmd_inspect(int argc, char **argv)
         owner[s] = cnt >= 2 ? s : SIZE_MAX;
         if (cnt >= 2)
             nshared += cnt;
-        if (cnt == 0)
-            continue;
-        const void *data;
-        if (sp_ckpt_storage_data(ck, s, &data, &err) != SP_OK) {
-            free(start);
-            rc = cli_fail(&err);
-            goto out;
-        }
-        for (size_t k = start[s]; k < start[s + 1]; k++) {
-            size_t i = order[k];
-            const sp_tensor *t = sp_ckpt_tensor(ck, i);
-            const unsigned char *base = (const unsigned char *)data +
-                                        (size_t)t->offset * sp_dtype_size(t->dtype);
-            sp_view_stats vs;
-            bool fl = sp_dtype_is_float(t->dtype);
-            sp_tensor_view_stats(t, base, fl, &vs);
-            st[i].zeros = vs.zeros;
-            st[i].nm_ok = fl ? vs.is_24 : -1;
-        }
-        sp_ckpt_storage_release(ck, s);
     }
     free(start);
     for (size_t i = 0; i < nt; i++) {

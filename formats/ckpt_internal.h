@@ -16,6 +16,10 @@ typedef struct sp_ckpt_backend {
     /* See sp_ckpt_rewrite; NULL when the format cannot be rewritten. */
     sp_status (*rewrite)(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
                          sp_error *err);
+    /* See sp_ckpt_rewrite_par; NULL: sp_ckpt_rewrite, one storage at a
+     * time. */
+    sp_status (*rewrite_par)(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
+                             sp_error *err);
     /* Free impl (not the tables, which ckpt.c owns). */
     void (*close)(sp_ckpt *ck);
 } sp_ckpt_backend;
@@ -97,8 +101,9 @@ typedef struct sp_outfile {
     int fd;
     char *path;     /* final path */
     char *tmp_path; /* named temp file, or NULL when unnamed (O_TMPFILE) */
-    uint64_t pos;   /* bytes written so far */
+    uint64_t pos;   /* bytes written so far (sequential writes) */
     sp_outid id;
+    int no_kcopy;   /* copy_file_range refused once: copy through memory */
 } sp_outfile;
 
 /* Create an unnamed (or hidden) temp file in path's directory, after
@@ -111,6 +116,14 @@ sp_status sp_outfile_pad(sp_outfile *of, uint64_t align, sp_error *err);
 /* pwrite at an earlier offset (headers patched after the payload). */
 sp_status sp_outfile_pwrite(sp_outfile *of, const void *buf, size_t len, uint64_t off,
                             sp_error *err);
+/* Copy [src_off, src_off + len) of the mapped file src to offset out_off of
+ * of. The kernel copies the bytes (copy_file_range: they never pass through
+ * user space, and src's pages are not mapped in); where it cannot (another
+ * file system, an in-memory input, an old kernel), they are written from
+ * the mapping, whose pages are dropped again. Positioned, so threads may
+ * copy different ranges at once. */
+sp_status sp_outfile_copy(sp_outfile *of, const sp_mapfile *src, uint64_t src_off,
+                          uint64_t out_off, uint64_t len, sp_error *err);
 /* fsync-free commit: give the file its final name (atomic rename; see
  * "Outputs" in sparsify/ckpt.h for what may be replaced). */
 sp_status sp_outfile_commit(sp_outfile *of, sp_error *err);
