@@ -25,12 +25,13 @@ static const char usage_text[] =
     "  -x, --exclude RE     skip tensors matching RE (repeatable)\n"
     "  -r, --recipe R       take targets from a recipe's pruning modifiers\n"
     "      --json           print the result as JSON on stdout\n"
+    "      --threads N      threads (default: every CPU)\n"
     "  -q, --quiet          print nothing but errors: the exit code is the answer\n"
     "  -h, --help           this help\n"
     "\n"
     "exit codes: 0 all targets met, 1 a target missed, 2 usage or bad input\n";
 
-enum { OPT_JSON = RULES_OPT_END };
+enum { OPT_JSON = RULES_OPT_END, OPT_THREADS };
 
 int cmd_check(int argc, char **argv)
 {
@@ -42,13 +43,14 @@ int cmd_check(int argc, char **argv)
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
         {"json", no_argument, NULL, OPT_JSON},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
     bool json = false, quiet = false;
-    int c, bad = EXIT_USAGE;
+    int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "s:p:i:x:r:qh", longopts, "check", &bad)) != -1) {
         int r = rules_opt(&ro, c, optarg, "check");
@@ -59,6 +61,10 @@ int cmd_check(int argc, char **argv)
         }
         switch (c) {
         case OPT_JSON: json = true; break;
+        case OPT_THREADS:
+            if (!cli_parse_threads("--threads", optarg, &threads))
+                return EXIT_USAGE;
+            break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         default: return bad;
@@ -84,7 +90,11 @@ int cmd_check(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
-    sp_status s = sp_prune_check(ck, rs.rules, rs.n, &rep, &err);
+    cli_progress bar;
+    cli_progress_init(&bar, "check", !quiet && !json);
+    sp_prune_options po = {.progress = cli_progress_update, .progress_ctx = &bar, .threads = threads};
+    sp_status s = sp_prune_check(ck, rs.rules, rs.n, &po, &rep, &err);
+    cli_progress_end(&bar);
     if (s && s != SP_ERR_CHECK) {
         if (err.code == SP_ERR_NOT_FOUND || err.code == SP_ERR_INVALID_ARG)
             sp_error_prefix(&err, "'%s'", in);

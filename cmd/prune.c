@@ -41,6 +41,8 @@ static const char usage_text[] =
     "                       current sparsity, aliases) and write nothing\n"
     "      --in-place       allow OUT to be IN (or omit -o) and replace it\n"
     "      --force          replace an existing OUT (or report file)\n"
+    "      --threads N      threads (default: every CPU); the output is the\n"
+    "                       same bytes whatever N is\n"
     "  -q, --quiet          no table or progress on stderr\n"
     "  -h, --help           this help\n"
     "\n"
@@ -48,7 +50,7 @@ static const char usage_text[] =
     "complete; an existing OUT is refused unless --force (docs/cli.md).\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
-enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE, OPT_FORCE };
+enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_THREADS };
 
 static cJSON *names_json(const char *const *names, size_t n)
 {
@@ -205,6 +207,7 @@ int cmd_prune(int argc, char **argv)
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
         {"dry-run", no_argument, NULL, 'n'},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -212,7 +215,7 @@ int cmd_prune(int argc, char **argv)
     rules_opts ro = {0};
     const char *out = NULL, *report = NULL;
     bool json = false, in_place = false, quiet = false, dry = false, force = false;
-    int c, bad = EXIT_USAGE;
+    int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "o:s:p:i:x:r:nqh", longopts, "prune", &bad)) != -1) {
         int r = rules_opt(&ro, c, optarg, "prune");
@@ -228,6 +231,10 @@ int cmd_prune(int argc, char **argv)
         case OPT_IN_PLACE: in_place = true; break;
         case 'n': dry = true; break;
         case OPT_FORCE: force = true; break;
+        case OPT_THREADS:
+            if (!cli_parse_threads("--threads", optarg, &threads))
+                return EXIT_USAGE;
+            break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         default: return bad;
@@ -271,7 +278,8 @@ int cmd_prune(int argc, char **argv)
     }
     cli_progress bar;
     cli_progress_init(&bar, "prune", !quiet && !json);
-    sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar};
+    sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar,
+                           .threads = threads};
     sp_status st = sp_prune_ckpt(ck, out, rs.rules, rs.n, &po, &rep, &err);
     cli_progress_end(&bar);
     if (st) {
