@@ -56,12 +56,14 @@ static sp_ckpt *ckpt_new(const char *path, sp_error *err)
         sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    for (int i = 0; i < SP_CKPT_LOCKS; i++)
+        pthread_mutex_init(&ck->locks[i], NULL);
     return ck;
 }
 
 /* The per-storage table of aligned copies, made once when the checkpoint
- * is open: sp_ckpt_storage_data then only writes its own slot, so threads
- * may load different storages at once. */
+ * is open: sp_ckpt_storage_data then only writes its own slot (under its
+ * storage's lock), so threads may load storages at once. */
 static sp_status aligned_table(sp_ckpt *ck, sp_error *err)
 {
     ck->aligned = calloc(ck->nstorages ? ck->nstorages : 1, sizeof *ck->aligned);
@@ -146,6 +148,8 @@ void sp_ckpt_close(sp_ckpt *ck)
     free(ck->tensors);
     free(ck->storages);
     free(ck->path);
+    for (int i = 0; i < SP_CKPT_LOCKS; i++)
+        pthread_mutex_destroy(&ck->locks[i]);
     free(ck);
 }
 
@@ -172,10 +176,20 @@ long sp_ckpt_find(const sp_ckpt *ck, const char *name)
     return -1;
 }
 
+static sp_status storage_data_locked(sp_ckpt *ck, size_t i, const void **data, sp_error *err);
+
 sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error *err)
 {
     if (i >= ck->nstorages)
         return sp_error_set(err, SP_ERR_INVALID_ARG, "'%s': no storage %zu", ck->path, i);
+    pthread_mutex_lock(&ck->locks[i % SP_CKPT_LOCKS]);
+    sp_status s = storage_data_locked(ck, i, data, err);
+    pthread_mutex_unlock(&ck->locks[i % SP_CKPT_LOCKS]);
+    return s;
+}
+
+static sp_status storage_data_locked(sp_ckpt *ck, size_t i, const void **data, sp_error *err)
+{
     if (i < ck->aligned_n && ck->aligned[i]) {
         *data = ck->aligned[i];
         return SP_OK;
@@ -202,12 +216,21 @@ sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_erro
 
 void sp_ckpt_storage_release(sp_ckpt *ck, size_t i)
 {
+    if (i >= ck->nstorages)
+        return;
+    pthread_mutex_lock(&ck->locks[i % SP_CKPT_LOCKS]);
     if (i < ck->aligned_n && ck->aligned[i]) {
         free(ck->aligned[i]);
         ck->aligned[i] = NULL;
     }
-    if (i < ck->nstorages && ck->be->storage_release)
+    if (ck->be->storage_release)
         ck->be->storage_release(ck, i);
+    pthread_mutex_unlock(&ck->locks[i % SP_CKPT_LOCKS]);
+}
+
+bool sp_ckpt_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off)
+{
+    return i < ck->nstorages && ck->be->storage_file && ck->be->storage_file(ck, i, mf, off);
 }
 
 sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data, sp_error *err)

@@ -8,6 +8,12 @@
 
 #include "sparsify/ckpt.h"
 
+#include <pthread.h>
+
+#define SP_CKPT_LOCKS 64
+
+typedef struct sp_mapfile sp_mapfile; /* below */
+
 typedef struct sp_ckpt_backend {
     const char *name;
     /* Bytes of storage i, borrowed until storage_release/close. */
@@ -20,6 +26,9 @@ typedef struct sp_ckpt_backend {
      * time. */
     sp_status (*rewrite_par)(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
                              sp_error *err);
+    /* Where storage i's bytes lie, as they are, in a mapped file (*mf, at
+     * *off); false when they do not (compressed, decoded). May be NULL. */
+    bool (*storage_file)(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off);
     /* Free impl (not the tables, which ckpt.c owns). */
     void (*close)(sp_ckpt *ck);
 } sp_ckpt_backend;
@@ -37,11 +46,18 @@ struct sp_ckpt {
      * returned misaligned (legacy torch, safetensors), else NULL. */
     void **aligned;
     size_t aligned_n;
+    /* storages loaded by several threads at once: storage i is loaded and
+     * released under lock i % SP_CKPT_LOCKS */
+    pthread_mutex_t locks[SP_CKPT_LOCKS];
     /* sp_ckpt_open_mem: the caller's bytes stand in for the file at path */
     const unsigned char *mem;
     uint64_t mem_size;
     bool in_mem;
 };
+
+/* Storage i as a plain range of a mapped file (for kernel copies): see
+ * sp_ckpt_backend.storage_file. */
+bool sp_ckpt_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off);
 
 /* Append a tensor / storage; name/key are copied. Return the new index in
  * *idx (may be NULL). */
@@ -64,12 +80,12 @@ bool sp_ct_folder_detect(const char *path);
 sp_status sp_ct_folder_open(sp_ckpt *ck, sp_error *err);
 
 /* ---- read-only file mapping ---- */
-typedef struct sp_mapfile {
+struct sp_mapfile {
     int fd;
     const unsigned char *data; /* NULL for an empty file */
     uint64_t size;
     bool borrowed;             /* caller's memory: never unmapped or dropped */
-} sp_mapfile;
+};
 
 /* Map path read-only. ENOENT gives SP_ERR_NOT_FOUND, other failures
  * SP_ERR_IO; the message names the path. */

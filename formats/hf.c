@@ -170,6 +170,7 @@ static const sp_ckpt_backend hf_backend = {
     .name = "hf-folder",
     .storage_data = sp_st_storage_data,
     .storage_release = sp_st_storage_release,
+    .storage_file = sp_st_storage_file,
     .rewrite_par = hf_rewrite_par,
     .close = sp_st_close,
 };

@@ -34,10 +34,9 @@
  */
 #include "formats/safetensors_internal.h"
 #include "formats/checked.h"
-#include "formats/jobs.h"
+#include "formats/outplan.h"
 
 #include <cjson/cJSON.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,6 +370,17 @@ sp_status sp_st_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error 
     return SP_OK;
 }
 
+bool sp_st_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off)
+{
+    const sp_st_impl *im = ck->impl;
+    if (i >= im->nslots)
+        return false;
+    const sp_st_shard *sh = &im->shards[im->slots[i].shard];
+    *mf = &sh->mf;
+    *off = sh->data_start + im->slots[i].begin;
+    return true;
+}
+
 void sp_st_storage_release(sp_ckpt *ck, size_t i)
 {
     sp_st_impl *im = ck->impl;
@@ -399,323 +409,97 @@ void sp_st_close(sp_ckpt *ck)
 
 /* ---- parallel rewrite (sp_ckpt_rewrite_par) ----
  *
- * The output of a shard has the input's layout, so the work is a list of
- * jobs with known output offsets (formats/jobs.h), in file order:
- *   COPY  a byte range that stays as it is (header, untouched tensors,
- *         gaps), at most COPY_STEP bytes, copied by the kernel;
- *   PREP  load a touched storage and run ops->prepare;
- *   EMIT  one chunk of a touched storage: ops->emit into the worker's
- *         scratch, written at its offset; the storage's last chunk runs
- *         ops->finish and releases it.
- * A storage's PREP is placed PREP_AHEAD storages before its chunks, so the
- * threads that finish one tensor's chunks find the next one prepared. */
-
-#define CHUNK_BYTES ((uint64_t)4 << 20)
-#define COPY_STEP ((uint64_t)64 << 20)
-#define PREP_AHEAD 1
-#define MAX_WORKERS 256
-
-enum { J_COPY, J_PREP, J_EMIT };
-
-typedef struct rjob {
-    uint8_t kind;
-    size_t out;     /* index in the outputs */
-    size_t storage; /* PREP, EMIT */
-    uint64_t a, b;  /* COPY: file range; EMIT: storage byte range */
-    size_t prep;    /* EMIT: its storage's PREP job */
-} rjob;
-
-typedef struct rstore {
-    const void *orig;
-    atomic_size_t left; /* chunks not yet written */
-} rstore;
-
-typedef struct rseg {
-    bool storage;   /* else a copy range */
-    size_t out, idx;
-    uint64_t a, b;
-} rseg;
+ * The output of a shard has the input's layout: its header, gaps and
+ * untouched storages are copied pieces, every touched storage a generated
+ * piece (formats/outplan.h) whose group is the storage: prepare loads it
+ * and runs ops->prepare, each chunk is ops->emit (the chunk's input pages
+ * dropped after), finish runs ops->finish and releases the storage. */
 
 typedef struct rwpar {
     sp_ckpt *ck;
     sp_st_impl *im;
     const sp_rewrite_ops *ops;
-    const size_t *shards;
-    sp_outfile *outs;
-    rjob *jobs;
-    size_t njobs;
-    rstore *st;
-    unsigned char *scratch[MAX_WORKERS];
-    size_t scratch_len[MAX_WORKERS];
+    const void **orig; /* per storage, from prepare */
 } rwpar;
 
-typedef struct jlist {
-    rjob *v;
-    size_t n, cap;
-} jlist;
-
-static sp_status job_add(jlist *l, rjob j, sp_error *err)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 256;
-        rjob *n = realloc(l->v, cap * sizeof *n);
-        if (!n)
-            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-        l->v = n;
-        l->cap = cap;
-    }
-    l->v[l->n++] = j;
-    return SP_OK;
-}
-
-static sp_status seg_add(rseg **v, size_t *n, size_t *cap, rseg g, sp_error *err)
-{
-    if (!g.storage && *n && !(*v)[*n - 1].storage && (*v)[*n - 1].out == g.out &&
-        (*v)[*n - 1].b == g.a) {
-        (*v)[*n - 1].b = g.b; /* one run of copied bytes */
-        return SP_OK;
-    }
-    if (!g.storage && g.a == g.b)
-        return SP_OK;
-    if (*n == *cap) {
-        size_t c = *cap ? 2 * *cap : 256;
-        rseg *q = realloc(*v, c * sizeof *q);
-        if (!q)
-            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-        *v = q;
-        *cap = c;
-    }
-    (*v)[(*n)++] = g;
-    return SP_OK;
-}
-
-/* The segments of all outputs, in file order. */
-static sp_status plan_segments(rwpar *r, size_t nout, rseg **segs, size_t *nseg, sp_error *err)
-{
-    size_t cap = 0;
-    sp_status s = SP_OK;
-    *segs = NULL;
-    *nseg = 0;
-    for (size_t o = 0; o < nout && !s; o++) {
-        const sp_st_shard *sh = &r->im->shards[r->shards[o]];
-        size_t *ix = NULL, cnt = 0;
-        if ((s = sorted_storages(r->ck, r->im, r->shards[o], &ix, &cnt, err)))
-            break;
-        s = seg_add(segs, nseg, &cap, (rseg){false, o, 0, 0, sh->data_start}, err);
-        uint64_t pos = sh->data_start;
-        for (size_t k = 0; k < cnt && !s; k++) {
-            size_t i = ix[k];
-            uint64_t b = sh->data_start + r->im->slots[i].begin, nb = r->ck->storages[i].nbytes;
-            if (nb && r->ops->touches(r->ops->ctx, i)) {
-                s = seg_add(segs, nseg, &cap, (rseg){false, o, 0, pos, b}, err);
-                if (!s)
-                    s = seg_add(segs, nseg, &cap, (rseg){true, o, i, b, b + nb}, err);
-                pos = b + nb;
-            } else if (b + nb > pos) {
-                s = seg_add(segs, nseg, &cap, (rseg){false, o, 0, pos, b + nb}, err);
-                pos = b + nb;
-            }
-        }
-        if (!s && pos < sh->mf.size)
-            s = seg_add(segs, nseg, &cap, (rseg){false, o, 0, pos, sh->mf.size}, err);
-        free(ix);
-    }
-    return s;
-}
-
-/* The jobs of the segments of lane `lane` (outputs o with o % nlanes ==
- * lane), in order, into l; prep indices are local to l. */
-static sp_status lane_jobs(rwpar *r, const rseg *segs, size_t nseg, size_t lane, size_t nlanes,
-                           jlist *l, sp_error *err)
-{
-    sp_status s = SP_OK;
-    size_t *prep_of = malloc((nseg ? nseg : 1) * sizeof *prep_of);
-    if (!prep_of)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    size_t ahead = 0; /* segments up to here have their PREP placed */
-    for (size_t g = 0; g < nseg && !s; g++) {
-        const rseg *sg = &segs[g];
-        if (sg->out % nlanes != lane)
-            continue;
-        if (!sg->storage) {
-            for (uint64_t a = sg->a; a < sg->b && !s; a += COPY_STEP)
-                s = job_add(l, (rjob){J_COPY, sg->out, 0, a, a + COPY_STEP < sg->b ? a + COPY_STEP : sg->b, 0},
-                            err);
-            continue;
-        }
-        /* this storage's PREP and the next PREP_AHEAD ones of the lane */
-        if (ahead <= g)
-            ahead = g;
-        for (size_t placed = 0; ahead < nseg && !s; ahead++) {
-            if (!segs[ahead].storage || segs[ahead].out % nlanes != lane)
-                continue;
-            if (ahead > g && placed++ >= PREP_AHEAD)
-                break;
-            prep_of[ahead] = l->n;
-            s = job_add(l, (rjob){J_PREP, segs[ahead].out, segs[ahead].idx, 0, 0, 0}, err);
-        }
-        size_t i = sg->idx;
-        uint64_t nb = sg->b - sg->a;
-        uint64_t unit = r->ops->chunk_unit ? r->ops->chunk_unit(r->ops->ctx, i) : 0;
-        uint64_t per = unit == 0 || unit >= nb ? nb : (CHUNK_BYTES / unit ? CHUNK_BYTES / unit : 1) * unit;
-        size_t nchunks = 0;
-        for (uint64_t a = 0; a < nb && !s; a += per, nchunks++)
-            s = job_add(l, (rjob){J_EMIT, sg->out, i, a, a + per < nb ? a + per : nb, prep_of[g]}, err);
-        atomic_init(&r->st[i].left, nchunks);
-    }
-    free(prep_of);
-    return s;
-}
-
-static uint64_t job_bytes(const rjob *j) { return j->kind == J_PREP ? 0 : j->b - j->a; }
-
-/* All jobs: the outputs go into min(outputs, threads) lanes, and the lanes
- * are merged by bytes, so threads at neighbouring jobs mostly write
- * different files (a file takes one buffered write at a time). Each lane
- * keeps its order, so a job still only waits for earlier ones. */
-static sp_status plan_jobs(rwpar *r, const rseg *segs, size_t nseg, size_t nout, sp_error *err)
-{
-    size_t nl = (size_t)sp_threads_default(r->ops->threads);
-    if (nl > nout)
-        nl = nout;
-    if (nl < 1)
-        nl = 1;
-    jlist *ls = calloc(nl, sizeof *ls);
-    size_t *pos = calloc(nl, sizeof *pos), **map = calloc(nl, sizeof *map);
-    uint64_t *bytes = calloc(nl, sizeof *bytes);
-    sp_status s = SP_OK;
-    if (!ls || !pos || !map || !bytes)
-        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    for (size_t k = 0; k < nl && !s; k++) {
-        s = lane_jobs(r, segs, nseg, k, nl, &ls[k], err);
-        if (!s && !(map[k] = malloc((ls[k].n ? ls[k].n : 1) * sizeof **map)))
-            s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    }
-    jlist all = {0};
-    while (!s) {
-        size_t best = nl;
-        for (size_t k = 0; k < nl; k++)
-            if (pos[k] < ls[k].n && (best == nl || bytes[k] < bytes[best]))
-                best = k;
-        if (best == nl)
-            break;
-        rjob jb = ls[best].v[pos[best]];
-        if (jb.kind == J_EMIT)
-            jb.prep = map[best][jb.prep];
-        map[best][pos[best]++] = all.n;
-        bytes[best] += job_bytes(&jb);
-        s = job_add(&all, jb, err);
-    }
-    r->jobs = all.v;
-    r->njobs = all.n;
-    for (size_t k = 0; ls && k < nl; k++) {
-        free(ls[k].v);
-        if (map)
-            free(map[k]);
-    }
-    free(ls);
-    free(pos);
-    free(map);
-    free(bytes);
-    return s;
-}
-
-static sp_status par_job(void *ctx, sp_jobs *jr, size_t jn, int worker, sp_error *err)
+static sp_status rw_prepare(void *ctx, size_t storage, sp_error *err)
 {
     rwpar *r = ctx;
-    const rjob *j = &r->jobs[jn];
-    const sp_rewrite_ops *o = r->ops;
-    const sp_st_shard *sh = &r->im->shards[r->shards[j->out]];
-    sp_outfile *of = &r->outs[j->out];
-    sp_status s = SP_OK;
-    switch (j->kind) {
-    case J_COPY:
-        s = sp_outfile_copy(of, &sh->mf, j->a, j->a, j->b - j->a, err);
-        if (!s)
-            sp_jobs_progress(jr, j->b - j->a);
-        return s;
-    case J_PREP:
-        s = sp_ckpt_storage_data(r->ck, j->storage, &r->st[j->storage].orig, err);
-        if (!s && o->prepare)
-            s = o->prepare(o->ctx, j->storage, r->st[j->storage].orig, err);
-        return s;
-    default:
-        break;
-    }
-    if (!sp_jobs_wait(jr, j->prep))
-        return SP_OK; /* the run is failing; this chunk no longer matters */
-    size_t i = j->storage;
-    uint64_t len = j->b - j->a, at = sh->data_start + r->im->slots[i].begin;
-    if (worker >= MAX_WORKERS)
-        return sp_error_set(err, SP_ERR_INTERNAL, "too many workers");
-    if (r->scratch_len[worker] < len) {
-        free(r->scratch[worker]);
-        r->scratch_len[worker] = 0;
-        if (len > SIZE_MAX || !(r->scratch[worker] = malloc((size_t)len)))
-            return sp_error_set(err, SP_ERR_NOMEM, "out of memory (%llu bytes for one chunk)",
-                                (unsigned long long)len);
-        r->scratch_len[worker] = (size_t)len;
-    }
-    const void *orig = r->st[i].orig;
-    s = o->emit(o->ctx, i, orig, j->a, len, r->scratch[worker], err);
-    if (!s)
-        s = sp_outfile_pwrite(of, r->scratch[worker], (size_t)len, at + j->a, err);
-    if (s)
-        return s;
-    /* the chunk's input pages are done with (those it shares with a
-     * neighbour stay until the storage is released) */
-    if ((const unsigned char *)orig == sh->mf.data + at)
-        sp_mapfile_drop(&sh->mf, at + j->a, len);
-    sp_jobs_progress(jr, len);
-    if (atomic_fetch_sub(&r->st[i].left, 1) == 1) {
-        if (o->finish)
-            s = o->finish(o->ctx, i, err);
-        sp_ckpt_storage_release(r->ck, i);
-    }
+    sp_status s = sp_ckpt_storage_data(r->ck, storage, &r->orig[storage], err);
+    if (!s && r->ops->prepare)
+        s = r->ops->prepare(r->ops->ctx, storage, r->orig[storage], err);
     return s;
 }
 
-sp_status sp_st_rewrite_par(sp_ckpt *ck, sp_st_impl *im, const size_t *shards, const char *const *out_paths,
-                            size_t nout, const sp_rewrite_ops *ops, sp_error *err)
+static sp_status rw_emit(void *ctx, size_t storage, uint64_t tag, uint64_t off, uint64_t len,
+                         void *out, sp_error *err)
 {
-    rwpar r;
-    memset(&r, 0, sizeof r);
-    r.ck = ck;
-    r.im = im;
-    r.ops = ops;
-    r.shards = shards;
-    rseg *segs = NULL;
-    size_t nseg = 0, nopen = 0;
-    uint64_t total = 0;
-    sp_status s = SP_OK;
-    r.outs = calloc(nout ? nout : 1, sizeof *r.outs);
-    r.st = calloc(ck->nstorages ? ck->nstorages : 1, sizeof *r.st);
-    if (!r.outs || !r.st) {
-        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-        goto out;
+    rwpar *r = ctx;
+    const sp_st_shard *sh = &r->im->shards[r->im->slots[storage].shard];
+    const unsigned char *at = sh->mf.data ? sh->mf.data + sh->data_start + r->im->slots[storage].begin : NULL;
+    (void)tag;
+    sp_status s = r->ops->emit(r->ops->ctx, storage, r->orig[storage], off, len, out, err);
+    /* the chunk's input pages are done with (those it shares with a
+     * neighbour stay until the storage is released) */
+    if (!s && at && (const unsigned char *)r->orig[storage] == at)
+        sp_mapfile_drop(&sh->mf, (uint64_t)(at - sh->mf.data) + off, len);
+    return s;
+}
+
+static sp_status rw_finish(void *ctx, size_t storage, sp_error *err)
+{
+    rwpar *r = ctx;
+    sp_status s = r->ops->finish ? r->ops->finish(r->ops->ctx, storage, err) : SP_OK;
+    sp_ckpt_storage_release(r->ck, storage);
+    return s;
+}
+
+/* Shard im->shards[shard] into file f of the plan: copied and generated
+ * pieces in file order. */
+static sp_status plan_shard(rwpar *r, sp_outplan *pl, size_t f, size_t shard, sp_error *err)
+{
+    const sp_st_shard *sh = &r->im->shards[shard];
+    size_t *ix = NULL, cnt = 0;
+    sp_status s = sorted_storages(r->ck, r->im, shard, &ix, &cnt, err);
+    uint64_t pos = 0;
+    for (size_t k = 0; k < cnt && !s; k++) {
+        size_t i = ix[k];
+        uint64_t b = sh->data_start + r->im->slots[i].begin, nb = r->ck->storages[i].nbytes;
+        if (nb && r->ops->touches(r->ops->ctx, i)) {
+            uint64_t unit = r->ops->chunk_unit ? r->ops->chunk_unit(r->ops->ctx, i) : 0;
+            s = sp_outplan_copy(pl, f, pos, &sh->mf, pos, b - pos, err);
+            if (!s)
+                s = sp_outplan_gen(pl, f, b, i, 0, nb, unit, err);
+            pos = b + nb;
+        } else if (b + nb > pos) {
+            s = sp_outplan_copy(pl, f, pos, &sh->mf, pos, b + nb - pos, err);
+            pos = b + nb;
+        }
     }
-    for (size_t o = 0; o < nout; o++)
-        total += im->shards[shards[o]].mf.size;
-    if ((s = plan_segments(&r, nout, &segs, &nseg, err)) || (s = plan_jobs(&r, segs, nseg, nout, err)))
-        goto out;
-    for (; nopen < nout && !s; nopen++)
-        s = sp_outfile_open(&r.outs[nopen], out_paths[nopen], err);
-    if (s) {
-        nopen--; /* the one that failed is closed */
-        goto out;
+    if (!s && pos < sh->mf.size)
+        s = sp_outplan_copy(pl, f, pos, &sh->mf, pos, sh->mf.size - pos, err);
+    free(ix);
+    return s;
+}
+
+sp_status sp_st_rewrite_par(sp_ckpt *ck, sp_st_impl *im, const size_t *shards,
+                            const char *const *out_paths, size_t nout, const sp_rewrite_ops *ops,
+                            sp_error *err)
+{
+    rwpar r = {ck, im, ops, calloc(ck->nstorages ? ck->nstorages : 1, sizeof(void *))};
+    sp_outplan *pl = NULL;
+    sp_outplan_ops po = {&r, rw_prepare, rw_emit, rw_finish};
+    sp_status s = r.orig ? sp_outplan_new(&pl, &po, ck->nstorages, err)
+                         : sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    for (size_t o = 0; o < nout && !s; o++) {
+        size_t f;
+        if (!(s = sp_outplan_file(pl, out_paths[o], &f, err)))
+            s = plan_shard(&r, pl, f, shards[o], err);
     }
-    s = sp_jobs_run(r.njobs, ops->threads, par_job, &r, ops->progress, ops->progress_ctx, total, err);
-    for (size_t o = 0; o < nout && !s; o++)
-        s = sp_outfile_commit(&r.outs[o], err);
-out:
-    for (size_t o = 0; o < nopen; o++)
-        sp_outfile_abort(&r.outs[o]); /* no-op once committed */
-    for (size_t w = 0; w < MAX_WORKERS; w++)
-        free(r.scratch[w]);
-    free(segs);
-    free(r.jobs);
-    free(r.st);
-    free(r.outs);
+    if (!s)
+        s = sp_outplan_run(pl, ops->threads, ops->progress, ops->progress_ctx, err);
+    sp_outplan_free(pl);
+    free(r.orig);
     return s;
 }
 
@@ -732,6 +516,7 @@ static const sp_ckpt_backend st_backend = {
     .name = "safetensors",
     .storage_data = sp_st_storage_data,
     .storage_release = sp_st_storage_release,
+    .storage_file = sp_st_storage_file,
     .rewrite_par = st_rewrite_par,
     .close = sp_st_close,
 };

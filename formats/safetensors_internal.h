@@ -62,6 +62,7 @@ sp_status sp_hf_index_parse(const char *dir, const void *json, size_t len, size_
 /* Backend callbacks shared by both formats. */
 sp_status sp_st_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error *err);
 void sp_st_storage_release(sp_ckpt *ck, size_t i);
+bool sp_st_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off);
 void sp_st_close(sp_ckpt *ck);
 
 #endif

@@ -128,16 +128,22 @@ static size_t compress_avx512(void *vals, const void *row, const uint8_t *bits, 
     return k;
 }
 
-/* The kept positions of 16 groups of 4 (a 64-bit nonzero mask): per
- * nibble, its nonzeros then its first zeros, to exactly two. */
-static inline uint64_t sel24_mask(uint64_t m, unsigned ngroups)
+/* The kept positions of 16 groups of 4 (a 64-bit nonzero mask, no group
+ * with more than two bits): per nibble its nonzeros, then its lowest zeros,
+ * to exactly two. Bit tricks on all nibbles at once: twice, a nibble with
+ * fewer than two bits gains its lowest clear bit (x + 1 within a nibble
+ * cannot carry out: no nibble has more than two bits). */
+static inline uint64_t sel24_mask(uint64_t x)
 {
-    static const uint8_t lut[16] = {0x3, 0x3, 0x3, 0x3, 0x5, 0x5, 0x6, 0x3,
-                                    0x9, 0x9, 0xa, 0x3, 0xc, 0x5, 0x6, 0x3};
-    uint64_t s = 0;
-    for (unsigned g = 0; g < ngroups; g++)
-        s |= (uint64_t)lut[(m >> (4 * g)) & 0xf] << (4 * g);
-    return s;
+    const uint64_t ones = 0x1111111111111111ull, hi = 0x8888888888888888ull;
+    for (int round = 0; round < 2; round++) {
+        uint64_t pc = x - ((x >> 1) & 0x5555555555555555ull);
+        pc = (pc & 0x3333333333333333ull) + ((pc >> 2) & 0x3333333333333333ull);
+        /* nibbles with at most one bit: pc + 6 stays below 8 */
+        uint64_t few = ((~(pc + 0x6666666666666666ull) & hi) >> 3) * 0xf;
+        x |= ~x & (x + ones) & few;
+    }
+    return x;
 }
 
 static void pack24_avx512(void *vals, uint8_t *bits, const void *row, size_t cols, size_t es,
@@ -154,8 +160,34 @@ static void pack24_avx512(void *vals, uint8_t *bits, const void *row, size_t col
     for (; c < cols; c += L) {
         size_t left = cols - c < L ? cols - c : L;
         uint64_t m = nzmask(p + c * es, es, zm, lane_mask(left));
-        uint64_t s = sel24_mask(m, (unsigned)(left / 4));
+        if (over2(m)) { /* not 2:4: the reference's rule */
+            sp_scan_ukernels_scalar.pack24(o ? o + k * es : NULL, bits + c / 8, p + c * es, left, es, zm);
+            k += left / 2;
+            continue;
+        }
+        uint64_t s = sel24_mask(m) & lane_mask(left);
         memcpy(bits + c / 8, &s, (left + 7) / 8);
+        if (!o)
+            continue;
+        if (left == L) {
+            /* a full vector keeps exactly half: two compressed halves */
+            __m512i lo, hi;
+            if (es == 2) {
+                __m512i v = _mm512_loadu_si512(p + c * 2);
+                lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(v));
+                hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(v, 1));
+                __m512i a = _mm512_maskz_compress_epi32((__mmask16)s, lo);
+                __m512i b = _mm512_maskz_compress_epi32((__mmask16)(s >> 16), hi);
+                __m512i r = _mm512_inserti64x4(a, _mm512_castsi512_si256(b), 1);
+                _mm256_storeu_si256((__m256i *)(o + k * 2), _mm512_cvtepi32_epi16(r));
+            } else {
+                __m512i v = _mm512_loadu_si512(p + c * 4);
+                _mm256_storeu_si256((__m256i *)(o + k * 4),
+                                    _mm512_castsi512_si256(_mm512_maskz_compress_epi32((__mmask16)s, v)));
+            }
+            k += L / 2;
+            continue;
+        }
         for (size_t h = 0; h < left; h += 16) {
             __mmask16 kh = (__mmask16)(s >> h);
             size_t part = left - h < 16 ? left - h : 16;

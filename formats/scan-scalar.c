@@ -98,7 +98,8 @@ static void pack24_scalar(void *vals, uint8_t *bits, const void *row, size_t col
         unsigned sel = sel24(nz);
         for (unsigned q = 0; q < 4; q++)
             if ((sel >> q) & 1) {
-                memcpy(o + (k++) * es, p + (g + q) * es, es);
+                if (o)
+                    memcpy(o + (k++) * es, p + (g + q) * es, es);
                 bits[(g + q) >> 3] |= (uint8_t)(1u << ((g + q) & 7));
             }
     }

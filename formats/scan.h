@@ -34,10 +34,11 @@ typedef struct sp_scan_ukernels {
     /* The elements of one row whose bit is set, in order, into vals;
      * returns how many. */
     size_t (*compress)(void *vals, const void *row, const uint8_t *bits, size_t cols, size_t es);
-    /* 2:4 packing of one row (cols % 4 == 0, no group with more than two
-     * nonzeros): per group of 4 its nonzeros, then its first zeros, to
-     * exactly two (compressed-tensors' sparse-24-bitmask), into vals
-     * (cols / 2 elements) and bits ((cols + 7) / 8 bytes). */
+    /* 2:4 packing of one row (cols % 4 == 0): per group of 4 its
+     * nonzeros, then its first zeros, to exactly two (compressed-tensors'
+     * sparse-24-bitmask; a group with more nonzeros keeps its first two),
+     * into vals (cols / 2 elements; NULL: bits only) and bits
+     * ((cols + 7) / 8 bytes). */
     void (*pack24)(void *vals, uint8_t *bits, const void *row, size_t cols, size_t es,
                    uint64_t zm);
 } sp_scan_ukernels;
