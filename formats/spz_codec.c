@@ -277,6 +277,16 @@ uint64_t sp__spz_binom(int n, int k)
     return r;
 }
 
+void sp__spz_binoms_init(sp__spz_binoms *b)
+{
+    memset(b, 0, sizeof *b);
+    for (int n = 0; n <= SPZ_MAX_M; n++) {
+        b->c[n][0] = 1;
+        for (int k = 1; k <= n; k++)
+            b->c[n][k] = b->c[n - 1][k - 1] + (k < n ? b->c[n - 1][k] : 0);
+    }
+}
+
 int sp__spz_rank_bits(int n, int m)
 {
     uint64_t c = sp__spz_binom(m, n);

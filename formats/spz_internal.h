@@ -168,6 +168,12 @@ static inline int sp__spz_bit_at(const unsigned char *b, uint64_t i) { return (b
 
 /* N:M combination ranks (colexicographic combinadic). */
 uint64_t sp__spz_binom(int n, int k);
+/* Pascal's triangle up to SPZ_MAX_M, for the per-group loops: c[n][k] =
+ * sp__spz_binom(n, k) (0 for k > n). */
+typedef struct sp__spz_binoms {
+    uint64_t c[SPZ_MAX_M + 1][SPZ_MAX_M + 1];
+} sp__spz_binoms;
+void sp__spz_binoms_init(sp__spz_binoms *b);
 /* Bits of one rank of n of m. */
 int sp__spz_rank_bits(int n, int m);
 

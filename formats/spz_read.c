@@ -169,6 +169,21 @@ static sp_status load_mask(const sp_ckpt *ck, const spz_impl *im, const char *na
     return SP_OK;
 }
 
+/* The positions (ascending) of combination `rank` of n of m: the largest
+ * c with C(c, t) <= rank, t = n..1 (colexicographic combinadic). */
+static void nm_unrank(const sp__spz_binoms *bn, uint64_t rank, int n, int m, int *pos)
+{
+    int cmax = m;
+    for (int t2 = n; t2 >= 1; t2--) {
+        int c = t2 - 1;
+        while (c + 1 < cmax && bn->c[c + 1][t2] <= rank)
+            c++;
+        pos[t2 - 1] = c;
+        rank -= bn->c[c][t2];
+        cmax = c;
+    }
+}
+
 static sp_status decode_tensor(sp_ckpt *ck, spz_impl *im, size_t ti, unsigned char *out,
                                sp_error *err)
 {
@@ -212,6 +227,8 @@ static sp_status decode_tensor(sp_ckpt *ck, spz_impl *im, size_t ti, unsigned ch
     case SP_SPZ_NM: {
         int n = (int)e->p0, m = (int)e->p1, rb = sp__spz_rank_bits(n, m);
         uint64_t total = sp__spz_binom(m, n);
+        sp__spz_binoms bn;
+        sp__spz_binoms_init(&bn);
         const sp__spz_sec *sc = &e->sec[0];
         bits = malloc(sc->raw + 1);
         if (!bits) {
@@ -223,6 +240,16 @@ static sp_status decode_tensor(sp_ckpt *ck, spz_impl *im, size_t ti, unsigned ch
             s = load_values(ck, im, name, e, e->first, vals, err);
         if (s)
             break;
+        /* every rank's positions, once per tensor when there are few
+         * (2:4: 6, 4:8: 70) */
+        uint8_t *tab = total <= 4096 ? malloc((size_t)total * (size_t)n + 1) : NULL;
+        for (uint64_t q = 0; tab && q < total; q++) {
+            int pos[SPZ_MAX_M];
+            nm_unrank(&bn, q, n, m, pos);
+            for (int t2 = 0; t2 < n; t2++)
+                tab[q * (uint64_t)n + (uint64_t)t2] = (uint8_t)pos[t2];
+        }
+        const bool fast16 = es == 2 && g.col_stride == 1;
         sp__spz_bitr r = {bits, sc->raw * 8, 0};
         uint64_t j = 0;
         for (int64_t k = 0; k < g.nmat && !s; k++)
@@ -239,22 +266,28 @@ static sp_status decode_tensor(sp_ckpt *ck, spz_impl *im, size_t ti, unsigned ch
                                          ck->path, name);
                         break;
                     }
-                    /* unrank: largest c with sp__spz_binom(c, t) <= rank, t = n..1 */
                     int pos[SPZ_MAX_M];
-                    int cmax = m;
-                    for (int t2 = n; t2 >= 1; t2--) {
-                        int c = t2 - 1;
-                        while (c + 1 < cmax && sp__spz_binom(c + 1, t2) <= rank)
-                            c++;
-                        pos[t2 - 1] = c;
-                        rank -= sp__spz_binom(c, t2);
-                        cmax = c;
+                    if (tab) {
+                        const uint8_t *pp = tab + rank * (uint64_t)n;
+                        if (fast16) {
+                            uint16_t *o = (uint16_t *)out + base + c0;
+                            const uint16_t *v = (const uint16_t *)vals + j;
+                            for (int t2 = 0; t2 < n; t2++)
+                                o[pp[t2]] = v[t2];
+                            j += (uint64_t)n;
+                            continue;
+                        }
+                        for (int t2 = 0; t2 < n; t2++)
+                            pos[t2] = pp[t2];
+                    } else {
+                        nm_unrank(&bn, rank, n, m, pos);
                     }
                     for (int t2 = 0; t2 < n; t2++)
                         memcpy(out + (uint64_t)(base + (c0 + pos[t2]) * g.col_stride) * es,
                                vals + (j++) * es, es);
                 }
             }
+        free(tab);
         break;
     }
     case SP_SPZ_BLOCK: {

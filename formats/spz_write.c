@@ -391,6 +391,8 @@ static sp_status encode_tensor(sp_spz_writer *w, wentry *e, const unsigned char 
     case SP_SPZ_NM: {
         int n = pl.n, m = pl.m, rb = sp__spz_rank_bits(n, m);
         uint64_t ngroups = numel / (uint64_t)m;
+        sp__spz_binoms bn;
+        sp__spz_binoms_init(&bn);
         e->p0 = (uint32_t)n;
         e->p1 = (uint32_t)m;
         e->nkept = ngroups;
@@ -425,7 +427,7 @@ static sp_status encode_tensor(sp_spz_writer *w, wentry *e, const unsigned char 
                     }
                     uint64_t rank = 0;
                     for (int t = 0; t < np; t++) {
-                        rank += sp__spz_binom(pos[t], t + 1);
+                        rank += bn.c[pos[t]][t + 1];
                         memcpy(vals + (j++) * es, data + (uint64_t)(base + (c0 + pos[t]) * g.col_stride) * es, es);
                     }
                     if (rb)
