@@ -79,7 +79,7 @@ bool sp__spz_block_count(const uint8_t *nz, const sp__spz_geom *g, int64_t br, i
              * the exact count is redone for the chosen size) */
             strips++;
             if (!bmap && limit != UINT64_MAX && strips >= 4 && strips * 8 <= nstrips &&
-                (double)ke > 2.0 * (double)limit * (double)strips / (double)nstrips)
+                (double)ke > 1.5 * (double)limit * (double)strips / (double)nstrips)
                 return false;
         }
     *kept = kb;
