@@ -15,7 +15,20 @@
  * pruned comes from the C pruning engine (sp_mask_select / sp_global_*) on a
  * CPU float copy of the weight, on the recipe's schedule
  * (sp_modifier_sparsity_at); with no recipe the zeros of the input model are
- * held (like SparseML's ConstantPruningModifier).
+ * held (like SparseML's ConstantPruningModifier). Which modifier owns which
+ * weight is recipes/' answer (sp_recipe_assign); the pruning modifiers of
+ * oneshot stages prune before the first step. A recipe's training modifiers
+ * set the epochs, the learning rate at every step and the weight decay,
+ * unless the caller gave them (sp_train_opts.set).
+ *
+ * Soft movement (MovementPruningModifier, mask_mode: soft; Sanh et al.):
+ * the dense weights are kept, and the mask is applied in the forward pass
+ * only: before each step the pruned weights are set aside and zeroed, after
+ * the backward pass they are put back, the scores take -W * dL/dW on the
+ * dense weights (so a pruned weight's score still moves and it can come
+ * back at the next mask update), and the pruned weights get no gradient.
+ * When the schedule ends (or training does) the mask becomes hard: the
+ * pruned weights are zeroed for good.
  *
  * Sparse kernels: once the masks can no longer change (no recipe, only
  * ConstantPruningModifiers, or past the last mask update of every schedule),
@@ -67,7 +80,10 @@ struct Masked {
     torch::Tensor pruned; /* bool, true = pruned; undefined = no mask */
     torch::Tensor keep;   /* param's dtype, 1 = kept, 0 = pruned */
     torch::Tensor score;  /* movement scores (float, device) or undefined */
+    torch::Tensor dense;  /* soft masks: the dense values while a step runs */
     int mod = -1;         /* recipe modifier index; -1 = held zeros */
+    int oneshot = -1;     /* pruning modifier of a oneshot stage, or -1 */
+    bool soft = false;    /* a soft mask: pruned weights keep their values */
     double target = -1;   /* last applied scheduled sparsity */
     bool active = false;  /* pruned has a true element */
 };
@@ -139,6 +155,8 @@ class Trainer {
     std::unique_ptr<torch::optim::Optimizer> opt_;
     std::vector<double> global_target_; /* per modifier, global scope */
     int start_epoch_ = 0;
+    int epochs_ = 0;            /* the caller's, or the recipe's */
+    bool lr_from_recipe_ = false, wd_from_recipe_ = false;
     int64_t global_step_ = 0;
     int64_t out_dim_ = 0;
 
@@ -151,7 +169,7 @@ class Trainer {
     {
         sp_train_event ev{};
         ev.kind = SP_TRAIN_EV_WARNING;
-        ev.epochs = o_->epochs;
+        ev.epochs = epochs_;
         ev.message = msg.c_str();
         emit(ev);
     }
@@ -163,7 +181,14 @@ class Trainer {
     void load_models();
     void reset_head();
     void check_model();
+    void load_recipe();
     void setup_masks();
+    void apply_oneshot();
+    std::vector<size_t> owned(size_t mi, bool oneshot) const;
+    void soft_on();
+    void soft_off();
+    void harden(bool all, double epoch);
+    double weight_decay_at(double epoch) const;
     void make_optimizer();
     std::vector<torch::Tensor> dense_params() const;
     std::unique_ptr<torch::optim::Optimizer> new_optimizer(const std::vector<torch::Tensor> &p) const;
@@ -424,52 +449,187 @@ void set_pruned(Masked &m, const std::vector<uint8_t> &keep, torch::Device dev)
                                        torch::kUInt8);
     set_mask(m, k.eq(0).to(dev));
     torch::NoGradGuard ng;
-    if (m.active)
+    if (m.active && !m.soft) /* a soft mask keeps the pruned values */
         m.param.masked_fill_(m.pruned, 0.0);
+}
+
+/* Load the recipe and take what its training modifiers say, where the
+ * caller left the choice open. */
+void Trainer::load_recipe()
+{
+    epochs_ = o_->epochs;
+    if (!o_->recipe)
+        return;
+    sp_recipe_opts ro = {};
+    ro.substitute = o_->substitute;
+    sp_status st = sp_recipe_load_ex(&recipe_, o_->recipe, &ro, nullptr, err_);
+    if (st != SP_OK)
+        throw Failed{st};
+    double e;
+    if (!(o_->set & SP_TRAIN_SET_EPOCHS) && o_->epochs > 0 && sp_recipe_epochs(recipe_, &e))
+        epochs_ = (int)std::ceil(e - 1e-9);
+    lr_from_recipe_ = !(o_->set & SP_TRAIN_SET_LR) && sp_recipe_has_lr(recipe_);
+    wd_from_recipe_ = !(o_->set & SP_TRAIN_SET_WEIGHT_DECAY) && sp_recipe_has_weight_decay(recipe_);
+}
+
+/* The weight decay of every parameter group (SetWeightDecayModifier). */
+void set_weight_decay(torch::optim::Optimizer &opt, double wd)
+{
+    for (auto &g : opt.param_groups()) {
+        if (auto *a = dynamic_cast<torch::optim::AdamWOptions *>(&g.options()))
+            a->weight_decay(wd);
+        else if (auto *sg = dynamic_cast<torch::optim::SGDOptions *>(&g.options()))
+            sg->weight_decay(wd);
+    }
 }
 
 void Trainer::setup_masks()
 {
     if (o_->no_masks)
         return;
-    std::vector<std::string> taken;
-    for (const auto &p : model_.named_parameters(true)) {
-        const torch::Tensor &t = p.value;
-        if (!t.is_floating_point())
-            continue;
-        int ndim = (int)t.dim();
-        Masked m;
-        m.name = p.name;
-        m.param = t;
-        if (!recipe_) {
-            if (!sp_select_default(p.name.c_str(), SP_F32, ndim))
-                continue;
-        } else {
-            for (size_t i = 0; i < recipe_->nmods; i++) {
-                const sp_modifier &mod = recipe_->mods[i];
-                if (mod.type == SP_MOD_DISTILLATION)
-                    continue;
-                if (sp_modifier_targets(&mod, p.name.c_str(), SP_F32, ndim)) {
-                    m.mod = (int)i;
-                    break;
-                }
-            }
-            if (m.mod < 0)
-                continue;
+    std::vector<std::string> names;
+    std::vector<torch::Tensor> params;
+    for (const auto &p : model_.named_parameters(true))
+        if (p.value.is_floating_point()) {
+            names.push_back(p.name);
+            params.push_back(p.value);
         }
+    size_t n = names.size();
+    std::vector<long> owner(n, -1), oneshot(n, -1);
+    if (recipe_) {
+        /* recipes/ says who owns what: the first modifier of the last
+         * stage that targets a weight; module names resolved against all */
+        std::vector<sp_recipe_tensor> ts(n);
+        for (size_t i = 0; i < n; i++)
+            ts[i] = sp_recipe_tensor{names[i].c_str(), SP_F32, (int)params[i].dim()};
+        sp_recipe_problems probs{};
+        sp_status st = sp_recipe_assign(recipe_, ts.data(), n,
+                                        SP_MOD_PRUNING_TYPES | (1u << SP_MOD_CONSTANT),
+                                        SP_RUN_TRAIN, owner.data(), nullptr, &probs, err_);
+        if (st == SP_OK)
+            st = sp_recipe_assign(recipe_, ts.data(), n, SP_MOD_PRUNING_TYPES, SP_RUN_ONESHOT,
+                                  oneshot.data(), nullptr, &probs, err_);
+        for (size_t i = 0; i < probs.n; i++) {
+            char buf[SP_ERR_MSG_MAX + 256];
+            warn(std::string("recipe: ") + sp_recipe_problem_str(&probs.v[i], buf, sizeof buf));
+        }
+        sp_recipe_problems_release(&probs);
+        if (st != SP_OK)
+            throw Failed{st};
+    }
+    for (size_t i = 0; i < n; i++) {
+        Masked m;
+        m.name = names[i];
+        m.param = params[i];
+        if (!recipe_ && !sp_select_default(m.name.c_str(), SP_F32, (int)params[i].dim()))
+            continue;
+        if (recipe_ && owner[i] < 0 && oneshot[i] < 0)
+            continue;
+        m.mod = (int)owner[i];
+        m.oneshot = (int)oneshot[i];
         masked_.push_back(m);
     }
-    /* Held masks (no recipe, ConstantPruningModifier): the current zeros. */
     for (auto &m : masked_) {
-        bool held = m.mod < 0 || recipe_->mods[m.mod].type == SP_MOD_CONSTANT;
-        if (held) {
-            set_mask(m, m.param.detach().eq(0));
-        }
-        if (m.mod >= 0 && recipe_->mods[m.mod].type == SP_MOD_MOVEMENT)
+        if (m.mod >= 0 && recipe_->mods[m.mod].type == SP_MOD_MOVEMENT) {
             m.score = torch::zeros_like(m.param.detach());
+            m.soft = recipe_->mods[m.mod].soft_mask;
+        }
     }
     if (recipe_)
         global_target_.assign(recipe_->nmods, -1.0);
+}
+
+/* One threshold across a modifier's tensors (never for N:M). */
+bool is_global(const sp_modifier &mod, size_t ntensors)
+{
+    return mod.global_sparsity && mod.mask_type.kind != SP_PATTERN_NM && ntensors > 1;
+}
+
+/* The masked weights a modifier owns: as a training modifier, or as the
+ * pruning modifier of a oneshot stage. */
+std::vector<size_t> Trainer::owned(size_t mi, bool oneshot) const
+{
+    std::vector<size_t> idx;
+    for (size_t k = 0; k < masked_.size(); k++)
+        if ((oneshot ? masked_[k].oneshot : masked_[k].mod) == (int)mi)
+            idx.push_back(k);
+    return idx;
+}
+
+/* Held masks (no recipe, ConstantPruningModifier, a oneshot stage with no
+ * training modifier after it): the current zeros. */
+bool held(const Masked &m, const sp_recipe *r)
+{
+    return m.mod < 0 || r->mods[m.mod].type == SP_MOD_CONSTANT;
+}
+
+/* The pruning modifiers of oneshot stages, at their final sparsity, before
+ * the first step (a later stage overrides an earlier one: recipes/ gave each
+ * weight the last one); then every held mask takes the zeros there are. */
+void Trainer::apply_oneshot()
+{
+    for (size_t mi = 0; recipe_ && mi < recipe_->nmods; mi++) {
+        std::vector<size_t> idx = owned(mi, true);
+        if (idx.empty())
+            continue;
+        const sp_modifier &mod = recipe_->mods[mi];
+        if (is_global(mod, idx.size())) {
+            select(idx, mod, sp_modifier_final_for(&mod, masked_[idx[0]].name.c_str()));
+            continue;
+        }
+        for (size_t k : idx)
+            select({k}, mod, sp_modifier_final_for(&mod, masked_[k].name.c_str()));
+    }
+    for (auto &m : masked_)
+        if (held(m, recipe_))
+            set_mask(m, m.param.detach().eq(0));
+}
+
+/* Soft masks around a forward pass: set the dense values aside and zero
+ * the pruned ones; soft_off puts them back. */
+void Trainer::soft_on()
+{
+    torch::NoGradGuard ng;
+    for (auto &m : masked_)
+        if (m.soft && m.active) {
+            if (!m.dense.defined())
+                m.dense = torch::empty_like(m.param);
+            m.dense.copy_(m.param);
+            m.param.mul_(m.keep);
+        }
+}
+
+void Trainer::soft_off()
+{
+    torch::NoGradGuard ng;
+    for (auto &m : masked_)
+        if (m.soft && m.active)
+            m.param.copy_(m.dense);
+}
+
+/* Soft masks become hard - the pruned weights zeroed for good - when their
+ * modifier's schedule has ended (all: at the end of training). */
+void Trainer::harden(bool all, double epoch)
+{
+    torch::NoGradGuard ng;
+    for (auto &m : masked_) {
+        if (!m.soft || (!all && epoch < recipe_->mods[m.mod].end_epoch))
+            continue;
+        m.soft = false;
+        m.dense = torch::Tensor();
+        if (m.active) {
+            m.param.masked_fill_(m.pruned, 0.0);
+            zero_state(m);
+        }
+    }
+}
+
+double Trainer::weight_decay_at(double epoch) const
+{
+    double wd = o_->weight_decay;
+    if (wd_from_recipe_)
+        sp_recipe_weight_decay_at(recipe_, epoch, &wd);
+    return wd;
 }
 
 void Trainer::select(const std::vector<size_t> &idx, const sp_modifier &mod, double s)
@@ -489,8 +649,7 @@ void Trainer::select(const std::vector<size_t> &idx, const sp_modifier &mod, dou
         sp_error_prefix(err_, "tensor '%s'", masked_[idx[k]].name.c_str());
         throw Failed{err_ ? err_->code : SP_ERR_INVALID_ARG};
     };
-    bool global = mod.global_sparsity && mod.mask_type.kind != SP_PATTERN_NM && idx.size() > 1;
-    if (!global) {
+    if (!is_global(mod, idx.size())) {
         for (size_t k = 0; k < idx.size(); k++) {
             std::vector<uint8_t> keep((size_t)w[k].numel());
             if (sp_mask_select(keep.data(), SP_F32, w[k].data_ptr<float>(),
@@ -534,7 +693,7 @@ void Trainer::verify_masks(int epoch)
 {
     torch::NoGradGuard ng;
     for (const auto &m : masked_) {
-        if (!m.active)
+        if (!m.active || m.soft)
             continue;
         torch::Tensor moved = m.param.masked_select(m.pruned);
         int64_t bad = moved.ne(0).sum().item<int64_t>() + moved.signbit().sum().item<int64_t>();
@@ -581,10 +740,7 @@ bool Trainer::update_masks(double epoch, bool final_pass)
         const sp_modifier &mod = recipe_->mods[mi];
         if (!sp_modifier_prunes(&mod))
             continue;
-        std::vector<size_t> idx;
-        for (size_t k = 0; k < masked_.size(); k++)
-            if (masked_[k].mod == (int)mi)
-                idx.push_back(k);
+        std::vector<size_t> idx = owned(mi, false);
         if (idx.empty())
             continue;
         if (!mod.leave_enabled && !final_pass && epoch >= mod.end_epoch &&
@@ -597,8 +753,7 @@ bool Trainer::update_masks(double epoch, bool final_pass)
             }
             continue;
         }
-        bool global = mod.global_sparsity && mod.mask_type.kind != SP_PATTERN_NM && idx.size() > 1;
-        if (global) {
+        if (is_global(mod, idx.size())) {
             const char *n0 = masked_[idx[0]].name.c_str();
             double s = final_pass ? sp_modifier_final_for(&mod, n0)
                                   : sp_modifier_sparsity_at(&mod, n0, epoch);
@@ -625,11 +780,20 @@ bool Trainer::update_masks(double epoch, bool final_pass)
     return changed;
 }
 
+/* Zeros as the forward pass sees them (a soft mask's pruned weights too). */
+int64_t zeros_of(const Masked &m)
+{
+    torch::Tensor z = m.param.detach().eq(0);
+    if (m.soft && m.active)
+        z = z.logical_or(m.pruned);
+    return z.sum().item<int64_t>();
+}
+
 void Trainer::counts(int64_t *zeros, int64_t *numel) const
 {
     int64_t z = 0, n = 0;
     for (const auto &m : masked_) {
-        z += m.param.detach().eq(0).sum().item<int64_t>();
+        z += zeros_of(m);
         n += m.param.numel();
     }
     *zeros = z;
@@ -643,14 +807,14 @@ void Trainer::mask_report(int epoch, double epoch_f)
         sp_train_tensor_info t{};
         t.name = m.name.c_str();
         t.numel = m.param.numel();
-        t.zeros = m.param.detach().eq(0).sum().item<int64_t>();
+        t.zeros = zeros_of(m);
         t.target = m.target >= 0 ? m.target : -1;
         info.push_back(t);
     }
     sp_train_event ev{};
     ev.kind = SP_TRAIN_EV_MASK;
     ev.epoch = epoch;
-    ev.epochs = o_->epochs;
+    ev.epochs = epochs_;
     ev.epoch_f = epoch_f;
     ev.global_step = global_step_;
     counts(&ev.masked_zeros, &ev.masked_numel);
@@ -672,13 +836,12 @@ std::vector<torch::Tensor> Trainer::dense_params() const
 std::unique_ptr<torch::optim::Optimizer>
 Trainer::new_optimizer(const std::vector<torch::Tensor> &params) const
 {
+    double wd = weight_decay_at(0);
     if (o_->optimizer == SP_OPTIM_SGD)
         return std::make_unique<torch::optim::SGD>(
-            params, torch::optim::SGDOptions(o_->lr)
-                        .momentum(o_->momentum)
-                        .weight_decay(o_->weight_decay));
+            params, torch::optim::SGDOptions(o_->lr).momentum(o_->momentum).weight_decay(wd));
     return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(o_->lr).weight_decay(o_->weight_decay));
+        params, torch::optim::AdamWOptions(o_->lr).weight_decay(wd));
 }
 
 void Trainer::make_optimizer() { opt_ = new_optimizer(dense_params()); }
@@ -764,7 +927,7 @@ void Trainer::enable_sparse(double epoch_f)
                                            l.kernel.c_str()});
     sp_train_event ev{};
     ev.kind = SP_TRAIN_EV_KERNELS;
-    ev.epochs = o_->epochs;
+    ev.epochs = epochs_;
     ev.epoch_f = epoch_f;
     ev.global_step = global_step_;
     ev.layers = info.data();
@@ -839,6 +1002,11 @@ std::unique_ptr<torch::optim::Optimizer> Trainer::dense_form()
 
 double Trainer::lr_at(int64_t step, int64_t total, int64_t spe) const
 {
+    double rlr;
+    if (lr_from_recipe_) /* the recipe's modifiers; before they start, --lr */
+        return spe > 0 && sp_recipe_lr_at(recipe_, (double)step / (double)spe, (long)spe, &rlr)
+                   ? rlr
+                   : o_->lr;
     int64_t warm = std::max<int64_t>(o_->warmup_steps, (int64_t)std::llround(o_->warmup_epochs * spe));
     if (warm > 0 && step < warm)
         return o_->lr * (double)(step + 1) / (double)warm;
@@ -884,6 +1052,7 @@ void Trainer::evaluate(const torch::Tensor &x, const torch::Tensor &y, double *l
     torch::NoGradGuard ng;
     torch::jit::Module &m = active();
     m.eval();
+    soft_on(); /* the model as its masks make it */
     int64_t n = x.size(0), bs = std::max<int64_t>(o_->batch_size, 256);
     double total = 0;
     int64_t correct = 0;
@@ -901,6 +1070,7 @@ void Trainer::evaluate(const torch::Tensor &x, const torch::Tensor &y, double *l
                      std::max<int64_t>(1, out.numel() / std::max<int64_t>(1, b));
         }
     }
+    soft_off();
     *loss = total / (double)n;
     *acc = o_->task == SP_TASK_CLASSIFICATION ? (double)correct / (double)n : -1.0;
     m.train();
@@ -911,6 +1081,12 @@ void Trainer::save_model(const std::string &path)
     sync_dense();
     apply_masks_to_weights();
     std::string tmp = path + ".partial";
+    soft_on(); /* saved masked; the dense values stay in memory (and the
+                  checkpoint's state) */
+    struct SoftOff {
+        Trainer *t;
+        ~SoftOff() { t->soft_off(); }
+    } restore{this};
     try {
         if (device_.is_cpu()) {
             model_.save(tmp);
@@ -959,6 +1135,9 @@ void Trainer::save_checkpoint(int epochs_done)
                 a.write("pruned_" + k, m.pruned.to(torch::kCPU), true);
             if (m.score.defined())
                 a.write("score_" + k, m.score.to(torch::kCPU), true);
+            a.write("soft_" + k, c10::IValue(m.soft));
+            if (m.soft && m.active) /* model.pt has them masked */
+                a.write("dense_" + k, m.param.detach().to(torch::kCPU), true);
         }
         for (size_t i = 0; i < global_target_.size(); i++)
             a.write("global_target_" + std::to_string(i), c10::IValue(global_target_[i]));
@@ -975,7 +1154,7 @@ void Trainer::save_checkpoint(int epochs_done)
         fail(err_, SP_ERR_IO, "cannot write '%s': %s", js.c_str(), strerror(errno));
     fprintf(f, "{\"format\": \"sparsify-finetune-checkpoint\", \"version\": 1, \"epoch\": %d, "
                "\"epochs\": %d, \"global_step\": %lld, \"seed\": %llu}\n",
-            epochs_done, o_->epochs, (long long)global_step_, (unsigned long long)o_->seed);
+            epochs_done, epochs_, (long long)global_step_, (unsigned long long)o_->seed);
     if (fclose(f) != 0 || rename(jtmp.c_str(), js.c_str()) != 0) {
         unlink(jtmp.c_str());
         fail(err_, SP_ERR_IO, "cannot write '%s': %s", js.c_str(), strerror(errno));
@@ -983,7 +1162,7 @@ void Trainer::save_checkpoint(int epochs_done)
     sp_train_event ev{};
     ev.kind = SP_TRAIN_EV_CHECKPOINT;
     ev.epoch = epochs_done;
-    ev.epochs = o_->epochs;
+    ev.epochs = epochs_;
     ev.global_step = global_step_;
     ev.message = dir.c_str();
     emit(ev);
@@ -1026,6 +1205,13 @@ void Trainer::load_checkpoint()
             torch::Tensor s;
             if (a.try_read("score_" + k, s, true))
                 m.score = s.to(device_);
+            if (a.try_read("soft_" + k, v))
+                m.soft = v.toBool();
+            torch::Tensor d;
+            if (m.soft && a.try_read("dense_" + k, d, true)) {
+                torch::NoGradGuard ng;
+                m.param.copy_(d.to(device_));
+            }
         }
         for (size_t i = 0; i < global_target_.size(); i++) {
             a.read("global_target_" + std::to_string(i), v);
@@ -1037,10 +1223,10 @@ void Trainer::load_checkpoint()
         fail(err_, SP_ERR_FORMAT, "'%s': cannot resume from this checkpoint: %s", st.c_str(),
              torch_msg(e).c_str());
     }
-    if (start_epoch_ > o_->epochs)
+    if (start_epoch_ > epochs_)
         fail(err_, SP_ERR_INVALID_ARG,
              "'%s': the checkpoint is at epoch %d, past --epochs %d", o_->resume, start_epoch_,
-             o_->epochs);
+             epochs_);
 }
 
 void Trainer::run(sp_train_result *res)
@@ -1050,11 +1236,7 @@ void Trainer::run(sp_train_result *res)
     if (o_->threads > 0)
         at::set_num_threads(o_->threads);
     torch::manual_seed(o_->seed);
-    if (o_->recipe) {
-        sp_status st = sp_recipe_load(&recipe_, o_->recipe, err_);
-        if (st != SP_OK)
-            throw Failed{st};
-    }
+    load_recipe();
     /* distillation settings: CLI, else the recipe, else SparseML's defaults */
     if (recipe_)
         for (size_t i = 0; i < recipe_->nmods; i++)
@@ -1084,18 +1266,20 @@ void Trainer::run(sp_train_result *res)
     check_model();
     setup_masks();
     make_optimizer();
-    if (o_->resume)
+    if (o_->resume) {
         load_checkpoint();
-    else
+    } else {
+        apply_oneshot();
         apply_masks_to_weights();
+    }
 
     int64_t n = have_train_ ? xtr_.size(0) : 0;
     int64_t bs = o_->batch_size;
     int64_t spe = n ? (n + bs - 1) / bs : 0;
-    int64_t total = spe * o_->epochs;
+    int64_t total = spe * epochs_;
     sp_train_event ev{};
     ev.kind = SP_TRAIN_EV_START;
-    ev.epochs = o_->epochs;
+    ev.epochs = epochs_;
     ev.epoch = start_epoch_;
     ev.steps_per_epoch = spe;
     ev.train_n = n;
@@ -1117,7 +1301,7 @@ void Trainer::run(sp_train_result *res)
     std::vector<double> all_ms;
     double last_loss = 0;
     sp_train_result r{};
-    for (int epoch = start_epoch_; epoch < o_->epochs; epoch++) {
+    for (int epoch = start_epoch_; epoch < epochs_; epoch++) {
         std::vector<int64_t> perm = permutation(n, o_->seed, epoch);
         torch::Tensor permt = torch::from_blob(perm.data(), {n}, torch::kLong).to(device_);
         torch::manual_seed(o_->seed * 1000003ULL + (uint64_t)epoch);
@@ -1129,6 +1313,8 @@ void Trainer::run(sp_train_result *res)
             double ef = epoch + (double)s / (double)spe;
             if (recipe_ && update_masks(ef, false))
                 mask_report(epoch + 1, ef);
+            if (recipe_)
+                harden(false, ef);
             if (want_sparse && !sparse_tried_ && ef >= fixed_from_)
                 enable_sparse(ef);
             double t0 = now_ms();
@@ -1138,7 +1324,10 @@ void Trainer::run(sp_train_result *res)
             double lr = lr_at(global_step_, total, spe);
             for (auto &g : opt_->param_groups())
                 g.options().set_lr(lr);
+            if (wd_from_recipe_)
+                set_weight_decay(*opt_, weight_decay_at(ef));
             opt_->zero_grad();
+            soft_on();
             torch::Tensor out = active().forward({xb}).toTensor();
             torch::Tensor loss = loss_of(out, yb, xb);
             loss.backward();
@@ -1148,12 +1337,15 @@ void Trainer::run(sp_train_result *res)
                     torch::Tensor g = m.param.grad();
                     if (!g.defined())
                         continue;
+                    /* movement: S += -W * dL/dW, on the dense weights of a
+                     * soft mask (the gradient is the masked weights') */
                     if (m.score.defined())
-                        m.score.sub_(m.param * g); /* movement: S += -W * dL/dW */
+                        m.score.sub_((m.soft && m.active ? m.dense : m.param) * g);
                     if (m.active)
                         g.mul_(m.keep);
                 }
             }
+            soft_off();
             opt_->step();
             for (const SparseParam &sp : sparse_)
                 sp.packed->values_changed(); /* SGD writes through .data() */
@@ -1169,7 +1361,7 @@ void Trainer::run(sp_train_result *res)
             sp_train_event se{};
             se.kind = SP_TRAIN_EV_STEP;
             se.epoch = epoch + 1;
-            se.epochs = o_->epochs;
+            se.epochs = epochs_;
             se.epoch_f = epoch + (double)(s + 1) / (double)spe;
             se.step = s + 1;
             se.steps_per_epoch = spe;
@@ -1186,7 +1378,7 @@ void Trainer::run(sp_train_result *res)
         sp_train_event ee{};
         ee.kind = SP_TRAIN_EV_EPOCH;
         ee.epoch = epoch + 1;
-        ee.epochs = o_->epochs;
+        ee.epochs = epochs_;
         ee.epoch_f = epoch + 1;
         ee.steps_per_epoch = spe;
         ee.global_step = global_step_;
@@ -1205,7 +1397,7 @@ void Trainer::run(sp_train_result *res)
         ee.ntensors = masked_.size();
         emit(ee);
         r.epochs_run++;
-        if (o_->save_every > 0 && (epoch + 1) % o_->save_every == 0 && epoch + 1 < o_->epochs)
+        if (o_->save_every > 0 && (epoch + 1) % o_->save_every == 0 && epoch + 1 < epochs_)
             save_checkpoint(epoch + 1);
     }
 
@@ -1219,20 +1411,29 @@ void Trainer::run(sp_train_result *res)
     }
 
     /* The final model meets every modifier's final sparsity exactly, even
-     * when the run ended before a schedule did. */
-    if (recipe_ && o_->epochs > 0) {
+     * when the run ended before a schedule did; soft masks become hard. */
+    if (recipe_)
+        harden(true, epochs_);
+    if (recipe_ && epochs_ > 0) {
         for (size_t i = 0; i < recipe_->nmods; i++) {
             const sp_modifier &m = recipe_->mods[i];
-            if (sp_modifier_prunes(&m) && m.end_epoch > o_->epochs) {
-                char buf[256];
+            bool owns = false;
+            for (const Masked &k : masked_)
+                owns = owns || k.mod == (int)i;
+            if (sp_modifier_prunes(&m) && owns && m.end_epoch > epochs_) {
+                char buf[512], last[64];
+                if (o_->set & SP_TRAIN_SET_EPOCHS)
+                    snprintf(last, sizeof last, "--epochs %d", epochs_);
+                else
+                    snprintf(last, sizeof last, "the last epoch, %d", epochs_);
                 snprintf(buf, sizeof buf,
-                         "recipe modifier %zu (%s) ends at epoch %g, after --epochs %d; its "
-                         "final sparsity was applied at the end",
-                         i, sp_modifier_type_str(m.type), m.end_epoch, o_->epochs);
+                         "recipe: %s (%s) ends at epoch %g, after %s; its final sparsity was "
+                         "applied at the end",
+                         m.where, m.cls, m.end_epoch, last);
                 warn(buf);
             }
         }
-        if (update_masks((double)o_->epochs, true) && have_val_) {
+        if (update_masks((double)epochs_, true) && have_val_) {
             double l, a;
             evaluate(xva_, yva_, &l, &a);
             r.val_loss = l;
@@ -1249,13 +1450,13 @@ void Trainer::run(sp_train_result *res)
         r.has_val = true;
         r.val_n = xva_.size(0);
         evaluate(xva_, yva_, &r.val_loss, &r.val_accuracy);
-    } else if (o_->epochs == 0 && have_train_) {
+    } else if (epochs_ == 0 && have_train_) {
         r.has_val = true;
         r.val_n = xtr_.size(0);
         evaluate(xtr_, ytr_, &r.val_loss, &r.val_accuracy);
     }
     if (!masked_.empty())
-        mask_report(o_->epochs, o_->epochs);
+        mask_report(epochs_, epochs_);
     if (o_->out)
         save_model(o_->out);
     if (res)
@@ -1266,9 +1467,10 @@ void Trainer::apply_masks_to_weights()
 {
     torch::NoGradGuard ng;
     for (auto &m : masked_)
-        if (m.active)
+        if (m.active && !m.soft)
             m.param.masked_fill_(m.pruned, 0.0);
 }
+
 
 } // namespace
 

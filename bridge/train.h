@@ -73,8 +73,15 @@ typedef struct sp_train_opts {
     int threads;              /* CPU threads for libtorch; 0: its default */
 
     /* Masks. recipe NULL: every prunable weight (sp_select_default) keeps
-     * its current zeros. Otherwise the recipe's modifiers decide. */
+     * its current zeros. Otherwise the recipe's modifiers decide: its
+     * pruning modifiers the masks (those of oneshot stages before the first
+     * step), and its training modifiers (EpochRangeModifier, the learning
+     * rate modifiers, SetWeightDecayModifier) epochs, lr and weight_decay,
+     * unless `set` says the caller chose them. */
     const char *recipe;       /* path or bundled template name */
+    bool substitute;          /* run the closest modifier for unimplemented
+                                 ones (sp_recipe_opts.substitute) */
+    unsigned set;             /* SP_TRAIN_SET_*: what the caller gave */
     bool no_masks;            /* train everything dense (benchmark baseline) */
     sp_kernels kernels;       /* default auto (CPU only; CUDA trains dense) */
 
@@ -94,6 +101,14 @@ typedef struct sp_train_opts {
     int save_every;
     const char *resume;
 } sp_train_opts;
+
+/* sp_train_opts.set: options the caller gave, which a recipe does not
+ * override. */
+enum {
+    SP_TRAIN_SET_EPOCHS = 1u << 0,       /* epochs */
+    SP_TRAIN_SET_LR = 1u << 1,           /* lr, lr_schedule, warm-up */
+    SP_TRAIN_SET_WEIGHT_DECAY = 1u << 2, /* weight_decay */
+};
 
 void sp_train_opts_init(sp_train_opts *o);
 

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cmd/cli.h"
+#include "cmd/report.h"
 
 #ifdef SP_HAVE_BLAS
 #include <cblas.h>
@@ -56,6 +56,10 @@ static const char usage_text[] =
     "  --seed S           random seed (default 1)\n"
     "  --list             list the ukernels and whether this CPU runs them\n"
     "  --json             print JSON (an object, or a list for several rows)\n"
+    "  --report-html FILE\n"
+    "                     with MODEL: also write an HTML page, a sparsity bar\n"
+    "                     and a speedup bar per layer\n"
+    "  --force            replace an existing --report-html file\n"
     "  -h, --help         show this help\n"
     "\n"
     "JSON fields: shape, batch, pattern, sparsity, threads, kernel, isa,\n"
@@ -77,6 +81,7 @@ typedef struct bench_opts {
     double sparsity;
     bool sparsity_set;
     bool json;
+    const char *html; /* --report-html */
 } bench_opts;
 
 typedef struct bench_result {
@@ -505,6 +510,52 @@ static bool prunable_matrix(const sp_tensor *t, size_t *m, size_t *k)
     return false;
 }
 
+/* --report-html: one row per layer (and batch), sparsity and speedup. */
+static int write_html(const bench_opts *o, const char *path, const sp_ckpt *ck,
+                      const bench_result *r, size_t nr, size_t nb)
+{
+    cli_report rp;
+    cli_report_init(&rp, "bench", path);
+    rp.format = sp_format_name(sp_ckpt_format(ck));
+    rp.input_bytes = cli_path_bytes(path);
+    cli_report_row *rows = calloc(nr, sizeof *rows);
+    char (*names)[300] = calloc(nr, sizeof *names);
+    char (*shapes)[48] = calloc(nr, sizeof *shapes);
+    char pattern[32];
+    char *text = NULL;
+    double d = 0, s = 0;
+    if (rows && names && shapes) {
+        sp_pattern_str(&o->pattern, pattern, sizeof pattern);
+        for (size_t i = 0; i < nr; i++) {
+            cli_report_row *w = &rows[i];
+            if (nb > 1)
+                snprintf(names[i], sizeof names[i], "%s @ batch %zu", r[i].name, r[i].n);
+            else
+                snprintf(names[i], sizeof names[i], "%s", r[i].name);
+            cli_report_row_init(w, names[i]);
+            snprintf(shapes[i], sizeof shapes[i], "[%zu, %zu]", r[i].m, r[i].k);
+            w->shape = shapes[i];
+            w->pattern = o->sparsity_set || o->pattern.kind == SP_PATTERN_NM ? pattern : NULL;
+            w->numel = (uint64_t)r[i].m * r[i].k;
+            w->sparsity = r[i].sparsity;
+            w->note = r[i].kernel;
+            if (r[i].dense_ms > 0 && r[i].sparse_ms > 0)
+                w->speedup = r[i].dense_ms / r[i].sparse_ms;
+            d += r[i].dense_ms;
+            s += r[i].sparse_ms;
+        }
+        if (nr && r[0].dense_ms >= 0 && s > 0)
+            rp.speedup = d / s;
+        rp.rows = rows;
+        rp.nrows = nr;
+        text = cli_report_html(&rp);
+    }
+    free(rows);
+    free(names);
+    free(shapes);
+    return cli_report_write(o->html, text);
+}
+
 static int bench_model(const bench_opts *o, const char *path, const size_t *batches,
                        size_t nb)
 {
@@ -582,6 +633,8 @@ static int bench_model(const bench_opts *o, const char *path, const size_t *batc
     }
     print_results(o, res, nr, true);
     rc = check_errors(res, nr);
+    if (o->html && rc == EXIT_OK)
+        rc = write_html(o, path, ck, res, nr, nb);
     goto out;
 fail:
     rc = cli_fail(&err);
@@ -638,6 +691,7 @@ int cmd_bench(int argc, char **argv)
     size_t batches[16] = {64};
     size_t nb = 1;
     sp_error err = {0};
+    bool force = false;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -655,6 +709,11 @@ int cmd_bench(int argc, char **argv)
             return list_kernels();
         } else if (!strcmp(a, "--json")) {
             o.json = true;
+        } else if (!strcmp(a, "--force")) {
+            force = true;
+        } else if (!strcmp(a, "--report-html")) {
+            NEED_VALUE();
+            o.html = v;
         } else if (!strcmp(a, "--shape")) {
             NEED_VALUE();
             shape = v;
@@ -751,6 +810,12 @@ int cmd_bench(int argc, char **argv)
         return cli_usage_error("bench", "give either MODEL or --shape, not both");
     if (!model && !shape)
         return cli_usage_error("bench", "give MODEL or --shape MxK");
+    if (o.html && !model)
+        return cli_usage_error("bench", "--report-html needs MODEL (its layers are the rows)");
+    int orc;
+    if (o.html && (orc = cli_output_check(model, o.html, (force ? CLI_OUT_FORCE : 0) |
+                                                            CLI_OUT_NEVER_IN_PLACE)))
+        return orc;
     if (model)
         return bench_model(&o, model, batches, nb);
     size_t m, k;

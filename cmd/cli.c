@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,43 @@ void cli_warn(const char *fmt, ...)
     va_start(ap, fmt);
     vmsg("warning", fmt, ap);
     va_end(ap);
+}
+
+/* "'r.yaml'" for a file, "bundled recipe 'gradual-90'" for a template. */
+static void recipe_label(const char *recipe, char *buf, size_t len)
+{
+    bool file = strchr(recipe, '/') || sp_recipe_bundled_find(recipe) < 0;
+    snprintf(buf, len, file ? "'%s'" : "bundled recipe '%s'", recipe);
+}
+
+void cli_recipe_problems(const char *recipe, const sp_recipe_problem *v, size_t n, bool errors)
+{
+    char label[4200], line[SP_ERR_MSG_MAX + 256];
+    recipe_label(recipe, label, sizeof label);
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].warning && !errors)
+            continue;
+        sp_recipe_problem_str(&v[i], line, sizeof line);
+        if (v[i].warning)
+            cli_warn("%s: %s", label, line);
+        else
+            cli_error("%s: %s", label, line);
+    }
+}
+
+int cli_recipe_load(sp_recipe **out, const char *recipe, bool substitute)
+{
+    sp_recipe_opts opts = {.substitute = substitute};
+    sp_recipe_problems probs = {0};
+    sp_error err = {0};
+    sp_status st = sp_recipe_load_ex(out, recipe, &opts, &probs, &err);
+    if (st && !probs.errors) /* not a recipe problem: the file, memory */
+        return cli_fail(&err);
+    cli_recipe_problems(recipe, probs.v, probs.n, st != SP_OK);
+    if (probs.dropped)
+        cli_error("%zu more problems in '%s' not shown", probs.dropped, recipe);
+    sp_recipe_problems_release(&probs);
+    return st ? cli_exit_code(st) : EXIT_OK;
 }
 
 int cli_exit_code(sp_status s)

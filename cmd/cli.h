@@ -25,6 +25,10 @@ int cmd_export(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);     /* in sparsify-torch */
 int cmd_run(int argc, char **argv);          /* in sparsify-torch */
 int cmd_torch_launch(int argc, char **argv); /* execs sparsify-torch argv[0] ... */
+/* The path of the helper sparsify-torch (cmd/launch.c: installed in
+ * LIBEXECDIR/sparsify, or beside sparsify in the build folder) into path;
+ * false when it is in neither place, with the places tried in `tried`. */
+bool cli_torch_helper(char *path, size_t len, char *tried, size_t tried_len);
 int cmd_inspect(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_recipe(int argc, char **argv);
@@ -72,6 +76,17 @@ void cli_signals_install(void);
 bool cli_stderr_is_tty(void);
 /* Format a byte count as "12.3 MB". */
 const char *cli_bytes(double n, char *buf, size_t len);
+
+/* Load a recipe (a path or a bundled name) for a command, printing what
+ * the user needs to see: every problem of a bad recipe on its own error
+ * line ("'r.yaml': line 7: pruning_modifiers[1].final_sparsity: 1.5 is out
+ * of range [0, 1]"), the warnings of a good one. substitute: run the
+ * closest modifier in place of unimplemented ones. Returns EXIT_OK with a
+ * new recipe in *out (free with sp_recipe_free), or the exit code. */
+int cli_recipe_load(sp_recipe **out, const char *recipe, bool substitute);
+/* Print recipe problems, each prefixed with the recipe's name: errors as
+ * errors (when errors is true), warnings as warnings. */
+void cli_recipe_problems(const char *recipe, const sp_recipe_problem *v, size_t n, bool errors);
 
 /* Monotonic clock, seconds. */
 double cli_now_s(void);

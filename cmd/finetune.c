@@ -50,8 +50,13 @@ static const char usage_text[] =
     "  --threads N            CPU threads for libtorch (default: its own choice)\n"
     "masks:\n"
     "  (no recipe)            every prunable weight keeps its current zeros\n"
-    "  --recipe R             a recipe file or bundled name: GMPruningModifier,\n"
-    "                         MovementPruningModifier, ConstantPruningModifier, ...\n"
+    "  --recipe R             a recipe (SparseML / llm-compressor YAML, a Markdown\n"
+    "                         recipe card, JSON) or bundled name: its pruning modifiers\n"
+    "                         (GMP, movement, constant, ...) set the masks; its training\n"
+    "                         modifiers the epochs, learning rate and weight decay that\n"
+    "                         no option here gives\n"
+    "  --substitute           run the closest modifier sparsify has for one it does\n"
+    "                         not implement (SparseGPT, Wanda, OBS, M-FAC)\n"
     "  --no-masks             train every weight (dense baseline)\n"
     "  --kernels K            auto (default) | sparse | dense: once the masks are fixed,\n"
     "                         train the masked Linear layers on sparsify's sparse\n"
@@ -251,11 +256,29 @@ static bool pick(const char *opt, const char *val, const char *const *names, int
     return false;
 }
 
+/* One line on what the recipe decides that no option did. */
+static void recipe_note(const sp_recipe *r, const sp_train_opts *o, bool quiet)
+{
+    char buf[256];
+    size_t k = 0;
+    double e;
+    buf[0] = '\0';
+    if (!(o->set & SP_TRAIN_SET_EPOCHS) && o->epochs > 0 && sp_recipe_epochs(r, &e))
+        k += (size_t)snprintf(buf + k, sizeof buf - k, ", %g epochs", e);
+    if (!(o->set & SP_TRAIN_SET_LR) && sp_recipe_has_lr(r) && k < sizeof buf)
+        k += (size_t)snprintf(buf + k, sizeof buf - k, ", the learning rate");
+    if (!(o->set & SP_TRAIN_SET_WEIGHT_DECAY) && sp_recipe_has_weight_decay(r) && k < sizeof buf)
+        snprintf(buf + k, sizeof buf - k, ", the weight decay");
+    if (!quiet && buf[0])
+        fprintf(stderr, "finetune: from the recipe: %s\n", buf + 2);
+}
+
 enum {
     OPT_DATA = 256, OPT_VAL, OPT_LABEL, OPT_TASK, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_OPTIM,
     OPT_MOMENTUM, OPT_WD, OPT_SCHED, OPT_WARM_E, OPT_WARM_S, OPT_SEED, OPT_DEVICE,
     OPT_THREADS, OPT_RECIPE, OPT_NO_MASKS, OPT_TEACHER, OPT_HARD, OPT_TEMP, OPT_HEAD,
     OPT_CLASSES, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_EVAL, OPT_JSON, OPT_KERNELS,
+    OPT_SUBSTITUTE,
 };
 
 int cmd_finetune(int argc, char **argv)
@@ -281,6 +304,7 @@ int cmd_finetune(int argc, char **argv)
         {"recipe", required_argument, NULL, OPT_RECIPE},
         {"no-masks", no_argument, NULL, OPT_NO_MASKS},
         {"kernels", required_argument, NULL, OPT_KERNELS},
+        {"substitute", no_argument, NULL, OPT_SUBSTITUTE},
         {"teacher", required_argument, NULL, OPT_TEACHER},
         {"distill-hardness", required_argument, NULL, OPT_HARD},
         {"distill-temperature", required_argument, NULL, OPT_TEMP},
@@ -333,6 +357,7 @@ int cmd_finetune(int argc, char **argv)
             if (!pick("--lr-schedule", optarg, scheds, 3, &iv))
                 return EXIT_USAGE;
             o.lr_schedule = (sp_lr_schedule)iv;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_EPOCHS:
             if (!cli_parse_long("--epochs", optarg, &lv))
@@ -342,6 +367,7 @@ int cmd_finetune(int argc, char **argv)
                 return EXIT_USAGE;
             }
             o.epochs = (int)lv;
+            o.set |= SP_TRAIN_SET_EPOCHS;
             break;
         case OPT_BATCH:
             if (!cli_parse_long("--batch-size", optarg, &lv))
@@ -351,6 +377,7 @@ int cmd_finetune(int argc, char **argv)
         case OPT_LR:
             if (!cli_parse_double("--lr", optarg, &o.lr))
                 return EXIT_USAGE;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_MOMENTUM:
             if (!cli_parse_double("--momentum", optarg, &o.momentum))
@@ -359,15 +386,18 @@ int cmd_finetune(int argc, char **argv)
         case OPT_WD:
             if (!cli_parse_double("--weight-decay", optarg, &o.weight_decay))
                 return EXIT_USAGE;
+            o.set |= SP_TRAIN_SET_WEIGHT_DECAY;
             break;
         case OPT_WARM_E:
             if (!cli_parse_double("--warmup-epochs", optarg, &o.warmup_epochs))
                 return EXIT_USAGE;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_WARM_S:
             if (!cli_parse_long("--warmup-steps", optarg, &lv))
                 return EXIT_USAGE;
             o.warmup_steps = lv;
+            o.set |= SP_TRAIN_SET_LR;
             break;
         case OPT_SEED:
             if (!cli_parse_long("--seed", optarg, &lv))
@@ -385,6 +415,7 @@ int cmd_finetune(int argc, char **argv)
             o.threads = (int)lv;
             break;
         case OPT_RECIPE: o.recipe = optarg; break;
+        case OPT_SUBSTITUTE: o.substitute = true; break;
         case OPT_NO_MASKS: o.no_masks = true; break;
         case OPT_KERNELS:
             if (!pick("--kernels", optarg, kernels, 3, &iv))
@@ -458,6 +489,17 @@ int cmd_finetune(int argc, char **argv)
     if (strcmp(o.device, "cpu") && strcmp(o.device, "cuda") && strncmp(o.device, "cuda:", 5))
         return cli_usage_error("finetune", "--device '%s': expected cpu, cuda or cuda:N",
                                o.device);
+
+    if (o.substitute && !o.recipe)
+        return cli_usage_error("finetune", "--substitute applies to --recipe");
+    if (o.recipe) { /* every problem and warning of the recipe, and what it sets */
+        sp_recipe *rec = NULL;
+        int rc = cli_recipe_load(&rec, o.recipe, o.substitute);
+        if (rc)
+            return rc;
+        recipe_note(rec, &o, ui.quiet);
+        sp_recipe_free(rec);
+    }
 
     if (ui.log_path) {
         ui.log = fopen(ui.log_path, o.resume ? "a" : "w");

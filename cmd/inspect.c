@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd/cli.h"
+#include "cmd/report.h"
 
 static const char usage_text[] =
-    "usage: sparsify inspect FILE|DIR [--json]\n"
+    "usage: sparsify inspect FILE|DIR [--json] [--report-html FILE [--force]]\n"
     "\n"
     "List the tensors of a checkpoint (torch .pt/.pth/.bin, legacy torch,\n"
     "TorchScript, .safetensors, a Hugging Face folder, .spz) with dtype,\n"
@@ -25,9 +25,12 @@ static const char usage_text[] =
     "input dimension (2:4), then totals and the tensors that share storage.\n"
     "\n"
     "options:\n"
-    "  --json         print one JSON object instead of the table\n"
-    "  --threads N    threads (default: every CPU)\n"
-    "  -h, --help     show this help\n"
+    "  --json              print one JSON object instead of the table\n"
+    "  --report-html FILE  also write an HTML page with a sparsity bar per tensor\n"
+    "                      (self-contained: open it in any browser)\n"
+    "  --force             replace an existing --report-html file\n"
+    "  --threads N         threads (default: every CPU)\n"
+    "  -h, --help          show this help\n"
     "\n"
     "exit codes: 0 ok, 1 failure reading the file, 2 usage or bad input\n";
 
@@ -115,6 +118,45 @@ oom:
     return EXIT_FAILED;
 }
 
+/* --report-html: every tensor with its sparsity and 2:4 conformance; for an
+ * .spz, its dense and stored bytes. */
+static int write_html(const char *path, sp_ckpt *ck, const tstat *st)
+{
+    size_t nt = sp_ckpt_num_tensors(ck);
+    cli_report r;
+    cli_report_init(&r, "inspect", sp_ckpt_path(ck));
+    r.format = sp_format_name(sp_ckpt_format(ck));
+    r.conform_label = "2:4";
+    r.input_bytes = cli_path_bytes(sp_ckpt_path(ck));
+    bool spz = sp_ckpt_format(ck) == SP_FORMAT_SPZ;
+    cli_report_row *rows = calloc(nt ? nt : 1, sizeof *rows);
+    char (*shapes)[64] = calloc(nt ? nt : 1, sizeof *shapes);
+    char *text = NULL;
+    if (rows && shapes) {
+        for (size_t i = 0; i < nt; i++) {
+            const sp_tensor *t = sp_ckpt_tensor(ck, i);
+            cli_report_row *w = &rows[i];
+            cli_report_row_init(w, t->name);
+            shape_str(t, shapes[i], sizeof shapes[i]);
+            w->shape = shapes[i];
+            w->numel = (uint64_t)t->numel;
+            w->sparsity = t->numel ? (double)st[i].zeros / (double)t->numel : 0;
+            w->conform = st[i].nm_ok < 0 ? CLI_REPORT_UNKNOWN : st[i].nm_ok ? CLI_REPORT_OK : CLI_REPORT_FAIL;
+            w->dense_bytes = t->numel * (int64_t)sp_dtype_size(t->dtype);
+            sp_spz_tensor_info info;
+            sp_error err = {0};
+            if (spz && sp_spz_tensor_info_get(ck, i, &info, &err) == SP_OK)
+                w->stored_bytes = (int64_t)info.stored_bytes;
+        }
+        r.rows = rows;
+        r.nrows = nt;
+        text = cli_report_html(&r);
+    }
+    free(rows);
+    free(shapes);
+    return cli_report_write(path, text);
+}
+
 static void print_table(sp_ckpt *ck, const tstat *st, const size_t *owner, uint64_t params,
                         uint64_t zeros, size_t nshared)
 {
@@ -164,11 +206,14 @@ int cmd_inspect(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, 'j'},
+        {"report-html", required_argument, NULL, 'R'},
+        {"force", no_argument, NULL, 'F'},
         {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool json = false;
+    bool json = false, force = false;
+    const char *html = NULL;
     int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "+h", opts, "inspect", &bad)) != -1) {
@@ -178,6 +223,8 @@ int cmd_inspect(int argc, char **argv)
             if (!cli_parse_threads("--threads", optarg, &threads))
                 return EXIT_USAGE;
             break;
+        case 'R': html = optarg; break;
+        case 'F': force = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
         default: return bad;
         }
@@ -193,7 +240,15 @@ int cmd_inspect(int argc, char **argv)
         } else if (!strncmp(argv[i], "--threads=", 10)) {
             if (!cli_parse_threads("--threads", argv[i] + 10, &threads))
                 return EXIT_USAGE;
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        } else if (!strcmp(argv[i], "--force"))
+            force = true;
+        else if (!strcmp(argv[i], "--report-html") && i + 1 < argc)
+            html = argv[++i];
+        else if (!strncmp(argv[i], "--report-html=", 14))
+            html = argv[i] + 14;
+        else if (!strcmp(argv[i], "--report-html"))
+            return cli_usage_error("inspect", "option '--report-html' needs a value");
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         } else if (argv[i][0] == '-' && argv[i][1])
@@ -205,6 +260,10 @@ int cmd_inspect(int argc, char **argv)
     }
     if (!path)
         return cli_usage_error("inspect", "missing FILE or DIR");
+    int orc;
+    if (html && (orc = cli_output_check(path, html, (force ? CLI_OUT_FORCE : 0) |
+                                                        CLI_OUT_NEVER_IN_PLACE)))
+        return orc;
 
     sp_error err = {0};
     sp_ckpt *ck = NULL;
@@ -265,6 +324,8 @@ int cmd_inspect(int argc, char **argv)
         rc = print_json(ck, st, owner, params, zeros, nshared);
     else
         print_table(ck, st, owner, params, zeros, nshared);
+    if (html && rc == EXIT_OK)
+        rc = write_html(html, ck, st);
     if (fflush(stdout) != 0 && rc == EXIT_OK) {
         cli_error("cannot write to stdout");
         rc = EXIT_FAILED;

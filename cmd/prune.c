@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "cmd/report.h"
 #include "cmd/rules.h"
 
 static const char usage_text[] =
@@ -33,14 +34,21 @@ static const char usage_text[] =
     "                       weights of rank >= 2 that are not embeddings, norms\n"
     "                       or output heads (lm_head, ...)\n"
     "  -x, --exclude RE     never prune tensors matching RE; repeatable\n"
-    "  -r, --recipe R       a recipe file or a bundled recipe name\n"
-    "                       ('sparsify recipe list')\n"
+    "  -r, --recipe R       a recipe (SparseML/llm-compressor YAML, a Markdown\n"
+    "                       recipe card, JSON) or a bundled recipe name\n"
+    "                       ('sparsify recipe list'); its one-shot and gradual\n"
+    "                       pruning modifiers prune to their final sparsity\n"
+    "      --substitute     with --recipe: run the closest modifier sparsify has\n"
+    "                       for one it does not implement (SparseGPT, Wanda,\n"
+    "                       OBS, M-FAC: magnitude); the report says so\n"
     "      --report FILE    write the per-tensor report as JSON to FILE\n"
+    "      --report-html FILE  write it as an HTML page with a sparsity bar per\n"
+    "                       tensor (self-contained: open it in any browser)\n"
     "      --json           print the report as JSON on stdout\n"
     "  -n, --dry-run        print what would be pruned (pattern, target and\n"
     "                       current sparsity, aliases) and write nothing\n"
     "      --in-place       allow OUT to be IN (or omit -o) and replace it\n"
-    "      --force          replace an existing OUT (or report file)\n"
+    "      --force          replace an existing OUT (or report files)\n"
     "      --threads N      threads (default: every CPU); the output is the\n"
     "                       same bytes whatever N is\n"
     "  -q, --quiet          no table or progress on stderr\n"
@@ -50,7 +58,7 @@ static const char usage_text[] =
     "complete; an existing OUT is refused unless --force (docs/cli.md).\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
-enum { OPT_REPORT = RULES_OPT_END, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_THREADS };
+enum { OPT_REPORT = RULES_OPT_END, OPT_REPORT_HTML, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_THREADS };
 
 static cJSON *names_json(const char *const *names, size_t n)
 {
@@ -60,8 +68,42 @@ static cJSON *names_json(const char *const *names, size_t n)
     return a;
 }
 
+/* Which modifier of the recipe pruned what, and what ran in place of what
+ * (--substitute) or was left out. */
+static cJSON *recipe_json(const rules *rs)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "recipe", rs->recipe_name);
+    cJSON *mods = cJSON_AddArrayToObject(o, "modifiers");
+    for (size_t i = 0; i < rs->rr.n; i++) {
+        const sp_modifier *m = rs->rr.mods[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        if (m->substitute_for)
+            cJSON_AddStringToObject(e, "substitute_for", m->substitute_for);
+        cJSON_AddNumberToObject(e, "tensors", (double)rs->rr.rules[i].ntensors);
+        cJSON_AddItemToArray(mods, e);
+    }
+    cJSON *na = cJSON_AddArrayToObject(o, "not_applied");
+    for (size_t i = 0; i < rs->recipe->nmods; i++) {
+        const sp_modifier *m = &rs->recipe->mods[i];
+        if (sp_modifier_prunes(m))
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "where", m->where);
+        cJSON_AddStringToObject(e, "type", m->cls);
+        cJSON_AddStringToObject(e, "why", m->type == SP_MOD_NOT_APPLIED
+                                              ? (m->substitute_for ? "left out (--substitute)"
+                                                                   : "quantization")
+                                              : "applies when fine-tuning");
+        cJSON_AddItemToArray(na, e);
+    }
+    return o;
+}
+
 static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *in,
-                          const char *out, bool dry)
+                          const char *out, bool dry, const rules *rs)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "input", in);
@@ -102,6 +144,8 @@ static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *i
         cJSON_AddStringToObject(o, "shares_storage_with", rep->skipped[i].alias);
         cJSON_AddItemToArray(sk, o);
     }
+    if (rs->recipe)
+        cJSON_AddItemToObject(root, "recipe", recipe_json(rs));
     cJSON *tot = cJSON_AddObjectToObject(root, "totals");
     cJSON_AddNumberToObject(tot, "tensors", (double)rep->n);
     cJSON_AddNumberToObject(tot, "float_params", (double)rep->total_params);
@@ -170,6 +214,52 @@ static void print_table(sp_ckpt *ck, const sp_prune_report *rep)
             rep->targeted_params ? 100.0 * (double)rep->zeros_after / (double)rep->targeted_params : 0.0);
 }
 
+/* --report-html: one row per target (sparsity before and after, or the
+ * plan of a dry run), file sizes before and after. */
+static int write_html(const char *path, sp_ckpt *ck, const sp_prune_report *rep, const char *in,
+                      const char *out, int64_t in_bytes)
+{
+    cli_report r;
+    cli_report_init(&r, "prune", in);
+    r.output = out;
+    r.format = sp_format_name(sp_ckpt_format(ck));
+    r.input_bytes = in_bytes;
+    r.output_bytes = out ? cli_path_bytes(out) : -1;
+    cli_report_row *rows = calloc(rep->n ? rep->n : 1, sizeof *rows);
+    char (*shapes)[64] = calloc(rep->n ? rep->n : 1, sizeof *shapes);
+    char (*notes)[256] = calloc(rep->n ? rep->n : 1, sizeof *notes);
+    char *text = NULL;
+    if (rows && shapes && notes) {
+        for (size_t i = 0; i < rep->n; i++) {
+            const sp_prune_entry *e = &rep->entries[i];
+            cli_report_row *w = &rows[i];
+            cli_report_row_init(w, e->name);
+            shape_str(sp_ckpt_tensor(ck, e->tensor), shapes[i], sizeof shapes[i]);
+            w->shape = shapes[i];
+            w->pattern = e->pattern;
+            w->numel = e->numel;
+            w->target = e->target;
+            double n = e->numel ? (double)e->numel : 1;
+            w->before = (double)e->zeros_before / n;
+            if (out) /* not a dry run */
+                w->sparsity = (double)e->zeros_after / n;
+            if (e->naliases) {
+                char al[200];
+                snprintf(notes[i], sizeof notes[i], "shares storage with %s",
+                         alias_str(e, al, sizeof al));
+                w->note = notes[i];
+            }
+        }
+        r.rows = rows;
+        r.nrows = rep->n;
+        text = cli_report_html(&r);
+    }
+    free(rows);
+    free(shapes);
+    free(notes);
+    return cli_report_write(path, text);
+}
+
 /* --dry-run: the plan on stdout. */
 static void print_plan(sp_ckpt *ck, const sp_prune_report *rep, const char *in)
 {
@@ -202,7 +292,9 @@ int cmd_prune(int argc, char **argv)
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
+        {"substitute", no_argument, NULL, RULES_OPT_SUBSTITUTE},
         {"report", required_argument, NULL, OPT_REPORT},
+        {"report-html", required_argument, NULL, OPT_REPORT_HTML},
         {"json", no_argument, NULL, OPT_JSON},
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
         {"dry-run", no_argument, NULL, 'n'},
@@ -213,7 +305,7 @@ int cmd_prune(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
-    const char *out = NULL, *report = NULL;
+    const char *out = NULL, *report = NULL, *html = NULL;
     bool json = false, in_place = false, quiet = false, dry = false, force = false;
     int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
@@ -227,6 +319,7 @@ int cmd_prune(int argc, char **argv)
         switch (c) {
         case 'o': out = optarg; break;
         case OPT_REPORT: report = optarg; break;
+        case OPT_REPORT_HTML: html = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_IN_PLACE: in_place = true; break;
         case 'n': dry = true; break;
@@ -259,6 +352,11 @@ int cmd_prune(int argc, char **argv)
         return cli_usage_error("prune", "--report '%s' names the input or the output", report);
     if (report && (rc = cli_output_check(in, report, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
         return rc;
+    if (html && ((out && !strcmp(html, out)) || !strcmp(html, in) || (report && !strcmp(html, report))))
+        return cli_usage_error("prune", "--report-html '%s' names the input or another output", html);
+    if (html && (rc = cli_output_check(in, html, (oflags & CLI_OUT_FORCE) | CLI_OUT_NEVER_IN_PLACE)))
+        return rc;
+    int64_t in_bytes = html ? cli_path_bytes(in) : -1;
 
     rules rs;
     ro.apply = !dry;
@@ -276,6 +374,8 @@ int cmd_prune(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
+    if ((rc = rules_bind(&rs, ck)))
+        goto out;
     cli_progress bar;
     cli_progress_init(&bar, "prune", !quiet && !json);
     sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar,
@@ -297,13 +397,15 @@ int cmd_prune(int argc, char **argv)
     else if (!quiet && !json)
         print_table(ck, &rep);
     if (json || report) {
-        j = report_json(ck, &rep, in, out, dry);
+        j = report_json(ck, &rep, in, out, dry, &rs);
         text = cJSON_Print(j);
         if (json)
             printf("%s\n", text);
         if (report)
             rc = cli_write_text(report, text);
     }
+    if (html && !rc)
+        rc = write_html(html, ck, &rep, in, dry ? NULL : out, in_bytes);
 out:
     cJSON_free(text);
     cJSON_Delete(j);

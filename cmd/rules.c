@@ -13,6 +13,7 @@ int rules_opt(rules_opts *o, int c, const char *arg, const char *cmd)
     case 'r': o->recipe = arg; return 0;
     case RULES_OPT_SCOPE: o->scope = arg; return 0;
     case RULES_OPT_BLOCK_SCORE: o->block_score = arg; return 0;
+    case RULES_OPT_SUBSTITUTE: o->substitute = true; return 0;
     case 'i':
         if (o->ninclude == RULES_MAX_RE)
             return cli_usage_error(cmd, "too many --include options");
@@ -35,28 +36,31 @@ int rules_build(rules *r, const rules_opts *o, const char *cmd)
         if (o->sparsity || o->pattern || o->scope || o->ninclude || o->nexclude)
             return cli_usage_error(cmd, "--recipe cannot be combined with --sparsity, --pattern, "
                                         "--scope, --include or --exclude");
-        sp_status s = sp_recipe_load(&r->recipe, o->recipe, &err);
-        if (s)
-            return cli_fail(&err); /* the message names the recipe */
-        r->rules = calloc(r->recipe->nmods ? r->recipe->nmods : 1, sizeof *r->rules);
-        if (!r->rules) {
-            cli_error("out of memory");
-            return EXIT_FAILED;
-        }
-        r->n = sp_prune_rules_from_recipe(r->recipe, r->rules);
-        if (r->n == 0)
-            return cli_usage_error(cmd, "recipe '%s' has no pruning modifier", o->recipe);
+        int rc = cli_recipe_load(&r->recipe, o->recipe, o->substitute);
+        if (rc)
+            return rc; /* every problem printed, naming the recipe */
+        r->recipe_name = o->recipe;
+        size_t npruning = 0;
+        for (size_t i = 0; i < r->recipe->nmods; i++)
+            npruning += sp_modifier_prunes(&r->recipe->mods[i]);
+        if (npruning == 0)
+            return cli_usage_error(cmd, "recipe '%s' has no pruning modifier%s", o->recipe,
+                                   o->apply ? " (a training recipe: run it with 'sparsify "
+                                              "finetune MODEL --recipe')"
+                                            : "");
         for (size_t i = 0; o->apply && i < r->recipe->nmods; i++)
             if (r->recipe->mods[i].type == SP_MOD_MOVEMENT) {
                 /* movement scores come from gradients: pruning by magnitude
                  * instead would be a different model than the recipe asks */
-                cli_error("recipe '%s': modifiers[%zu] is a MovementPruningModifier, which needs "
+                cli_error("recipe '%s': %s is a MovementPruningModifier, which needs "
                           "gradients; run it with 'sparsify finetune MODEL --recipe %s'",
-                          o->recipe, i, o->recipe);
+                          o->recipe, r->recipe->mods[i].where, o->recipe);
                 return EXIT_USAGE;
             }
         return EXIT_OK;
     }
+    if (o->substitute)
+        return cli_usage_error(cmd, "--substitute applies to --recipe");
 
     sp_prune_rule rule = {0};
     if (sp_pattern_parse(&rule.pattern, o->pattern ? o->pattern : "unstructured", &err)) {
@@ -111,11 +115,42 @@ int rules_build(rules *r, const rules_opts *o, const char *cmd)
     return EXIT_OK;
 }
 
+int rules_bind(rules *r, sp_ckpt *ck)
+{
+    if (!r->recipe)
+        return EXIT_OK;
+    size_t n = sp_ckpt_num_tensors(ck);
+    sp_recipe_tensor *t = malloc((n ? n : 1) * sizeof *t);
+    if (!t) {
+        cli_error("out of memory");
+        return EXIT_FAILED;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const sp_tensor *ti = sp_ckpt_tensor(ck, i);
+        t[i] = (sp_recipe_tensor){ti->name, ti->dtype, ti->ndim};
+    }
+    sp_recipe_problems probs = {0};
+    sp_error err = {0};
+    sp_status st = sp_recipe_prune_rules(&r->rr, r->recipe, t, n, &probs, &err);
+    free(t);
+    cli_recipe_problems(r->recipe_name, probs.v, probs.n, false);
+    sp_recipe_problems_release(&probs);
+    if (st) {
+        sp_error_prefix(&err, "recipe '%s'", r->recipe_name);
+        return cli_fail(&err);
+    }
+    r->rules = r->rr.rules;
+    r->n = r->rr.n;
+    return EXIT_OK;
+}
+
 void rules_release(rules *r)
 {
     if (r->have_selector)
         sp_selector_release(&r->selector);
+    if (r->rules != r->rr.rules)
+        free(r->rules);
+    sp_recipe_rules_release(&r->rr);
     sp_recipe_free(r->recipe);
-    free(r->rules);
     memset(r, 0, sizeof *r);
 }

@@ -8,9 +8,21 @@
 #include <string.h>
 
 #include "cmd/cli.h"
+#ifdef SP_HAVE_TORCH
+#include "bridge/train.h"
+#endif
 
 int main(int argc, char **argv)
 {
+    /* for `sparsify --version`: what this libtorch offers */
+    if (argc == 2 && !strcmp(argv[1], "--features")) {
+#ifdef SP_HAVE_TORCH
+        printf("libtorch %s\ncuda %d\n", sp_train_torch_version(), sp_train_cuda_available());
+        return EXIT_OK;
+#else
+        return EXIT_FAILED;
+#endif
+    }
     if (argc >= 2 && !strcmp(argv[1], "finetune"))
         return cmd_finetune(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "run"))

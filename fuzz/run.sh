@@ -43,15 +43,6 @@ else names=(); for f in "$SRC"/fuzz/fuzz_*.c; do n=$(basename "$f" .c); names+=(
 targets=(); for n in "${names[@]}"; do targets+=("fuzz/fuzz_$n"); done
 ninja -C "$B" "${targets[@]}" >"$B/fuzz-build.log" 2>&1 || { tail -40 "$B/fuzz-build.log"; echo "fuzz: build failed"; exit 1; }
 
-# Recipes compiled their re: patterns with glibc regcomp until PCRE2 took
-# over; regcomp's memory blowup on patterns like a+++... (a known finding of
-# its own) is found within seconds, so with regcomp the recipe harness only
-# replays its seeds.
-regcomp_in_recipes=no
-for o in "$B"/libsparsify.a.p/recipes_*.o; do
-  if [ -f "$o" ] && nm -u "$o" 2>/dev/null | grep -qw regcomp; then regcomp_in_recipes=yes; fi
-done
-
 mkdir -p "$B/artifacts"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -62,10 +53,6 @@ for n in "${names[@]}"; do
   args=(-max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
         -artifact_prefix="$B/artifacts/$n-")
   mode="$SECS s"
-  if [ "$n" = recipe_json ] && [ "$regcomp_in_recipes" = yes ]; then
-    args=(-runs=0 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$B/artifacts/$n-")
-    mode="seeds only (regcomp)"
-  fi
   log="$B/artifacts/$n.log"
   "$B/fuzz/fuzz_$n" "${args[@]}" "$work" >"$log" 2>&1
   rc=$?

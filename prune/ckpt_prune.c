@@ -40,6 +40,7 @@ typedef struct job {
     sp_ckpt *ck;
     const sp_prune_rule *rules;
     size_t nrules;
+    size_t **by_name; /* per rule with tensors: its entries sorted by name */
     target *targets;
     size_t ntargets;
     sp_global **globals; /* per rule, NULL unless global (and not below) */
@@ -63,23 +64,6 @@ void sp_prune_report_release(sp_prune_report *r)
     memset(r, 0, sizeof *r);
 }
 
-size_t sp_prune_rules_from_recipe(const sp_recipe *r, sp_prune_rule *rules)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < r->nmods; i++) {
-        const sp_modifier *m = &r->mods[i];
-        if (!sp_modifier_prunes(m))
-            continue;
-        memset(&rules[n], 0, sizeof rules[n]);
-        rules[n].modifier = m;
-        rules[n].pattern = m->mask_type;
-        rules[n].sparsity = m->final_sparsity;
-        rules[n].global = m->global_sparsity;
-        rules[n].bscore = m->block_score;
-        n++;
-    }
-    return n;
-}
 
 static bool same_view(const sp_tensor *a, const sp_tensor *b)
 {
@@ -159,14 +143,57 @@ static uint64_t view_zeros(const sp_tensor *t, const void *storage)
     return z;
 }
 
-static sp_status rule_targets(const sp_prune_rule *r, const sp_tensor *t, bool *hit,
-                              sp_error *err)
+static int cmp_name(const void *a, const void *b, void *ctx)
 {
+    const sp_prune_tensor *t = ctx;
+    return strcmp(t[*(const size_t *)a].name, t[*(const size_t *)b].name);
+}
+
+/* Index the explicit tensor lists by name (binary search in resolve). */
+static sp_status index_rules(job *j, sp_error *err)
+{
+    j->by_name = calloc(j->nrules ? j->nrules : 1, sizeof *j->by_name);
+    if (!j->by_name)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    for (size_t r = 0; r < j->nrules; r++) {
+        const sp_prune_rule *ru = &j->rules[r];
+        if (ru->selector || !ru->ntensors)
+            continue;
+        size_t *ix = malloc(ru->ntensors * sizeof *ix);
+        if (!ix)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < ru->ntensors; i++)
+            ix[i] = i;
+        qsort_r(ix, ru->ntensors, sizeof *ix, cmp_name, (void *)ru->tensors);
+        j->by_name[r] = ix;
+    }
+    return SP_OK;
+}
+
+/* Does rule r target t? *sparsity: its sparsity for t. */
+static sp_status rule_targets(const job *j, size_t r, const sp_tensor *t, bool *hit,
+                              double *sparsity, sp_error *err)
+{
+    const sp_prune_rule *ru = &j->rules[r];
     *hit = false;
-    if (r->selector)
-        return sp_selector_match(r->selector, t->name, t->dtype, t->ndim, hit, err);
-    if (r->modifier)
-        return sp_modifier_select(r->modifier, t->name, t->dtype, t->ndim, hit, err);
+    *sparsity = ru->sparsity;
+    if (ru->selector)
+        return sp_selector_match(ru->selector, t->name, t->dtype, t->ndim, hit, err);
+    const size_t *ix = j->by_name[r];
+    size_t lo = 0, hi = ix ? ru->ntensors : 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(ru->tensors[ix[mid]].name, t->name);
+        if (c == 0) {
+            *hit = true;
+            *sparsity = ru->tensors[ix[mid]].sparsity;
+            return SP_OK;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return SP_OK;
 }
 
@@ -284,6 +311,8 @@ static sp_status resolve(job *j, sp_error *err)
         st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         goto out;
     }
+    if ((st = index_rules(j, err)))
+        goto out;
     /* candidates: the first rule that targets each tensor */
     for (size_t i = 0; i < nt; i++) {
         const sp_tensor *t = sp_ckpt_tensor(ck, i);
@@ -295,13 +324,11 @@ static sp_status resolve(job *j, sp_error *err)
         for (size_t r = 0; r < j->nrules && rule[i] == SIZE_MAX; r++) {
             const sp_prune_rule *ru = &j->rules[r];
             bool hit;
-            if ((st = rule_targets(ru, t, &hit, err)))
+            double s;
+            if ((st = rule_targets(j, r, t, &hit, &s, err)))
                 goto out;
             if (!hit)
                 continue;
-            double s = ru->sparsity;
-            if (ru->modifier && (st = sp_modifier_target_sparsity(ru->modifier, t->name, &s, err)))
-                goto out;
             double implied = sp_pattern_implied_sparsity(&ru->pattern);
             if (implied >= 0)
                 s = implied;
@@ -506,7 +533,7 @@ static sp_status run_globals(job *j, sp_error *err)
             continue;
         size_t count = 0;
         bool mag = rule->pattern.kind == SP_PATTERN_UNSTRUCTURED;
-        double sparsity = rule->modifier ? rule->modifier->final_sparsity : rule->sparsity;
+        double sparsity = rule->sparsity;
         for (size_t k = 0; k < j->ntargets; k++)
             if (j->targets[k].rule == r && !j->targets[k].dup) {
                 j->targets[k].gslot = count++;
@@ -783,6 +810,9 @@ static void job_release(job *j)
             free(j->plans[s].whole);
         }
     free(j->plans);
+    for (size_t r = 0; j->by_name && r < j->nrules; r++)
+        free(j->by_name[r]);
+    free(j->by_name);
     if (j->globals)
         for (size_t r = 0; r < j->nrules; r++)
             sp_global_free(j->globals[r]);

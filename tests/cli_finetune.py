@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clitest import SRC, check, nz_round, run, summary  # noqa: E402
+from clitest import SRC, check, nz_round, run, summary, without_libtorch  # noqa: E402
 DIGITS = os.path.join(SRC, "examples", "digits")
 
 
@@ -88,9 +88,7 @@ def read_log(path):
 
 def main():
     torch.set_num_threads(1)
-    p = run("finetune", "x.pt", "-o", "y.pt", "--data", "z.csv")
-    if "built without libtorch" in p.stderr:
-        print("skip: this sparsify was built without libtorch (-Dtorch=disabled or not found)")
+    if without_libtorch():
         return 77
     with tempfile.TemporaryDirectory() as tmp:
         T = lambda name: os.path.join(tmp, name)

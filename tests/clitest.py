@@ -29,6 +29,16 @@ def run(*args, expect=None):
     return p
 
 
+def without_libtorch():
+    """True (after saying so) when this sparsify was built without libtorch:
+    the caller exits 77, skipped."""
+    p = run("finetune", "x.pt", "-o", "y.pt", "--data", "z.csv")
+    if "built without libtorch" in p.stderr:
+        print("skip: this sparsify was built without libtorch (-Dtorch=disabled or not found)")
+        return True
+    return False
+
+
 def nz_round(s, n):
     """round(s*n), half away from zero: the exact zero count of a pruned tensor."""
     return int(s * n + 0.5)

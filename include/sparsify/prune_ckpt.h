@@ -10,15 +10,21 @@
 
 #include "sparsify/ckpt.h"
 #include "sparsify/prune.h"
-#include "sparsify/recipe.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* A tensor named by the caller, with its own sparsity. */
+typedef struct sp_prune_tensor {
+    const char *name; /* borrowed */
+    double sparsity;  /* in [0, 1]; ignored for N:M (implied) */
+} sp_prune_tensor;
+
 /* One pruning rule: which tensors, what pattern, what sparsity. A tensor is
  * pruned by the first rule that targets it. Exactly one of `selector` /
- * `modifier` decides the targets.
+ * `tensors` decides the targets: a selector of name patterns, or the
+ * tensors a caller has already chosen, each with its sparsity.
  *
  * Shared storage: a target whose bytes overlap those of a tensor that no
  * rule targets (a tied lm_head and embedding, a view of a buffer) is left
@@ -26,11 +32,15 @@ extern "C" {
  * silently change the other tensor. Pruning shared bytes needs every name
  * over them targeted; each entry then lists its aliases. */
 typedef struct sp_prune_rule {
-    const sp_selector *selector;   /* CLI --include/--exclude (borrowed) */
-    const sp_modifier *modifier;   /* recipe modifier (borrowed) */
+    const sp_selector *selector;    /* CLI --include/--exclude (borrowed), or */
+    const sp_prune_tensor *tensors; /* exactly these tensors (borrowed); names
+                                       that are not in the checkpoint, or not
+                                       floating, are not targets */
+    size_t ntensors;
     sp_pattern pattern;
-    double sparsity;               /* ignored with a modifier (final_for) */
-    bool global;                   /* one threshold across the rule's tensors */
+    double sparsity;                /* with a selector: every target's; a
+                                       global rule: the global target */
+    bool global;                    /* one threshold across the rule's tensors */
     sp_block_score bscore;
 } sp_prune_rule;
 
@@ -69,11 +79,6 @@ typedef struct sp_prune_report {
 } sp_prune_report;
 
 void sp_prune_report_release(sp_prune_report *r);
-
-/* Build rules from a recipe: one rule per pruning modifier (distillation is
- * skipped), its final sparsity and mask type. rules must hold r->nmods
- * entries; *nrules gets the count. */
-size_t sp_prune_rules_from_recipe(const sp_recipe *r, sp_prune_rule *rules);
 
 typedef struct sp_prune_options {
     bool dry_run;            /* resolve targets and count their zeros (the
