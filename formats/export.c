@@ -129,6 +129,75 @@ static bool same_view(const sp_tensor *a, const sp_tensor *b)
     return true;
 }
 
+typedef struct spz_run {
+    sp_ckpt *ck;
+    sp_spz_writer *w;
+    sp_export_report *report;
+} spz_run;
+
+/* Job i: tensor i encoded in memory on any thread, then, once tensor i - 1
+ * is in the file, appended (or added as an alias of an earlier tensor with
+ * the same view). The file is the same bytes whatever the thread count. */
+static sp_status spz_job(void *ctx, sp_jobs *jr, size_t i, int worker, sp_error *err)
+{
+    (void)worker;
+    spz_run *r = ctx;
+    sp_ckpt *ck = r->ck;
+    size_t nt = sp_ckpt_num_tensors(ck);
+    const sp_tensor *t = sp_ckpt_tensor(ck, i);
+    sp_spz_tensor_info info;
+    memset(&info, 0, sizeof info);
+    long tied = -1;
+    for (size_t j = 0; j < i && t->numel > 0; j++)
+        if (same_view(sp_ckpt_tensor(ck, j), t)) {
+            tied = (long)j;
+            break;
+        }
+    sp__spz_staged *st = NULL;
+    sp_status s = SP_OK;
+    if (tied < 0) {
+        const void *data;
+        void *owned;
+        s = sp_ckpt_tensor_dense(ck, i, &data, &owned, err);
+        if (s)
+            return s;
+        sp_tensor_data td;
+        memset(&td, 0, sizeof td);
+        td.name = t->name;
+        td.dtype = t->dtype;
+        td.ndim = t->ndim;
+        memcpy(td.shape, t->shape, sizeof td.shape);
+        td.data = data;
+        s = sp__spz_stage(r->w, &td, &st, err);
+        free(owned);
+    }
+    if (!s && i > 0 && !sp_jobs_wait(jr, i - 1)) {
+        sp__spz_staged_free(st);
+        return SP_OK; /* an earlier tensor failed: its error is the one */
+    }
+    if (!s && tied >= 0) {
+        s = sp_spz_writer_add_alias(r->w, t->name, sp_ckpt_tensor(ck, (size_t)tied)->name, err);
+        info.encoding = SP_SPZ_ALIAS;
+        info.numel = (uint64_t)t->numel;
+        info.dense_bytes = (uint64_t)t->numel * sp_dtype_size(t->dtype);
+    } else if (!s) {
+        s = sp__spz_commit(r->w, t->name, st, &info, err);
+        /* every earlier tensor is done: release the storage unless a later
+         * one shares it */
+        bool later = false;
+        for (size_t j = i + 1; j < nt && !later; j++)
+            later = sp_ckpt_tensor(ck, j)->storage == t->storage;
+        if (!later)
+            sp_ckpt_storage_release(ck, t->storage);
+    }
+    sp__spz_staged_free(st);
+    if (!s)
+        s = sp__export_report_add(r->report, t, &info, err);
+    if (!s)
+        sp_jobs_progress(jr, (uint64_t)t->numel * sp_dtype_size(t->dtype));
+    return s;
+}
+
 sp_status sp_spz_export(sp_ckpt *ck, const char *path, const sp_spz_options *opt,
                         sp_progress_fn progress, void *pctx, sp_export_report *report,
                         sp_error *err)
@@ -138,7 +207,7 @@ sp_status sp_spz_export(sp_ckpt *ck, const char *path, const sp_spz_options *opt
     snprintf(meta, sizeof meta, "{\"producer\":\"sparsify\",\"source_format\":\"%s\"}",
              sp_format_name(sp_ckpt_format(ck)));
     size_t nt = sp_ckpt_num_tensors(ck);
-    uint64_t total = 0, done = 0;
+    uint64_t total = 0;
     for (size_t i = 0; i < nt; i++) {
         const sp_tensor *t = sp_ckpt_tensor(ck, i);
         total += (uint64_t)t->numel * sp_dtype_size(t->dtype);
@@ -148,48 +217,9 @@ sp_status sp_spz_export(sp_ckpt *ck, const char *path, const sp_spz_options *opt
         snprintf(report->format, sizeof report->format, "spz");
     }
     sp_status s = sp_spz_writer_new(&w, path, opt, meta, err);
-    for (size_t i = 0; i < nt && !s; i++) {
-        const sp_tensor *t = sp_ckpt_tensor(ck, i);
-        sp_spz_tensor_info info;
-        memset(&info, 0, sizeof info);
-        long tied = -1;
-        for (size_t j = 0; j < i && t->numel > 0; j++)
-            if (same_view(sp_ckpt_tensor(ck, j), t)) {
-                tied = (long)j;
-                break;
-            }
-        if (tied >= 0) {
-            s = sp_spz_writer_add_alias(w, t->name, sp_ckpt_tensor(ck, (size_t)tied)->name, err);
-            info.encoding = SP_SPZ_ALIAS;
-            info.numel = (uint64_t)t->numel;
-            info.dense_bytes = (uint64_t)t->numel * sp_dtype_size(t->dtype);
-        } else {
-            const void *data;
-            void *owned;
-            s = sp_ckpt_tensor_dense(ck, i, &data, &owned, err);
-            if (s)
-                break;
-            sp_tensor_data td;
-            memset(&td, 0, sizeof td);
-            td.name = t->name;
-            td.dtype = t->dtype;
-            td.ndim = t->ndim;
-            memcpy(td.shape, t->shape, sizeof td.shape);
-            td.data = data;
-            s = sp_spz_writer_add(w, &td, &info, err);
-            free(owned);
-            /* keep the storage while a later tensor may share it */
-            bool later = false;
-            for (size_t j = i + 1; j < nt && !later; j++)
-                later = sp_ckpt_tensor(ck, j)->storage == t->storage;
-            if (!later)
-                sp_ckpt_storage_release(ck, t->storage);
-        }
-        if (!s)
-            s = sp__export_report_add(report, t, &info, err);
-        done += (uint64_t)t->numel * sp_dtype_size(t->dtype);
-        if (progress && !s)
-            progress(pctx, done, total);
+    if (!s) {
+        spz_run r = {ck, w, report};
+        s = sp_jobs_run(nt, opt ? opt->threads : 0, spz_job, &r, progress, pctx, total, err);
     }
     uint64_t size = 0;
     if (!s)

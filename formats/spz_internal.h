@@ -166,6 +166,17 @@ void sp__spz_pack_bits(unsigned char *dst, const uint8_t *nz, uint64_t n);
 uint64_t sp__spz_popcount_bits(const unsigned char *b, uint64_t nbytes);
 static inline int sp__spz_bit_at(const unsigned char *b, uint64_t i) { return (b[i >> 3] >> (i & 7)) & 1; }
 
+/* A tensor encoded in memory, to be appended later: sp__spz_stage may run
+ * on several threads at once (it only reads w's options); sp__spz_commit
+ * appends in the caller's order, one thread at a time, and gives the same
+ * bytes sp_spz_writer_add would. The name is checked at commit. */
+typedef struct sp__spz_staged sp__spz_staged;
+sp_status sp__spz_stage(const sp_spz_writer *w, const sp_tensor_data *t, sp__spz_staged **out,
+                        sp_error *err);
+sp_status sp__spz_commit(sp_spz_writer *w, const char *name, const sp__spz_staged *st,
+                         sp_spz_tensor_info *info, sp_error *err);
+void sp__spz_staged_free(sp__spz_staged *st); /* accepts NULL */
+
 /* N:M combination ranks (colexicographic combinadic). */
 uint64_t sp__spz_binom(int n, int k);
 /* Pascal's triangle up to SPZ_MAX_M, for the per-group loops: c[n][k] =

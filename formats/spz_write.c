@@ -5,6 +5,7 @@
  * per-tensor choice of encoding is the export planner's (export_plan.c).
  */
 #include "formats/spz_internal.h"
+#include "formats/checked.h"
 #include "formats/export_internal.h"
 
 #include <math.h>
@@ -59,6 +60,19 @@ typedef struct wentry {
     sp__spz_sec sec[SPZ_MAX_SECTIONS];
     int nsec;
 } wentry;
+
+/* Where a tensor's sections are encoded: memory, so that tensors can be
+ * encoded on several threads and appended in order (sp__spz_stage). */
+typedef struct wsink {
+    sp_spz_options opt;
+    unsigned char *buf;
+    uint64_t len, cap;
+} wsink;
+
+struct sp__spz_staged {
+    wentry e;
+    wsink k;
+};
 
 struct sp_spz_writer {
     sp_outfile of;
@@ -148,24 +162,42 @@ static sp_status writer_entry(sp_spz_writer *w, const char *name, wentry **out, 
     return SP_OK;
 }
 
-/* Append one section payload (already in its stored form). */
-static sp_status put_section(sp_spz_writer *w, wentry *e, uint8_t kind, uint8_t codec,
+/* Append one section payload (already in its stored form) to the sink,
+ * SPZ_ALIGN-aligned from the sink's start; its offset is relative to that
+ * start until the tensor is committed. */
+static sp_status put_section(wsink *w, wentry *e, uint8_t kind, uint8_t codec,
                              uint8_t plane, uint32_t param, const void *buf, uint64_t stored,
                              uint64_t raw, sp_error *err)
 {
-    sp_status s = sp_outfile_pad(&w->of, SPZ_ALIGN, err);
-    if (s)
-        return s;
+    uint64_t at = (w->len + SPZ_ALIGN - 1) / SPZ_ALIGN * SPZ_ALIGN, end;
+    if (!sp_add_u64(at, stored, &end))
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "section too large");
+    if (end > w->cap) {
+        uint64_t cap = w->cap ? w->cap : 4096;
+        while (cap < end)
+            cap = cap > UINT64_MAX / 2 ? end : cap * 2;
+        if (cap > SIZE_MAX)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        unsigned char *nb = realloc(w->buf, (size_t)cap);
+        if (!nb)
+            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        w->buf = nb;
+        w->cap = cap;
+    }
+    memset(w->buf + w->len, 0, (size_t)(at - w->len));
+    if (stored)
+        memcpy(w->buf + at, buf, (size_t)stored);
+    w->len = end;
     sp__spz_sec *sc = &e->sec[e->nsec++];
     sc->kind = kind;
     sc->codec = codec;
     sc->plane = plane;
     sc->param = param;
-    sc->offset = w->of.pos;
+    sc->offset = at;
     sc->stored = stored;
     sc->raw = raw;
     sc->crc = sp_crc32(0, buf, stored);
-    return sp_outfile_write(&w->of, buf, (size_t)stored, err);
+    return SP_OK;
 }
 
 /* Order-0 entropy of a byte buffer, bits per byte. */
@@ -237,7 +269,7 @@ static sp_status deflate_buf(const unsigned char *src, uint64_t n, int level, in
 
 /* Write the values (cnt elements of es bytes) as one raw section or as
  * byte planes, each deflated when that pays. */
-static sp_status put_values(sp_spz_writer *w, wentry *e, const unsigned char *vals, uint64_t cnt,
+static sp_status put_values(wsink *w, wentry *e, const unsigned char *vals, uint64_t cnt,
                             size_t es, sp_error *err)
 {
     if (w->opt.raw || cnt == 0)
@@ -274,7 +306,7 @@ static sp_status put_values(sp_spz_writer *w, wentry *e, const unsigned char *va
 }
 
 /* Write a 0/1 byte map of n entries with `ones` ones as a mask section. */
-static sp_status put_mask(sp_spz_writer *w, wentry *e, uint8_t kind, const uint8_t *map,
+static sp_status put_mask(wsink *w, wentry *e, uint8_t kind, const uint8_t *map,
                           uint64_t n, uint64_t ones, sp_error *err)
 {
     uint64_t raw = (n + 7) / 8;
@@ -322,7 +354,7 @@ static uint64_t numel_of(int ndim, const int64_t *shape)
 }
 
 /* The -0.0 positions of a sparse encoding, when there are any. */
-static sp_status put_negz(sp_spz_writer *w, wentry *e, const unsigned char *data, size_t es,
+static sp_status put_negz(wsink *w, wentry *e, const unsigned char *data, size_t es,
                           uint64_t numel, uint64_t negz, sp_error *err)
 {
     if (!negz)
@@ -343,7 +375,7 @@ static sp_status put_negz(sp_spz_writer *w, wentry *e, const unsigned char *data
     return s;
 }
 
-static sp_status encode_tensor(sp_spz_writer *w, wentry *e, const unsigned char *data, size_t es,
+static sp_status encode_tensor(wsink *w, wentry *e, const unsigned char *data, size_t es,
                                uint64_t numel, sp_error *err)
 {
     sp_status s = SP_OK;
@@ -511,9 +543,10 @@ static void fill_info(const wentry *e, size_t es, sp_spz_tensor_info *info)
     }
 }
 
-sp_status sp_spz_writer_add(sp_spz_writer *w, const sp_tensor_data *t, sp_spz_tensor_info *info,
-                            sp_error *err)
+sp_status sp__spz_stage(const sp_spz_writer *w, const sp_tensor_data *t, sp__spz_staged **out,
+                        sp_error *err)
 {
+    *out = NULL;
     size_t es = sp_dtype_size(t->dtype);
     if (!es)
         return sp_error_set(err, SP_ERR_INVALID_ARG, "tensor '%s': unknown dtype", t->name);
@@ -522,25 +555,69 @@ sp_status sp_spz_writer_add(sp_spz_writer *w, const sp_tensor_data *t, sp_spz_te
     for (int d = 0; d < t->ndim; d++)
         if (t->shape[d] < 0)
             return sp_error_set(err, SP_ERR_INVALID_ARG, "tensor '%s': negative size", t->name);
-    wentry *e;
-    sp_status s = writer_entry(w, t->name, &e, err);
-    if (s)
-        return s;
+    sp__spz_staged *st = calloc(1, sizeof *st);
+    if (!st)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    st->k.opt = w->opt;
+    wentry *e = &st->e;
+    e->alias = SPZ_NO_ALIAS;
     e->dtype = t->dtype;
     e->ndim = t->ndim;
     memcpy(e->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
-    uint64_t numel = numel_of(t->ndim, t->shape);
-    s = encode_tensor(w, e, t->data, es, numel, err);
+    sp_status s = encode_tensor(&st->k, e, t->data, es, numel_of(t->ndim, t->shape), err);
     if (s) {
         sp_error_prefix(err, "tensor '%s'", t->name);
-        free(e->name);
+        sp__spz_staged_free(st);
         return s;
     }
     e->nkept = e->enc == SP_SPZ_DENSE ? 0 : e->nkept;
+    *out = st;
+    return SP_OK;
+}
+
+sp_status sp__spz_commit(sp_spz_writer *w, const char *name, const sp__spz_staged *st,
+                         sp_spz_tensor_info *info, sp_error *err)
+{
+    wentry *e;
+    sp_status s = writer_entry(w, name, &e, err);
+    if (s)
+        return s;
+    char *nm = e->name;
+    *e = st->e;
+    e->name = nm;
+    s = sp_outfile_pad(&w->of, SPZ_ALIGN, err);
+    uint64_t base = w->of.pos;
+    if (!s && st->k.len)
+        s = sp_outfile_write(&w->of, st->k.buf, (size_t)st->k.len, err);
+    if (s) {
+        free(e->name);
+        return s;
+    }
+    for (int k = 0; k < e->nsec; k++)
+        e->sec[k].offset += base;
     w->n++;
     if (info)
-        fill_info(e, es, info);
+        fill_info(e, sp_dtype_size(e->dtype), info);
     return SP_OK;
+}
+
+void sp__spz_staged_free(sp__spz_staged *st)
+{
+    if (!st)
+        return;
+    free(st->k.buf);
+    free(st);
+}
+
+sp_status sp_spz_writer_add(sp_spz_writer *w, const sp_tensor_data *t, sp_spz_tensor_info *info,
+                            sp_error *err)
+{
+    sp__spz_staged *st;
+    sp_status s = sp__spz_stage(w, t, &st, err);
+    if (!s)
+        s = sp__spz_commit(w, t->name, st, info, err);
+    sp__spz_staged_free(st);
+    return s;
 }
 
 sp_status sp_spz_writer_add_alias(sp_spz_writer *w, const char *name, const char *target,
