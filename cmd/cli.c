@@ -192,7 +192,6 @@ void cli_progress_init(cli_progress *p, const char *label, bool enabled)
     p->on = enabled && cli_stderr_is_tty();
     p->drawn = false;
     p->last = 0;
-    p->start = cli_now_s();
 }
 
 void cli_progress_update(void *ctx, uint64_t done, uint64_t total)
@@ -201,9 +200,6 @@ void cli_progress_update(void *ctx, uint64_t done, uint64_t total)
     if (!p->on)
         return;
     double t = cli_now_s();
-    /* nothing for work that ends within a second; then five times a second */
-    if (!p->drawn && t - p->start < 1.0)
-        return;
     if (done < total && t - p->last < 0.2)
         return;
     p->last = t;

@@ -94,17 +94,17 @@ double cli_now_s(void);
 /* --threads N: 1..1024; on failure print and return false (exit 2). */
 bool cli_parse_threads(const char *opt, const char *s, int *out);
 
-/* Progress bar on stderr, shown only when stderr is a terminal and the
- * work has taken a second already: "LABEL:  42.0%  1.2 GB of 2.9 GB",
- * redrawn at most five times a second; callable from any one thread at a
- * time (the library's progress callbacks are).
+/* Progress bar on stderr, shown only when stderr is a terminal:
+ * "LABEL:  42.0%  1.2 GB of 2.9 GB", redrawn at most five times a second;
+ * callable from any one thread at a time (the library's progress callbacks
+ * are).
  * cli_progress_update is an sp_progress_fn (ctx = the cli_progress);
  * cli_progress_end clears an unfinished bar before anything else is
  * printed (an error, a report). */
 typedef struct cli_progress {
     const char *label;
     bool on, drawn;
-    double last, start;
+    double last;
 } cli_progress;
 void cli_progress_init(cli_progress *p, const char *label, bool enabled);
 void cli_progress_update(void *ctx, uint64_t done, uint64_t total);
