@@ -39,6 +39,22 @@
  * weights are written back (unpacked) at every epoch end, checkpoint and
  * save; a checkpoint holds the dense form of the optimizer state, so a
  * resume packs again exactly where the run left off.
+ *
+ * Data parallel (world_size > 1, dist.h): after every input has been checked
+ * the ranks meet (rank 0 serves the rendezvous only then, so bad input is
+ * reported once, by the first process) and take rank 0's weights. Global
+ * step s covers positions [s*B, s*B + B) of the epoch's permutation (B =
+ * world x batch); rank r trains on the positions r, r + world, ... of it,
+ * i.e. on perm[r::world] over the epoch, like a DistributedSampler with
+ * shuffling (without its padding). Each rank's mean loss is scaled by
+ * world * b_r / b (b_r its samples, b the step's) and the gradients are
+ * averaged over the ranks, so every step follows the gradient of the mean
+ * loss over the global batch: the same step a single process takes with
+ * batch B, whatever the ranks' shares of a short last batch. Masks and
+ * movement scores then come from identical tensors on every rank (scores
+ * accumulate the averaged gradient: the all-reduce of every rank's score);
+ * a CRC-32 of the masks and weights is compared across ranks at every mask
+ * update and epoch end. Only rank 0 writes.
  */
 #include "bridge/train.h"
 
@@ -51,10 +67,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <ostream>
+#include <streambuf>
 #include <string>
 #include <vector>
 
@@ -66,7 +85,11 @@
 
 #include "bridge/common.h"
 #include "bridge/data.h"
+#include "bridge/dist.h"
 #include "bridge/rewrite.h"
+extern "C" {
+#include "formats/ckpt_internal.h" /* sp_outfile, sp_outdir, sp_crc32 */
+}
 #include "sparsify/prune.h"
 #include "sparsify/recipe.h"
 
@@ -159,6 +182,12 @@ class Trainer {
     bool lr_from_recipe_ = false, wd_from_recipe_ = false;
     int64_t global_step_ = 0;
     int64_t out_dim_ = 0;
+    /* data parallel (world_ > 1) */
+    std::unique_ptr<Dist> dist_;
+    int rank_ = 0, world_ = 1;
+    std::vector<torch::Tensor> buffers_; /* floating buffers, rank 0's each step */
+    bool collective_ = false; /* the failure is one every rank meets */
+    int64_t ckpt_global_batch_ = 0; /* of the checkpoint resumed from */
 
     void emit(sp_train_event &ev)
     {
@@ -207,10 +236,17 @@ class Trainer {
                           const torch::Tensor &xb);
     void evaluate(const torch::Tensor &x, const torch::Tensor &y, double *loss, double *acc);
     double lr_at(int64_t step, int64_t total, int64_t spe) const;
-    void save_model(const std::string &path);
+    void save_model(const std::string &path, const std::string &name);
     void save_checkpoint(int epochs_done);
     void load_checkpoint();
     void counts(int64_t *zeros, int64_t *numel) const;
+    void connect();
+    uint32_t mask_crc() const;
+    uint32_t weight_crc();
+    std::vector<uint64_t> verify_ranks(const char *when, uint32_t masks);
+
+  public:
+    bool collective_failure() const { return collective_ && rank_ != 0; }
 };
 
 void Trainer::check_opts()
@@ -253,6 +289,36 @@ void Trainer::check_opts()
         fail(err_, SP_ERR_INVALID_ARG, "--save-every needs -o (checkpoints go to OUT.ckpt/)");
     if (o->recipe && o->no_masks)
         fail(err_, SP_ERR_INVALID_ARG, "--recipe and --no-masks exclude each other");
+    if (o->world_size < 1)
+        fail(err_, SP_ERR_INVALID_ARG, "--world-size: %d must be at least 1", o->world_size);
+    if (o->rank < 0 || o->rank >= o->world_size)
+        fail(err_, SP_ERR_INVALID_ARG, "--rank: %d is not in [0, %d) (--world-size %d)", o->rank,
+             o->world_size, o->world_size);
+    if (!(o->dist_timeout > 0) || !std::isfinite(o->dist_timeout))
+        fail(err_, SP_ERR_INVALID_ARG, "--dist-timeout: %g must be a positive number of seconds",
+             o->dist_timeout);
+    bool cuda = o->device && strcmp(o->device, "cpu");
+    if (o->backend && strcmp(o->backend, "gloo") && strcmp(o->backend, "nccl"))
+        fail(err_, SP_ERR_INVALID_ARG, "--backend '%s': expected gloo or nccl", o->backend);
+    if (o->backend && !strcmp(o->backend, "nccl")) {
+        if (!dist_have_nccl())
+            fail(err_, SP_ERR_UNSUPPORTED,
+                 "--backend nccl: the libtorch in use (%s) has no NCCL (only CUDA builds of "
+                 "libtorch have it); use --backend gloo, or rebuild with -Dtorch_prefix=<a CUDA "
+                 "libtorch>",
+                 TORCH_VERSION);
+        if (!cuda)
+            fail(err_, SP_ERR_INVALID_ARG, "--backend nccl reduces CUDA tensors: it needs --device cuda");
+    }
+    if (o->world_size > 1) {
+        if (!o->master_addr || !*o->master_addr || o->master_port < 1 || o->master_port > 65535)
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "a run on %d processes needs the rendezvous address: --master ADDR:PORT or "
+                 "MASTER_ADDR and MASTER_PORT",
+                 o->world_size);
+    }
+    rank_ = o->world_size > 1 ? o->rank : 0;
+    world_ = o->world_size;
 }
 
 void Trainer::pick_device()
@@ -271,6 +337,9 @@ void Trainer::pick_device()
         } catch (const std::exception &e) {
             fail(err_, SP_ERR_INVALID_ARG, "--device '%s': %s", d.c_str(), torch_msg(e).c_str());
         }
+        /* one GPU per local rank, as torchrun's workers use them */
+        if (!device_.has_index() && o_->world_size > 1)
+            device_ = torch::Device(torch::kCUDA, (c10::DeviceIndex)o_->local_rank);
         if (device_.has_index() && device_.index() >= (int)torch::cuda::device_count())
             fail(err_, SP_ERR_INVALID_ARG, "--device '%s': only %zu CUDA device(s)", d.c_str(),
                  (size_t)torch::cuda::device_count());
@@ -646,6 +715,7 @@ void Trainer::select(const std::vector<size_t> &idx, const sp_modifier &mod, dou
             sc[k] = host(m.score);
     }
     auto name_fail = [&](size_t k) {
+        collective_ = true; /* every rank selects the same masks */
         sp_error_prefix(err_, "tensor '%s'", masked_[idx[k]].name.c_str());
         throw Failed{err_ ? err_->code : SP_ERR_INVALID_ARG};
     };
@@ -663,8 +733,10 @@ void Trainer::select(const std::vector<size_t> &idx, const sp_modifier &mod, dou
         return;
     }
     sp_global *g = nullptr;
-    if (sp_global_new(&g, &mod.mask_type, s, mod.block_score, idx.size(), err_) != SP_OK)
+    if (sp_global_new(&g, &mod.mask_type, s, mod.block_score, idx.size(), err_) != SP_OK) {
+        collective_ = true;
         throw Failed{err_ ? err_->code : SP_ERR_INVALID_ARG};
+    }
     std::unique_ptr<sp_global, void (*)(sp_global *)> guard(g, sp_global_free);
     /* Global scores must be comparable across tensors: use scores for all
      * tensors or for none. */
@@ -697,10 +769,12 @@ void Trainer::verify_masks(int epoch)
             continue;
         torch::Tensor moved = m.param.masked_select(m.pruned);
         int64_t bad = moved.ne(0).sum().item<int64_t>() + moved.signbit().sum().item<int64_t>();
-        if (bad)
+        if (bad) {
+            collective_ = true;
             fail(err_, SP_ERR_INTERNAL,
                  "epoch %d: %lld pruned weights of '%s' are no longer +0.0 (optimizer bug)", epoch,
                  (long long)bad, m.name.c_str());
+        }
     }
 }
 
@@ -800,6 +874,105 @@ void Trainer::counts(int64_t *zeros, int64_t *numel) const
     *numel = n;
 }
 
+/* Meet the other ranks (only now: every input has been checked, so bad
+ * input stops each process before anyone waits) and take rank 0's weights
+ * and buffers. */
+void Trainer::connect()
+{
+    if (world_ <= 1)
+        return;
+    DistOptions d;
+    d.rank = rank_;
+    d.world = world_;
+    d.addr = o_->master_addr;
+    d.port = o_->master_port;
+    d.backend = o_->backend ? o_->backend : device_.is_cuda() && dist_have_nccl() ? "nccl" : "gloo";
+    d.timeout_s = o_->dist_timeout;
+    dist_ = std::make_unique<Dist>(d, device_, err_);
+    /* Every rank must run the same training on the same data: compare what
+     * shapes the steps (a different copy of the data on another machine,
+     * another --batch-size) before anything diverges or waits forever. */
+    const sp_train_opts *o = o_;
+    char what[1024];
+    int len = snprintf(what, sizeof what, "%d|%lld|%.17g|%d|%.17g|%.17g|%d|%.17g|%lld|%llu|%d|%d|%d|%lld",
+                       o->epochs, (long long)o->batch_size, o->lr, (int)o->optimizer, o->momentum,
+                       o->weight_decay, (int)o->lr_schedule, o->warmup_epochs,
+                       (long long)o->warmup_steps, (unsigned long long)o->seed, (int)o->no_masks,
+                       (int)o->kernels, (int)o->task, (long long)(have_train_ ? xtr_.size(0) : 0));
+    uint32_t opt_crc = sp_crc32(0, what, (uint64_t)std::max(0, std::min(len, (int)sizeof what - 1)));
+    uint32_t data_crc = 0;
+    for (const torch::Tensor *t : {&xtr_, &ytr_})
+        if (t->defined()) {
+            torch::Tensor c = t->to(torch::kCPU).contiguous();
+            data_crc = sp_crc32(data_crc, c.data_ptr(), (uint64_t)c.nbytes());
+        }
+    std::vector<uint64_t> all_in = dist_->allgather((uint64_t)opt_crc << 32 | data_crc);
+    for (size_t r = 1; r < all_in.size(); r++)
+        if (all_in[r] != all_in[0]) {
+            collective_ = true;
+            bool opts = all_in[r] >> 32 != all_in[0] >> 32;
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "rank %zu was given %s than rank 0 (start every rank with the same options and "
+                 "data)",
+                 r, opts ? "other training options" : "other training data");
+        }
+    std::vector<torch::Tensor> all;
+    for (const auto &p : model_.parameters(true))
+        all.push_back(p);
+    for (const auto &b : model_.buffers(true)) {
+        all.push_back(b);
+        if (b.is_floating_point())
+            buffers_.push_back(b); /* BatchNorm statistics: rank 0's, every step (as DDP) */
+    }
+    dist_->broadcast(all);
+}
+
+/* CRC-32 of the masks (names, and which entries are pruned). */
+uint32_t Trainer::mask_crc() const
+{
+    uint32_t c = 0;
+    for (const Masked &m : masked_) {
+        c = sp_crc32(c, m.name.data(), m.name.size() + 1);
+        if (m.pruned.defined()) {
+            torch::Tensor t = m.pruned.to(torch::kCPU).contiguous();
+            c = sp_crc32(c, t.data_ptr(), (uint64_t)t.nbytes());
+        }
+    }
+    return c;
+}
+
+/* CRC-32 of every parameter's bytes (the dense weights). */
+uint32_t Trainer::weight_crc()
+{
+    uint32_t c = 0;
+    for (const auto &p : model_.parameters(true)) {
+        torch::Tensor t = p.detach().to(torch::kCPU).contiguous();
+        c = sp_crc32(c, t.data_ptr(), (uint64_t)t.nbytes());
+    }
+    return c;
+}
+
+/* Data parallel: every rank's (mask CRC << 32 | weight CRC), in rank order,
+ * after checking they are all the same; nothing for a single process. */
+std::vector<uint64_t> Trainer::verify_ranks(const char *when, uint32_t masks)
+{
+    if (!dist_)
+        return {};
+    uint64_t mine = (uint64_t)masks << 32 | weight_crc();
+    std::vector<uint64_t> all = dist_->allgather(mine);
+    for (size_t r = 1; r < all.size(); r++)
+        if (all[r] != all[0]) {
+            collective_ = true;
+            bool m = all[r] >> 32 != all[0] >> 32;
+            fail(err_, SP_ERR_INTERNAL,
+                 "ranks disagree at %s: the %s of rank %zu differ from rank 0's (CRC-32 %08x, "
+                 "%08x)",
+                 when, m ? "masks" : "weights", r, (unsigned)(m ? all[r] >> 32 : all[r]),
+                 (unsigned)(m ? all[0] >> 32 : all[0]));
+        }
+    return all;
+}
+
 void Trainer::mask_report(int epoch, double epoch_f)
 {
     std::vector<sp_train_tensor_info> info;
@@ -811,12 +984,23 @@ void Trainer::mask_report(int epoch, double epoch_f)
         t.target = m.target >= 0 ? m.target : -1;
         info.push_back(t);
     }
+    /* the masks of every rank must be the same: compared at every update */
+    uint32_t crc = mask_crc();
+    char when[64];
+    snprintf(when, sizeof when, "the mask update at epoch %.4g", epoch_f);
+    std::vector<uint64_t> all = verify_ranks(when, crc);
+    std::vector<uint64_t> cs;
+    for (uint64_t a : all)
+        cs.push_back(a >> 32);
     sp_train_event ev{};
     ev.kind = SP_TRAIN_EV_MASK;
     ev.epoch = epoch;
     ev.epochs = epochs_;
     ev.epoch_f = epoch_f;
     ev.global_step = global_step_;
+    ev.world_size = world_;
+    ev.mask_checksum = crc;
+    ev.checksums = dist_ ? cs.data() : nullptr;
     counts(&ev.masked_zeros, &ev.masked_numel);
     ev.sparsity = ev.masked_numel ? (double)ev.masked_zeros / ev.masked_numel : 0;
     ev.tensors = info.data();
@@ -915,9 +1099,35 @@ void Trainer::enable_sparse(double epoch_f)
     try {
         rw = rewrite_linears(model_, ro, &why);
     } catch (const Failed &) {
-        if (o_->kernels == SP_KERNELS_SPARSE)
+        if (o_->kernels == SP_KERNELS_SPARSE) {
+            collective_ = true;
             fail(err_, why.code, "--kernels sparse: %s", why.msg);
+        }
         return; /* no Linear layer: nothing to run sparse */
+    }
+    if (dist_) {
+        /* Every rank must train the same parameters: rank 0's choice of
+         * layers wins (the dispatcher of another CPU may choose otherwise). */
+        std::string mine;
+        for (const LayerInfo &l : rw.layers)
+            if (l.sparse)
+                mine += l.name + "\n";
+        std::string r0 = dist_->broadcast_string(mine);
+        if (r0 != mine) {
+            if (r0.empty()) {
+                for (LayerInfo &l : rw.layers)
+                    if (l.sparse) {
+                        l.sparse = false;
+                        l.reason = "dense on rank 0";
+                    }
+                rw.nsparse = 0;
+            } else {
+                RewriteOptions only = ro;
+                for (size_t p = 0, nl; (nl = r0.find('\n', p)) != std::string::npos; p = nl + 1)
+                    only.only.push_back(r0.substr(p, nl - p));
+                rw = rewrite_linears(model_, only, err_);
+            }
+        }
     }
     std::vector<sp_layer_report> info;
     for (const LayerInfo &l : rw.layers)
@@ -964,6 +1174,8 @@ void Trainer::enable_sparse(double epoch_f)
                       : it->second->clone();
     }
     opt_ = std::move(opt);
+    if (dist_)
+        dist_->attach(params); /* the kept values are what gets all-reduced */
     smodel_ = rw.module;
     smodel_.train();
     sparse_on_ = true;
@@ -1053,12 +1265,19 @@ void Trainer::evaluate(const torch::Tensor &x, const torch::Tensor &y, double *l
     torch::jit::Module &m = active();
     m.eval();
     soft_on(); /* the model as its masks make it */
-    int64_t n = x.size(0), bs = std::max<int64_t>(o_->batch_size, 256);
+    const int64_t n_all = x.size(0);
+    /* data parallel: each rank its share x[rank::world], the sums gathered */
+    torch::Tensor xs = x, ys = y;
+    if (dist_) {
+        xs = x.slice(0, rank_, n_all, world_).contiguous();
+        ys = y.slice(0, rank_, n_all, world_).contiguous();
+    }
+    int64_t n = xs.size(0), bs = std::max<int64_t>(o_->batch_size, 256);
     double total = 0;
     int64_t correct = 0;
     for (int64_t i = 0; i < n; i += bs) {
         int64_t b = std::min(bs, n - i);
-        torch::Tensor xb = x.narrow(0, i, b), yb = y.narrow(0, i, b);
+        torch::Tensor xb = xs.narrow(0, i, b), yb = ys.narrow(0, i, b);
         torch::Tensor out = m.forward({xb}).toTensor();
         if (o_->task == SP_TASK_CLASSIFICATION) {
             total += torch::nll_loss(torch::log_softmax(out, 1), yb, {}, at::Reduction::Sum)
@@ -1070,53 +1289,134 @@ void Trainer::evaluate(const torch::Tensor &x, const torch::Tensor &y, double *l
                      std::max<int64_t>(1, out.numel() / std::max<int64_t>(1, b));
         }
     }
+    if (dist_) {
+        torch::Tensor t = torch::tensor({total, (double)correct}, torch::kDouble).to(device_);
+        dist_->allreduce_sum(t);
+        t = t.cpu();
+        total = t[0].item<double>();
+        correct = (int64_t)std::llround(t[1].item<double>());
+    }
     soft_off();
-    *loss = total / (double)n;
-    *acc = o_->task == SP_TASK_CLASSIFICATION ? (double)correct / (double)n : -1.0;
+    *loss = total / (double)n_all;
+    *acc = o_->task == SP_TASK_CLASSIFICATION ? (double)correct / (double)n_all : -1.0;
     m.train();
 }
 
-void Trainer::save_model(const std::string &path)
+/* A buffered ostream onto an sp_outfile: libtorch writes its archives to
+ * streams, the library's writer owns the temporary and puts it in place. */
+class OutfileBuf : public std::streambuf {
+  public:
+    OutfileBuf(sp_outfile *of, sp_error *err) : of_(of), err_(err) { setp(buf_, buf_ + sizeof buf_); }
+    bool failed() const { return failed_; }
+
+  protected:
+    int sync() override
+    {
+        if (!failed_ && pptr() > pbase() &&
+            sp_outfile_write(of_, pbase(), (size_t)(pptr() - pbase()), err_) != SP_OK)
+            failed_ = true;
+        setp(buf_, buf_ + sizeof buf_);
+        return failed_ ? -1 : 0;
+    }
+    int_type overflow(int_type c) override
+    {
+        if (sync() != 0)
+            return traits_type::eof();
+        if (c != traits_type::eof()) {
+            *pptr() = (char)c;
+            pbump(1);
+        }
+        return traits_type::not_eof(c);
+    }
+    std::streamsize xsputn(const char *s, std::streamsize n) override
+    {
+        if (n < (std::streamsize)sizeof buf_)
+            return std::streambuf::xsputn(s, n);
+        if (sync() != 0 || sp_outfile_write(of_, s, (size_t)n, err_) != SP_OK) {
+            failed_ = true;
+            return 0;
+        }
+        return n;
+    }
+
+  private:
+    sp_outfile *of_;
+    sp_error *err_;
+    bool failed_ = false;
+    char buf_[1 << 16];
+};
+
+/* Write path as every writer of the library does (a temporary beside it,
+ * ".NAME.sparsify-tmp-PID", put in place when complete; nothing left on
+ * failure), fill writing the bytes to a stream. name: for messages. */
+template <typename F>
+void write_file(const std::string &path, const std::string &name, sp_error *err, F &&fill)
+{
+    sp_outfile of;
+    sp_status st = sp_outfile_open(&of, path.c_str(), err);
+    if (st != SP_OK)
+        throw Failed{st};
+    auto sb = std::make_unique<OutfileBuf>(&of, err);
+    std::ostream os(sb.get());
+    try {
+        fill(os);
+        os.flush();
+    } catch (const std::exception &e) {
+        sp_outfile_abort(&of);
+        fail(err, SP_ERR_IO, "cannot write '%s': %s", name.c_str(), torch_msg(e).c_str());
+    }
+    if (sb->failed() || !os) {
+        sp_outfile_abort(&of);
+        if (!sb->failed())
+            fail(err, SP_ERR_IO, "cannot write '%s'", name.c_str());
+        throw Failed{SP_ERR_IO};
+    }
+    st = sp_outfile_commit(&of, err);
+    if (st != SP_OK) {
+        sp_outfile_abort(&of);
+        throw Failed{st};
+    }
+}
+
+void Trainer::save_model(const std::string &path, const std::string &name)
 {
     sync_dense();
     apply_masks_to_weights();
-    std::string tmp = path + ".partial";
     soft_on(); /* saved masked; the dense values stay in memory (and the
                   checkpoint's state) */
     struct SoftOff {
         Trainer *t;
         ~SoftOff() { t->soft_off(); }
     } restore{this};
-    try {
+    write_file(path, name, err_, [&](std::ostream &os) {
         if (device_.is_cpu()) {
-            model_.save(tmp);
+            model_.save(os);
         } else {
             model_.to(torch::kCPU);
-            model_.save(tmp);
+            model_.save(os);
             model_.to(device_);
         }
-    } catch (const std::exception &e) {
-        unlink(tmp.c_str());
-        fail(err_, SP_ERR_IO, "cannot write '%s': %s", path.c_str(), torch_msg(e).c_str());
-    }
-    if (rename(tmp.c_str(), path.c_str()) != 0) {
-        int e = errno;
-        unlink(tmp.c_str());
-        fail(err_, SP_ERR_IO, "cannot write '%s': %s", path.c_str(), strerror(e));
-    }
+    });
 }
 
 /* OUT.ckpt/: model.pt (TorchScript), state.pt (optimizer state, masks,
- * movement scores, positions), state.json (for people). Each file is written
- * atomically; state.json last. */
+ * movement scores, positions), state.json (for people), written into a
+ * temporary folder that takes OUT.ckpt's place when complete (sp_outdir):
+ * the folder always holds one whole checkpoint. Rank 0 only. */
 void Trainer::save_checkpoint(int epochs_done)
 {
+    if (rank_ != 0)
+        return;
     std::string dir = std::string(o_->out) + ".ckpt";
-    if (mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
-        fail(err_, SP_ERR_IO, "cannot create '%s': %s", dir.c_str(), strerror(errno));
-    save_model(dir + "/model.pt");
-    std::string st = dir + "/state.pt", tmp = st + ".partial";
-    try {
+    sp_outdir od;
+    sp_status st = sp_outdir_open(&od, dir.c_str(), err_);
+    if (st != SP_OK)
+        throw Failed{st};
+    std::unique_ptr<sp_outdir, void (*)(sp_outdir *)> guard(&od, sp_outdir_abort);
+    char buf[PATH_MAX];
+    auto in_dir = [&](const char *f) { return std::string(sp_outdir_file(&od, f, buf, sizeof buf)); };
+    save_model(in_dir("model.pt"), dir + "/model.pt");
+    write_file(in_dir("state.pt"), dir + "/state.pt", err_, [&](std::ostream &os) {
         torch::serialize::OutputArchive a, oa;
         if (sparse_on_)
             dense_form()->save(oa); /* the checkpoint holds the dense form */
@@ -1125,6 +1425,8 @@ void Trainer::save_checkpoint(int epochs_done)
         a.write("optimizer", oa);
         a.write("epoch", c10::IValue((int64_t)epochs_done));
         a.write("global_step", c10::IValue(global_step_));
+        a.write("world_size", c10::IValue((int64_t)world_));
+        a.write("global_batch", c10::IValue(o_->batch_size * world_));
         a.write("num_masked", c10::IValue((int64_t)masked_.size()));
         for (size_t i = 0; i < masked_.size(); i++) {
             const Masked &m = masked_[i];
@@ -1141,24 +1443,22 @@ void Trainer::save_checkpoint(int epochs_done)
         }
         for (size_t i = 0; i < global_target_.size(); i++)
             a.write("global_target_" + std::to_string(i), c10::IValue(global_target_[i]));
-        a.save_to(tmp);
-    } catch (const std::exception &e) {
-        unlink(tmp.c_str());
-        fail(err_, SP_ERR_IO, "cannot write '%s': %s", st.c_str(), torch_msg(e).c_str());
-    }
-    if (rename(tmp.c_str(), st.c_str()) != 0)
-        fail(err_, SP_ERR_IO, "cannot write '%s': %s", st.c_str(), strerror(errno));
-    std::string js = dir + "/state.json", jtmp = js + ".partial";
-    FILE *f = fopen(jtmp.c_str(), "w");
-    if (!f)
-        fail(err_, SP_ERR_IO, "cannot write '%s': %s", js.c_str(), strerror(errno));
-    fprintf(f, "{\"format\": \"sparsify-finetune-checkpoint\", \"version\": 1, \"epoch\": %d, "
-               "\"epochs\": %d, \"global_step\": %lld, \"seed\": %llu}\n",
-            epochs_done, epochs_, (long long)global_step_, (unsigned long long)o_->seed);
-    if (fclose(f) != 0 || rename(jtmp.c_str(), js.c_str()) != 0) {
-        unlink(jtmp.c_str());
-        fail(err_, SP_ERR_IO, "cannot write '%s': %s", js.c_str(), strerror(errno));
-    }
+        a.save_to(os);
+    });
+    char js[512];
+    int n = snprintf(js, sizeof js,
+                     "{\"format\": \"sparsify-finetune-checkpoint\", \"version\": 1, \"epoch\": %d, "
+                     "\"epochs\": %d, \"global_step\": %lld, \"seed\": %llu, \"world_size\": %d, "
+                     "\"global_batch\": %lld}\n",
+                     epochs_done, epochs_, (long long)global_step_, (unsigned long long)o_->seed,
+                     world_, (long long)(o_->batch_size * world_));
+    st = sp_file_write_atomic(in_dir("state.json").c_str(), js, (size_t)n, err_);
+    if (st != SP_OK)
+        throw Failed{st};
+    guard.release();
+    st = sp_outdir_commit(&od, err_); /* aborts itself on failure */
+    if (st != SP_OK)
+        throw Failed{st};
     sp_train_event ev{};
     ev.kind = SP_TRAIN_EV_CHECKPOINT;
     ev.epoch = epochs_done;
@@ -1181,6 +1481,8 @@ void Trainer::load_checkpoint()
         start_epoch_ = (int)v.toInt();
         a.read("global_step", v);
         global_step_ = v.toInt();
+        if (a.try_read("global_batch", v))
+            ckpt_global_batch_ = v.toInt();
         a.read("num_masked", v);
         if ((size_t)v.toInt() != masked_.size())
             fail(err_, SP_ERR_INVALID_ARG,
@@ -1264,6 +1566,7 @@ void Trainer::run(sp_train_result *res)
     model_.to(device_);
     model_.train();
     check_model();
+    connect();
     setup_masks();
     make_optimizer();
     if (o_->resume) {
@@ -1275,8 +1578,27 @@ void Trainer::run(sp_train_result *res)
 
     int64_t n = have_train_ ? xtr_.size(0) : 0;
     int64_t bs = o_->batch_size;
-    int64_t spe = n ? (n + bs - 1) / bs : 0;
+    if (bs > INT64_MAX / world_)
+        fail(err_, SP_ERR_INVALID_ARG, "--batch-size %lld x %d ranks is too large", (long long)bs,
+             world_);
+    const int64_t gb = bs * world_; /* samples per step over all ranks */
+    int64_t spe = n ? (n + gb - 1) / gb : 0;
     int64_t total = spe * epochs_;
+    if (o_->resume && ckpt_global_batch_ > 0 && ckpt_global_batch_ != gb) {
+        /* a different global batch: steps per epoch differ, so the
+         * learning-rate schedule goes on from the epoch */
+        global_step_ = (int64_t)start_epoch_ * spe;
+        char buf[256];
+        snprintf(buf, sizeof buf,
+                 "the checkpoint was trained with %lld samples per step, this run takes %lld "
+                 "(%d x %lld): the learning-rate schedule continues from epoch %d",
+                 (long long)ckpt_global_batch_, (long long)gb, world_, (long long)bs, start_epoch_);
+        warn(buf);
+    }
+    if (dist_) {
+        dist_->attach(dense_params());
+        verify_ranks("the start", mask_crc());
+    }
     sp_train_event ev{};
     ev.kind = SP_TRAIN_EV_START;
     ev.epochs = epochs_;
@@ -1284,7 +1606,11 @@ void Trainer::run(sp_train_result *res)
     ev.steps_per_epoch = spe;
     ev.train_n = n;
     ev.val_n = have_val_ ? xva_.size(0) : 0;
+    ev.world_size = world_;
+    ev.global_batch = gb;
     std::string devname = device_.str();
+    if (dist_)
+        devname += ", " + std::to_string(world_) + " ranks (" + dist_->backend() + ")";
     ev.message = devname.c_str();
     counts(&ev.masked_zeros, &ev.masked_numel);
     ev.ntensors = masked_.size();
@@ -1304,13 +1630,18 @@ void Trainer::run(sp_train_result *res)
     for (int epoch = start_epoch_; epoch < epochs_; epoch++) {
         std::vector<int64_t> perm = permutation(n, o_->seed, epoch);
         torch::Tensor permt = torch::from_blob(perm.data(), {n}, torch::kLong).to(device_);
-        torch::manual_seed(o_->seed * 1000003ULL + (uint64_t)epoch);
+        /* random ops (dropout): one stream per rank */
+        torch::manual_seed(o_->seed * 1000003ULL + (uint64_t)epoch +
+                           (uint64_t)rank_ * 0x9e3779b97f4a7c15ULL);
         active().train();
-        std::vector<double> ms;
+        std::vector<double> ms, comm, wait;
         double loss_sum = 0;
         int64_t seen = 0;
         for (int64_t s = 0; s < spe; s++) {
             double ef = epoch + (double)s / (double)spe;
+            if (dist_)
+                dist_->set_where("epoch " + std::to_string(epoch + 1) + ", step " +
+                                 std::to_string(s + 1));
             if (recipe_ && update_masks(ef, false))
                 mask_report(epoch + 1, ef);
             if (recipe_)
@@ -1318,19 +1649,49 @@ void Trainer::run(sp_train_result *res)
             if (want_sparse && !sparse_tried_ && ef >= fixed_from_)
                 enable_sparse(ef);
             double t0 = now_ms();
-            int64_t b = std::min(bs, n - s * bs);
-            torch::Tensor idx = permt.narrow(0, s * bs, b);
-            torch::Tensor xb = xtr_.index_select(0, idx), yb = ytr_.index_select(0, idx);
+            int64_t b = std::min(gb, n - s * gb); /* the step's samples, all ranks */
+            torch::Tensor idx = permt.narrow(0, s * gb, b);
+            if (dist_)
+                idx = idx.slice(0, rank_, b, world_); /* this rank's: every world-th */
+            const int64_t bl = idx.size(0);
             double lr = lr_at(global_step_, total, spe);
             for (auto &g : opt_->param_groups())
                 g.options().set_lr(lr);
             if (wd_from_recipe_)
                 set_weight_decay(*opt_, weight_decay_at(ef));
             opt_->zero_grad();
+            if (!buffers_.empty())
+                dist_->broadcast(buffers_);
+            torch::Tensor loss;
+            double lv = 0; /* this rank's mean loss */
             soft_on();
-            torch::Tensor out = active().forward({xb}).toTensor();
-            torch::Tensor loss = loss_of(out, yb, xb);
-            loss.backward();
+            if (bl > 0) {
+                torch::Tensor xb = xtr_.index_select(0, idx), yb = ytr_.index_select(0, idx);
+                torch::Tensor out = active().forward({xb}).toTensor();
+                loss = loss_of(out, yb, xb);
+                lv = loss.item<double>();
+                /* averaged over the ranks, the gradient of the mean loss
+                 * over all b samples (a short last batch may split unevenly) */
+                if (dist_ && bl * world_ != b)
+                    loss = loss * ((double)(bl * world_) / (double)b);
+            }
+            double gsum = lv * (double)bl, gn = (double)bl; /* loss sum, samples: all ranks */
+            if (dist_)
+                dist_->step_begin(gsum, gn);
+            if (bl > 0)
+                loss.backward();
+            if (dist_) {
+                dist_->step_end(&gsum, &gn);
+                comm.push_back(dist_->step_comm_ms());
+                wait.push_back(dist_->step_wait_ms());
+            }
+            double gl = gn > 0 ? gsum / gn : 0;
+            if (!std::isfinite(gl)) {
+                collective_ = true;
+                fail(err_, SP_ERR_CHECK,
+                     "epoch %d step %lld: the loss is %g (try a smaller --lr)", epoch + 1,
+                     (long long)(s + 1), gl);
+            }
             {
                 torch::NoGradGuard ng;
                 for (auto &m : masked_) {
@@ -1349,14 +1710,9 @@ void Trainer::run(sp_train_result *res)
             opt_->step();
             for (const SparseParam &sp : sparse_)
                 sp.packed->values_changed(); /* SGD writes through .data() */
-            double lv = loss.item<double>();
-            if (!std::isfinite(lv))
-                fail(err_, SP_ERR_CHECK,
-                     "epoch %d step %lld: the loss is %g (try a smaller --lr)", epoch + 1,
-                     (long long)(s + 1), lv);
             ms.push_back(now_ms() - t0);
-            loss_sum += lv * (double)b;
-            seen += b;
+            loss_sum += gsum;
+            seen += (int64_t)std::llround(gn);
             global_step_++;
             sp_train_event se{};
             se.kind = SP_TRAIN_EV_STEP;
@@ -1374,6 +1730,11 @@ void Trainer::run(sp_train_result *res)
         last_loss = seen ? loss_sum / (double)seen : 0;
         sync_dense();
         verify_masks(epoch + 1);
+        if (dist_) {
+            dist_->set_where("the end of epoch " + std::to_string(epoch + 1));
+            std::string when = "the end of epoch " + std::to_string(epoch + 1);
+            verify_ranks(when.c_str(), mask_crc());
+        }
         all_ms.insert(all_ms.end(), ms.begin(), ms.end());
         sp_train_event ee{};
         ee.kind = SP_TRAIN_EV_EPOCH;
@@ -1387,6 +1748,10 @@ void Trainer::run(sp_train_result *res)
         ee.train_n = n;
         ee.step_ms = median(ms);
         ee.sparse_kernels = sparse_on_;
+        ee.world_size = world_;
+        ee.global_batch = gb;
+        ee.allreduce_ms = comm.empty() ? 0 : median(comm);
+        ee.allreduce_wait_ms = wait.empty() ? 0 : median(wait);
         if (have_val_) {
             ee.has_val = true;
             ee.val_n = xva_.size(0);
@@ -1457,8 +1822,29 @@ void Trainer::run(sp_train_result *res)
     }
     if (!masked_.empty())
         mask_report(epochs_, epochs_);
-    if (o_->out)
-        save_model(o_->out);
+    r.world_size = world_;
+    if (o_->out) {
+        /* Rank 0 writes; the others wait to hear that it did, so that no
+         * rank reports success for an output that failed. */
+        sp_status st = SP_OK;
+        if (rank_ == 0) {
+            try {
+                save_model(o_->out, o_->out);
+            } catch (const Failed &f) {
+                st = f.st;
+            }
+        }
+        if (dist_) {
+            dist_->set_where("the end, while rank 0 wrote the output");
+            st = (sp_status)dist_->broadcast_int((int)st);
+        }
+        if (st != SP_OK) {
+            collective_ = true;
+            if (rank_ != 0)
+                fail(err_, st, "rank 0 could not write '%s'", o_->out);
+            throw Failed{st};
+        }
+    }
     if (res)
         *res = r;
 }
@@ -1489,6 +1875,8 @@ void sp_train_opts_init(sp_train_opts *o)
     o->device = "cpu";
     o->distill_hardness = -1;
     o->distill_temperature = -1;
+    o->world_size = 1;
+    o->dist_timeout = 300;
 }
 
 sp_status sp_train_run(const sp_train_opts *opts, sp_train_cb cb, void *ctx,
@@ -1504,9 +1892,10 @@ sp_status sp_train_run(const sp_train_opts *opts, sp_train_cb cb, void *ctx,
 #endif
     at::globalContext().setFlushDenormal(true);
     sp_status st = SP_OK;
+    std::unique_ptr<Trainer> t;
     try {
-        Trainer t(opts, cb, ctx, err);
-        t.run(res);
+        t = std::make_unique<Trainer>(opts, cb, ctx, err);
+        t->run(res);
     } catch (const Failed &f) {
         st = f.st;
     } catch (const std::bad_alloc &) {
@@ -1514,6 +1903,9 @@ sp_status sp_train_run(const sp_train_opts *opts, sp_train_cb cb, void *ctx,
     } catch (const std::exception &e) {
         st = sp_error_set(err, SP_ERR_INTERNAL, "libtorch: %s", torch_msg(e).c_str());
     }
+    if (st != SP_OK && res)
+        res->reported_by_rank0 = t && t->collective_failure();
+    t.reset();
 #if defined(__SSE__)
     _mm_setcsr(csr);
 #endif
@@ -1530,5 +1922,7 @@ bool sp_train_cuda_available(void)
 }
 
 const char *sp_train_torch_version(void) { return TORCH_VERSION; }
+
+bool sp_train_have_nccl(void) { return dist_have_nccl(); }
 
 } // extern "C"

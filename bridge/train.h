@@ -100,6 +100,22 @@ typedef struct sp_train_opts {
      * (model.pt, state.pt, state.json); resume from such a folder. */
     int save_every;
     const char *resume;
+
+    /* Data parallel on libtorch's c10d (world_size > 1): one process per
+     * rank, each with the same options. Each rank trains on its shard of
+     * every epoch with batch_size samples per step (global batch
+     * world_size x batch_size); gradients are averaged over the ranks, so
+     * every rank holds the same weights and masks; only rank 0 writes
+     * `out` and checkpoints. Rank 0 serves the rendezvous (c10d's TCPStore)
+     * at master_addr:master_port. */
+    int rank;                 /* 0 .. world_size - 1 */
+    int world_size;           /* default 1: a single process */
+    int local_rank;           /* rank on this machine: --device cuda uses cuda:local_rank */
+    const char *master_addr;  /* rank 0's address */
+    int master_port;
+    const char *backend;      /* "gloo", "nccl"; NULL: nccl on CUDA, else gloo */
+    double dist_timeout;      /* seconds a collective or the rendezvous may wait
+                                 for another rank (default 300) */
 } sp_train_opts;
 
 /* sp_train_opts.set: options the caller gave, which a recipe does not
@@ -153,6 +169,14 @@ typedef struct sp_train_event {
     const sp_layer_report *layers; /* KERNELS events: the Linear layers */
     size_t nlayers, sparse_layers;
     const char *message;  /* CHECKPOINT: folder; WARNING: text; START: device */
+    int world_size;       /* START, EPOCH: processes training together */
+    int64_t global_batch; /* START, EPOCH: samples per step over all ranks */
+    double allreduce_ms;  /* EPOCH (world_size > 1): median per step of the
+                             gradient all-reduce, first launch to completion */
+    double allreduce_wait_ms; /* ... and of the time the step waited for it */
+    const uint64_t *checksums; /* MASK (world_size > 1): every rank's checksum
+                                  of its masks, in rank order (all equal) */
+    uint32_t mask_checksum;    /* MASK: CRC-32 of the masks (this rank's) */
 } sp_train_event;
 
 typedef void (*sp_train_cb)(void *ctx, const sp_train_event *ev);
@@ -169,23 +193,34 @@ typedef struct sp_train_result {
     size_t masked_tensors;
     int64_t masked_zeros, masked_numel;
     size_t sparse_layers; /* layers trained on the sparse operator (0: dense) */
+    int world_size;
+    /* On failure: every rank met this error together (a non-finite loss,
+     * ranks that disagree, rank 0 failing to write) and rank 0 reports it;
+     * the caller of another rank exits with the status and says nothing. */
+    bool reported_by_rank0;
 } sp_train_result;
 
 /*
  * Run: load, check the data against the model, train opts->epochs epochs,
  * evaluate on opts->val after each (and before training when epochs is 0),
- * write opts->out atomically (temp file + rename). cb may be NULL; res may
- * be NULL. Errors: SP_ERR_INVALID_ARG (bad option, data that does not fit
+ * write opts->out atomically (a temporary beside it, named as in ckpt.h's
+ * "Outputs", put in place when complete). cb may be NULL; res may be NULL
+ * (on failure only reported_by_rank0 is set). Errors: SP_ERR_INVALID_ARG (bad option, data that does not fit
  * the model, missing label column), SP_ERR_FORMAT (ragged or non-numeric CSV,
  * unreadable tensor file), SP_ERR_NOT_FOUND / SP_ERR_IO (files),
- * SP_ERR_UNSUPPORTED (CUDA asked of a libtorch without it), SP_ERR_INTERNAL
- * (libtorch failed during training). The message names the file or tensor.
+ * SP_ERR_UNSUPPORTED (CUDA or NCCL asked of a libtorch without it),
+ * SP_ERR_INTERNAL (libtorch failed during training), SP_ERR_IO also when
+ * another rank died or did not answer within dist_timeout ("rank 0 of 2:
+ * lost contact with the other ranks at epoch 2, step 5: ..."). The message
+ * names the file or tensor.
  */
 sp_status sp_train_run(const sp_train_opts *opts, sp_train_cb cb, void *ctx,
                        sp_train_result *res, sp_error *err);
 
 /* Whether the libtorch in use sees a CUDA device. */
 bool sp_train_cuda_available(void);
+/* Whether this build can use the NCCL backend (a CUDA libtorch with it). */
+bool sp_train_have_nccl(void);
 /* Version of the libtorch linked in ("1.13.1"). */
 const char *sp_train_torch_version(void);
 

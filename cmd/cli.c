@@ -307,9 +307,16 @@ static volatile sig_atomic_t cli_ntmp;
 
 static void register_output(const char *out)
 {
-    if (cli_ntmp < CLI_MAX_OUTPUTS &&
-        sp_output_tmp_path(out, (long)getpid(), cli_tmp[cli_ntmp], sizeof cli_tmp[0]))
+    char tmp[PATH_MAX];
+    if (!sp_output_tmp_path(out, (long)getpid(), tmp, sizeof tmp))
+        return;
+    for (sig_atomic_t i = 0; i < cli_ntmp; i++)
+        if (!strcmp(cli_tmp[i], tmp))
+            return; /* checked against several inputs: registered once */
+    if (cli_ntmp < CLI_MAX_OUTPUTS) {
+        memcpy(cli_tmp[cli_ntmp], tmp, sizeof tmp);
         cli_ntmp = cli_ntmp + 1;
+    }
 }
 
 static bool dir_is_empty(const char *path)

@@ -6,10 +6,13 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cmd/torch_cli.h"
 
@@ -47,7 +50,8 @@ static const char usage_text[] =
     "  --warmup-steps N       ... or in steps\n"
     "  --seed N               shuffling and fresh weights (default 0); CPU runs repeat exactly\n"
     "  --device D             cpu (default) | cuda | cuda:N\n"
-    "  --threads N            CPU threads for libtorch (default: its own choice)\n"
+    "  --threads N            CPU threads for libtorch (default: its own choice; with\n"
+    "                         several local processes, the cores shared among them)\n"
     "masks:\n"
     "  (no recipe)            every prunable weight keeps its current zeros\n"
     "  --recipe R             a recipe (SparseML / llm-compressor YAML, a Markdown\n"
@@ -67,10 +71,20 @@ static const char usage_text[] =
     "  --distill-temperature T  softening temperature (default 2.0)\n"
     "  --reset-head NAME      replace Linear submodule NAME by a fresh one ...\n"
     "  --num-classes K        ... with K outputs\n"
+    "data parallel (docs/finetune.md):\n"
+    "  --nproc N              train on N local processes (one machine)\n"
+    "  --rank R               this process's rank in a run on several machines ...\n"
+    "  --world-size W         ... of W processes in all ...\n"
+    "  --master ADDR:PORT     ... meeting at rank 0's address (or the variables RANK,\n"
+    "                         WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)\n"
+    "  --backend B            gloo (CPU) | nccl (CUDA); default: by --device\n"
+    "  --dist-timeout S       seconds to wait for another process (default 300)\n"
+    "                         (--batch-size is per process)\n"
     "output:\n"
     "  --log FILE.jsonl       one JSON object per epoch and per mask update\n"
     "  --save-every N         checkpoint every N epochs into OUT.ckpt/\n"
     "  --resume DIR           continue from a checkpoint folder (OUT.ckpt)\n"
+    "  --force                replace existing outputs (OUT, OUT.ckpt/, the --log file)\n"
     "  --json                 print the final summary as JSON on stdout\n"
     "  -q, --quiet            no progress on stderr\n"
     "  -h, --help             this text\n"
@@ -183,6 +197,12 @@ static void on_event(void *ctx, const sp_train_event *ev)
         cJSON_AddNumberToObject(o, "masked_numel", (double)ev->masked_numel);
         cJSON_AddNumberToObject(o, "step_ms", ev->step_ms);
         cJSON_AddStringToObject(o, "kernels", ev->sparse_kernels ? "sparse" : "dense");
+        cJSON_AddNumberToObject(o, "world_size", ev->world_size);
+        cJSON_AddNumberToObject(o, "global_batch", (double)ev->global_batch);
+        if (ev->world_size > 1) {
+            cJSON_AddNumberToObject(o, "allreduce_ms", ev->allreduce_ms);
+            cJSON_AddNumberToObject(o, "allreduce_wait_ms", ev->allreduce_wait_ms);
+        }
         log_obj(ui, o);
         break;
     }
@@ -192,6 +212,16 @@ static void on_event(void *ctx, const sp_train_event *ev)
         cJSON_AddNumberToObject(o, "epoch", ev->epoch_f);
         cJSON_AddNumberToObject(o, "step", (double)ev->global_step);
         cJSON_AddNumberToObject(o, "sparsity", ev->sparsity);
+        char hex[16];
+        snprintf(hex, sizeof hex, "%08x", (unsigned)ev->mask_checksum);
+        cJSON_AddStringToObject(o, "mask_crc32", hex);
+        if (ev->checksums) { /* every rank's, compared before this line was written */
+            cJSON *cs = cJSON_AddArrayToObject(o, "rank_mask_crc32");
+            for (int r = 0; r < ev->world_size; r++) {
+                snprintf(hex, sizeof hex, "%08x", (unsigned)ev->checksums[r]);
+                cJSON_AddItemToArray(cs, cJSON_CreateString(hex));
+            }
+        }
         cJSON *ts = cJSON_AddObjectToObject(o, "tensors");
         for (size_t i = 0; i < ev->ntensors; i++) {
             const sp_train_tensor_info *t = &ev->tensors[i];
@@ -279,7 +309,54 @@ enum {
     OPT_THREADS, OPT_RECIPE, OPT_NO_MASKS, OPT_TEACHER, OPT_HARD, OPT_TEMP, OPT_HEAD,
     OPT_CLASSES, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_EVAL, OPT_JSON, OPT_KERNELS,
     OPT_SUBSTITUTE,
+    OPT_NPROC, OPT_RANK, OPT_WORLD, OPT_MASTER, OPT_BACKEND, OPT_DIST_TIMEOUT, OPT_FORCE,
 };
+
+#define MAX_WORLD 65536
+
+/* A whole number from torchrun's variables (RANK, WORLD_SIZE, ...): false
+ * with an error when it is set but not a number in [lo, hi]; *out untouched
+ * when unset. */
+static bool env_long(const char *name, long lo, long hi, long *out)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return true;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        cli_error("environment variable %s: '%s' is not a whole number in [%ld, %ld]", name, v,
+                  lo, hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+/* "host:port", "[v6::addr]:port" -> host (into buf), port. */
+static bool parse_master(const char *s, char *host, size_t len, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return false;
+    const char *h = s, *he = colon;
+    if (*h == '[' && he[-1] == ']') {
+        h++;
+        he--;
+    }
+    if (he <= h || (size_t)(he - h) >= len)
+        return false;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || p < 1 || p > 65535)
+        return false;
+    memcpy(host, h, (size_t)(he - h));
+    host[he - h] = '\0';
+    *port = (int)p;
+    return true;
+}
 
 int cmd_finetune(int argc, char **argv)
 {
@@ -315,6 +392,13 @@ int cmd_finetune(int argc, char **argv)
         {"resume", required_argument, NULL, OPT_RESUME},
         {"eval-only", no_argument, NULL, OPT_EVAL},
         {"json", no_argument, NULL, OPT_JSON},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"nproc", required_argument, NULL, OPT_NPROC},
+        {"rank", required_argument, NULL, OPT_RANK},
+        {"world-size", required_argument, NULL, OPT_WORLD},
+        {"master", required_argument, NULL, OPT_MASTER},
+        {"backend", required_argument, NULL, OPT_BACKEND},
+        {"dist-timeout", required_argument, NULL, OPT_DIST_TIMEOUT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -323,11 +407,13 @@ int cmd_finetune(int argc, char **argv)
     static const char *const optims[] = {"sgd", "adamw"};
     static const char *const scheds[] = {"constant", "linear", "cosine"};
     static const char *const kernels[] = {"auto", "sparse", "dense"};
+    static const char *const backends[] = {"gloo", "nccl"};
+    static char master_host[256], env_host[256];
 
     sp_train_opts o;
     sp_train_opts_init(&o);
     ft_ui ui = {.tty = cli_stderr_is_tty()};
-    bool eval_only = false, json = false;
+    bool eval_only = false, json = false, force = false, have_rank = false, have_world = false;
     long lv;
     double dv;
     int iv;
@@ -464,6 +550,51 @@ int cmd_finetune(int argc, char **argv)
         case OPT_RESUME: o.resume = optarg; break;
         case OPT_EVAL: eval_only = true; break;
         case OPT_JSON: json = true; break;
+        case OPT_FORCE: force = true; break;
+        case OPT_NPROC:
+            /* 'sparsify finetune --nproc N' starts the processes (cmd/launch.c) */
+            return cli_usage_error("finetune", "--nproc: start the run with 'sparsify finetune'");
+        case OPT_RANK:
+            if (!cli_parse_long("--rank", optarg, &lv))
+                return EXIT_USAGE;
+            if (lv < 0 || lv >= MAX_WORLD) {
+                cli_error("option '--rank': %ld is out of range", lv);
+                return EXIT_USAGE;
+            }
+            o.rank = (int)lv;
+            have_rank = true;
+            break;
+        case OPT_WORLD:
+            if (!cli_parse_long("--world-size", optarg, &lv))
+                return EXIT_USAGE;
+            if (lv < 1 || lv > MAX_WORLD) {
+                cli_error("option '--world-size': %ld is out of range [1, %d]", lv, MAX_WORLD);
+                return EXIT_USAGE;
+            }
+            o.world_size = (int)lv;
+            have_world = true;
+            break;
+        case OPT_MASTER:
+            if (!parse_master(optarg, master_host, sizeof master_host, &o.master_port)) {
+                cli_error("option '--master': '%s' is not ADDR:PORT (port 1-65535)", optarg);
+                return EXIT_USAGE;
+            }
+            o.master_addr = master_host;
+            break;
+        case OPT_BACKEND:
+            if (!pick("--backend", optarg, backends, 2, &iv))
+                return EXIT_USAGE;
+            o.backend = backends[iv];
+            break;
+        case OPT_DIST_TIMEOUT:
+            if (!cli_parse_double("--dist-timeout", optarg, &dv))
+                return EXIT_USAGE;
+            if (!(dv > 0) || dv > 1e7) {
+                cli_error("option '--dist-timeout': %g must be a positive number of seconds", dv);
+                return EXIT_USAGE;
+            }
+            o.dist_timeout = dv;
+            break;
         case ':':
             return cli_usage_error("finetune", "option '%s' needs a value", argv[optind - 1]);
         default:
@@ -489,6 +620,92 @@ int cmd_finetune(int argc, char **argv)
     if (strcmp(o.device, "cpu") && strcmp(o.device, "cuda") && strncmp(o.device, "cuda:", 5))
         return cli_usage_error("finetune", "--device '%s': expected cpu, cuda or cuda:N",
                                o.device);
+
+    /* Data parallel: the flags, else torchrun's variables. */
+    if (have_rank != have_world)
+        return cli_usage_error("finetune", "--rank and --world-size go together");
+    long ev = 0;
+    if (!have_world) {
+        ev = 1;
+        if (!env_long("WORLD_SIZE", 1, MAX_WORLD, &ev))
+            return EXIT_USAGE;
+        o.world_size = (int)ev;
+        ev = 0;
+        if (!env_long("RANK", 0, MAX_WORLD - 1, &ev))
+            return EXIT_USAGE;
+        o.rank = (int)ev;
+    }
+    ev = o.rank;
+    if (!env_long("LOCAL_RANK", 0, MAX_WORLD - 1, &ev))
+        return EXIT_USAGE;
+    o.local_rank = (int)ev;
+    if (!o.master_addr && o.world_size > 1) {
+        const char *a = getenv("MASTER_ADDR");
+        ev = 0;
+        if (!env_long("MASTER_PORT", 1, 65535, &ev))
+            return EXIT_USAGE;
+        if (a && *a) {
+            snprintf(env_host, sizeof env_host, "%s", a);
+            o.master_addr = env_host;
+        }
+        o.master_port = (int)ev;
+    }
+    if (o.world_size > 1 && (o.rank < 0 || o.rank >= o.world_size))
+        return cli_usage_error("finetune", "rank %d is not in [0, %d) (world size %d)", o.rank,
+                               o.world_size, o.world_size);
+    if (o.world_size > 1 && !o.master_addr)
+        return cli_usage_error("finetune",
+                               "a run on %d processes needs rank 0's address: --master ADDR:PORT "
+                               "or MASTER_ADDR and MASTER_PORT",
+                               o.world_size);
+    if (o.world_size > 1 && !o.threads) {
+        /* local processes share the cores (torchrun's workers do likewise) */
+        long local = 1, cores = sysconf(_SC_NPROCESSORS_ONLN);
+        if (!env_long("LOCAL_WORLD_SIZE", 1, MAX_WORLD, &local))
+            return EXIT_USAGE;
+        if (local > 1 && cores > 0)
+            o.threads = (int)(cores / local > 0 ? cores / local : 1);
+    }
+    /* Only rank 0 talks and writes; the others report their own failures. */
+    const bool rank0 = o.world_size <= 1 || o.rank == 0;
+    if (!rank0) {
+        ui.quiet = true;
+        ui.log_path = NULL;
+    }
+
+    /* Outputs (docs/cli.md, "Outputs"): nothing replaced without --force,
+     * never an input; the checkpoint folder of the run resumed from is
+     * this run's to update. */
+    if (rank0) {
+        char resumed[PATH_MAX];
+        const char *in = o.model;
+        if (!in && o.resume) {
+            snprintf(resumed, sizeof resumed, "%s/model.pt", o.resume);
+            in = resumed;
+        }
+        const char *inputs[] = {in, o.data, o.val, o.teacher};
+        const unsigned flags = (force ? CLI_OUT_FORCE : 0) | CLI_OUT_NEVER_IN_PLACE;
+        /* an input named as the output first, then whether it exists */
+        for (size_t i = 0; o.out && i < sizeof inputs / sizeof inputs[0]; i++)
+            if (inputs[i] && cli_output_check(inputs[i], o.out, flags | CLI_OUT_FORCE))
+                return EXIT_USAGE;
+        if (o.out && cli_output_check(in, o.out, flags))
+            return EXIT_USAGE;
+        if (o.out && o.save_every > 0) {
+            char ckpt[PATH_MAX];
+            if ((size_t)snprintf(ckpt, sizeof ckpt, "%s.ckpt", o.out) >= sizeof ckpt)
+                return cli_usage_error("finetune", "-o '%s': the name is too long", o.out);
+            unsigned cf = (force ? CLI_OUT_FORCE : 0) | (o.resume ? CLI_OUT_IN_PLACE : 0);
+            if (cli_output_check(o.resume, ckpt, cf))
+                return EXIT_USAGE;
+        }
+        struct stat st;
+        if (ui.log_path && !force && !o.resume && lstat(ui.log_path, &st) == 0) {
+            cli_error("output '%s' exists; use --force to replace it (or --resume to add to it)",
+                      ui.log_path);
+            return EXIT_USAGE;
+        }
+    }
 
     if (o.substitute && !o.recipe)
         return cli_usage_error("finetune", "--substitute applies to --recipe");
@@ -537,9 +754,12 @@ int cmd_finetune(int argc, char **argv)
         cJSON_AddNumberToObject(o2, "sparsity",
                                 r.masked_numel ? (double)r.masked_zeros / (double)r.masked_numel
                                                : 0.0);
+        cJSON_AddNumberToObject(o2, "world_size", r.world_size);
         if (o.out)
             cJSON_AddStringToObject(o2, "output", o.out);
-        if (json) {
+        if (!rank0) {
+            /* quiet: rank 0 prints the summary */
+        } else if (json) {
             char *s = cJSON_PrintUnformatted(o2);
             if (s)
                 printf("%s\n", s);
@@ -567,6 +787,13 @@ int cmd_finetune(int argc, char **argv)
     }
     if (ui.log && fclose(ui.log) != 0)
         ui.log_failed = true;
+    if (st != SP_OK && r.reported_by_rank0)
+        return cli_exit_code(st); /* rank 0 says what went wrong */
+    if (st != SP_OK && !rank0 && strncmp(err.msg, "rank ", 5)) {
+        cli_error("rank %d of %d: %s", o.rank, o.world_size,
+                  err.msg[0] ? err.msg : sp_status_str(err.code));
+        return cli_exit_code(st);
+    }
     if (st != SP_OK)
         return cli_fail(&err);
     if (ui.log_failed) {

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cmd/torch_cli.h"
 
@@ -254,11 +253,11 @@ int cmd_run(int argc, char **argv)
         return cli_usage_error("run", "--dense and --compare exclude each other");
     if (o.dense && layers_arg)
         return cli_usage_error("run", "--dense and --layers exclude each other");
-    struct stat sb;
-    if (o.output && !force && lstat(o.output, &sb) == 0) {
-        cli_error("'%s' exists; use --force to replace it", o.output);
+    /* docs/cli.md, "Outputs": never an input, nothing replaced without --force */
+    const unsigned oflags = (force ? CLI_OUT_FORCE : 0) | CLI_OUT_NEVER_IN_PLACE;
+    if (o.output && (cli_output_check(o.data, o.output, oflags | CLI_OUT_FORCE) ||
+                     cli_output_check(o.model, o.output, oflags)))
         return EXIT_USAGE;
-    }
 
     char *names_buf = NULL;
     char **names = NULL;

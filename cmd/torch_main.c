@@ -14,6 +14,8 @@
 
 int main(int argc, char **argv)
 {
+    /* a signal removes this run's temporary outputs (cli.h) */
+    cli_signals_install();
     /* for `sparsify --version`: what this libtorch offers */
     if (argc == 2 && !strcmp(argv[1], "--features")) {
 #ifdef SP_HAVE_TORCH

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(meson ninja-build pkg-config gcc g++ libcjson-dev libpcre2-dev libyaml-dev check zlib1g-dev
-      libopenblas-dev libtorch-dev python3-torch python3-numpy xz-utils gzip time
+      libopenblas-dev libtorch-dev libgloo-dev python3-torch python3-numpy xz-utils gzip time
       clang libclang-rt-14-dev man-db groff-base zsh chromium)
 missing=()
 for p in "${want[@]}"; do

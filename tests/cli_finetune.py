@@ -394,6 +394,51 @@ def main():
             check(not os.path.exists(bad), f"{extra[-1]}: no output left behind")
         p = run("finetune", p90, "--data", train)
         check(p.returncode == 2 and "-o" in p.stderr, "training without -o is a usage error")
+
+        # 10. Outputs (docs/cli.md, "Outputs"): nothing replaced without
+        # --force, never an input; the library's temporaries, no PATH.partial.
+        out = T("o.pt")
+        with open(out, "w") as f:
+            f.write("keep me\n")
+        with open(out + ".partial", "w") as f:
+            f.write("mine too\n")
+        quick = ["--data", train, "--epochs", 1, "-q"]
+        for args, msg in [
+            ([p90, "-o", out, *quick], "exists; use --force"),
+            ([p90, "-o", p90, *quick, "--force"], "is the input"),
+            ([p90, "-o", train, *quick, "--force"], "is the input"),
+            ([p90, "-o", T("fresh.pt"), *quick, "--log", out], "exists; use --force"),
+        ]:
+            p = run("finetune", *args)
+            check(p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+                  f"outputs: {args[2]}: exit 2 with '{msg}' ({p.stderr.strip()[:200]})")
+        with open(out) as f:
+            check(f.read() == "keep me\n", "an existing -o is left untouched")
+        check(not os.path.exists(T("fresh.pt")), "a refused --log: no output either")
+        p = run("finetune", p90, "-o", out, *quick, "--force", "--save-every", 1, "--epochs", 2,
+                expect=0)
+        check(p.returncode == 0 and accuracy(out, xva, yva) > 50, "--force replaces -o")
+        with open(out + ".partial") as f:
+            check(f.read() == "mine too\n", "a file named OUT.partial is not sparsify's")
+        check(os.path.exists(out + ".ckpt/state.json")
+              and not [n for n in os.listdir(tmp) if "sparsify-tmp" in n or n.endswith(".partial")
+                       and n != "o.pt.partial"],
+              "checkpoint folder in place, no temporaries left")
+        # OUT.ckpt/ exists (not the folder resumed from): refused without --force
+        p = run("finetune", p90, "-o", T("o2.pt"), *quick, "--save-every", 1, "--epochs", 2)
+        check(p.returncode == 0, "a fresh OUT.ckpt is created")
+        p = run("finetune", p90, "-o", T("o3.pt"), *quick, "--save-every", 1, "--epochs", 2,
+                "--force")
+        os.rename(T("o3.pt.ckpt"), T("o4.pt.ckpt"))
+        p = run("finetune", p90, "-o", T("o4.pt"), *quick, "--save-every", 1, "--epochs", 2)
+        check(p.returncode == 2 and "o4.pt.ckpt' is not empty; use --force" in p.stderr,
+              f"an existing OUT.ckpt is refused: {p.stderr.strip()[:200]}")
+        # ... but the checkpoint folder resumed from is the run's own
+        p = run("finetune", p90, "-o", T("o2.pt"), *quick, "--save-every", 1, "--epochs", 3,
+                "--resume", T("o2.pt.ckpt"), "--force", "--log", T("o2.jsonl"))
+        check(p.returncode == 0, f"resume into its own checkpoint folder: {p.stderr.strip()[:200]}")
+        with open(T("o2.pt.ckpt/state.json")) as f:
+            check(json.load(f)["epoch"] == 2, "the resumed run's checkpoint (epoch 2 of 3)")
         p = run("finetune", "--help")
         check(p.returncode == 0 and "--recipe" in p.stdout, "--help")
 

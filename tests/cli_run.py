@@ -253,6 +253,10 @@ def main():
              "no Linear layer 'fc9'"),
             (["run", p90, "--data", data, "--label-column", "label", "--output", T("exists.csv")],
              "exists"),
+            (["run", p90, "--data", data, "--label-column", "label", "--output", data, "--force"],
+             "is the input"),
+            (["run", p90, "--data", data, "--label-column", "label", "--output", p90, "--force"],
+             "is the input"),
             (["run", p90, "--data", T("missing.csv")], "cannot open"),
             (["run", p90, "--data", data, "--label-column", "digit"], "no column named 'digit'"),
             (["run", p90, "--data", data, "--dense", "--compare"], "exclude"),
@@ -263,7 +267,7 @@ def main():
             p = run(*args)
             check(p.returncode == 2 and msg in p.stderr and p.stderr.startswith("sparsify: error: "),
                   f"{args[1:]}: exit 2 with '{msg}' (got {p.returncode}: {p.stderr.strip()[:300]})")
-            if i < 6:  # bad input (not usage): one line, nothing else
+            if i < 8:  # bad input (not usage): one line, nothing else
                 check(one_error_line(p), f"{args[1:]}: one line: {p.stderr.strip()[:300]}")
         with open(T("exists.csv")) as f:
             check(f.read() == "keep me\n", "an existing --output is left untouched")
