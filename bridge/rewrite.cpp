@@ -187,6 +187,25 @@ std::string decide(LayerInfo &info, const Weight &w, const RewriteOptions &o, bo
 
 } // namespace
 
+void normalise_linears(std::shared_ptr<Graph> &g) { normalise(g); }
+
+std::vector<Node *> graph_nodes(Block *b)
+{
+    std::vector<Node *> out;
+    all_nodes(b, &out);
+    return out;
+}
+
+bool graph_attr_path(Value *v, Value *self, std::vector<std::string> *parts)
+{
+    return attr_path(v, self, parts);
+}
+
+c10::IValue module_attr(const torch::jit::Module &m, const std::vector<std::string> &parts)
+{
+    return resolve(m, parts, parts.size());
+}
+
 Rewritten rewrite_linears(torch::jit::Module &m, const RewriteOptions &o, sp_error *err)
 {
     Rewritten r;
@@ -283,6 +302,8 @@ Rewritten rewrite_linears(torch::jit::Module &m, const RewriteOptions &o, sp_err
         const std::string pname = fresh_name(s, "_sparsify_packed_", attr_i);
         s.register_attribute(pname, c10::getCustomClassType<c10::intrusive_ptr<PackedLinear>>(),
                              c10::IValue(info.packed));
+        info.values_attr = vname;
+        info.packed_attr = pname;
         attr_i++;
         for (Node *n : w.linears) {
             torch::jit::WithInsertPoint ip(n);

@@ -42,6 +42,9 @@ struct LayerInfo {
     at::Tensor original;        /* the weight tensor */
     at::Tensor values;          /* sparse: the new parameter */
     c10::intrusive_ptr<PackedLinear> packed;
+    std::string values_attr, packed_attr; /* sparse: their attribute names on
+                                             the top module (setattr swaps a
+                                             layer's weight) */
 };
 
 struct RewriteOptions {
@@ -64,6 +67,20 @@ struct Rewritten {
     std::vector<LayerInfo> layers; /* in the order forward reads them */
     size_t nlinear = 0, nsparse = 0;
 };
+
+/* Graph helpers shared with the calibration pass (calibrate.cpp), which
+ * instruments the same Linear products the rewrite replaces. */
+/* Linear products written as addmm / matmul / mm with a transposed weight
+ * become aten::linear. */
+void normalise_linears(std::shared_ptr<torch::jit::Graph> &g);
+/* Every node of b and of its sub-blocks, in order. */
+std::vector<torch::jit::Node *> graph_nodes(torch::jit::Block *b);
+/* The attribute path of v when forward reads it from self through
+ * GetAttrs ("blocks", "0", "fc1", "weight"); false otherwise. */
+bool graph_attr_path(torch::jit::Value *v, torch::jit::Value *self,
+                     std::vector<std::string> *parts);
+/* The attribute of m at that path, or None. */
+c10::IValue module_attr(const torch::jit::Module &m, const std::vector<std::string> &parts);
 
 /* Rewrite a clone of m (tensors shared, m itself untouched), or with
  * drop_dense m itself. Errors (thrown as Failed with err filled):

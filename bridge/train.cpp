@@ -534,6 +534,13 @@ void Trainer::load_recipe()
     sp_status st = sp_recipe_load_ex(&recipe_, o_->recipe, &ro, nullptr, err_);
     if (st != SP_OK)
         throw Failed{st};
+    for (size_t i = 0; i < recipe_->nmods; i++)
+        if (recipe_->mods[i].score == SP_SCORE_WANDA)
+            fail(err_, SP_ERR_INVALID_ARG,
+                 "recipe '%s': %s scores by wanda, which needs calibration data: "
+                 "prune with 'sparsify prune MODEL --recipe %s --calibration FILE', then "
+                 "fine-tune the pruned model",
+                 o_->recipe, recipe_->mods[i].where, o_->recipe);
     double e;
     if (!(o_->set & SP_TRAIN_SET_EPOCHS) && o_->epochs > 0 && sp_recipe_epochs(recipe_, &e))
         epochs_ = (int)std::ceil(e - 1e-9);

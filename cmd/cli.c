@@ -409,6 +409,16 @@ int cli_output_check(const char *in, const char *out, unsigned flags)
     return 0;
 }
 
+const char *cli_shape(int ndim, const int64_t *shape, char *buf, size_t len)
+{
+    size_t k = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && k < len; d++)
+        k += (size_t)snprintf(buf + k, len - k, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (k < len)
+        snprintf(buf + k, len - k, "]");
+    return buf;
+}
+
 int cli_write_text(const char *path, const char *text)
 {
     sp_error err = {0};

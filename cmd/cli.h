@@ -24,6 +24,8 @@ int cmd_densify(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);     /* in sparsify-torch */
 int cmd_run(int argc, char **argv);          /* in sparsify-torch */
+int cmd_sensitivity(int argc, char **argv);  /* in sparsify-torch */
+int cmd_calibrate(int argc, char **argv);    /* in sparsify-torch (prune --score wanda) */
 int cmd_torch_launch(int argc, char **argv); /* execs sparsify-torch argv[0] ... */
 /* The path of the helper sparsify-torch (cmd/launch.c: installed in
  * LIBEXECDIR/sparsify, or beside sparsify in the build folder) into path;
@@ -74,6 +76,8 @@ void cli_signals_install(void);
 
 /* True when stderr is a terminal (progress bars only then). */
 bool cli_stderr_is_tty(void);
+/* Format a shape as "[128, 64]" into buf; returns buf. */
+const char *cli_shape(int ndim, const int64_t *shape, char *buf, size_t len);
 /* Format a byte count as "12.3 MB". */
 const char *cli_bytes(double n, char *buf, size_t len);
 

@@ -60,7 +60,7 @@ static const char usage_text[] =
     "                         modifiers the epochs, learning rate and weight decay that\n"
     "                         no option here gives\n"
     "  --substitute           run the closest modifier sparsify has for one it does\n"
-    "                         not implement (SparseGPT, Wanda, OBS, M-FAC)\n"
+    "                         not implement (SparseGPT, OBS, M-FAC)\n"
     "  --no-masks             train every weight (dense baseline)\n"
     "  --kernels K            auto (default) | sparse | dense: once the masks are fixed,\n"
     "                         train the masked Linear layers on sparsify's sparse\n"

@@ -29,6 +29,7 @@ static const struct {
     {"prune", cmd_prune, "prune a checkpoint to a sparsity and pattern"},
     {"recipe", cmd_recipe, "list, show or validate pruning recipes"},
     {"run", cmd_torch_launch, "run a TorchScript model on sparse kernels, against dense"},
+    {"sensitivity", cmd_torch_launch, "how much each layer can be pruned; per-layer recipes"},
 };
 
 /* Also the source of the man page sparsify(1) and of the completions
@@ -38,7 +39,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: sparsify <command> [options]\n"
                "       sparsify --version [--json]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\noptions:\n"
                "  -h, --help   this list ('sparsify help <command>' describes a command)\n"
                "  --version    the version, git revision and features: libtorch, CUDA,\n"
@@ -171,7 +172,8 @@ static int version(int argc, char **argv)
     else if (!tf.ran)
         printf("libtorch  yes, but its helper '%s' did not start\n", tf.path);
     else
-        printf("libtorch  %s (finetune, run: %s)\n", tf.torch_version, tf.path);
+        printf("libtorch  %s (finetune, run, sensitivity, wanda calibration: %s)\n",
+               tf.torch_version, tf.path);
     printf("cuda      %s\n", tf.cuda == 1   ? "yes: libtorch sees a CUDA device"
                              : tf.cuda == 0 ? "no: libtorch without CUDA, or no device"
                              : !have_torch  ? "no: built without libtorch"

@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "cmd/launch.h"
 #include "cmd/report.h"
 #include "cmd/rules.h"
 
@@ -15,6 +16,7 @@ static const char usage_text[] =
     "usage: sparsify prune IN -o OUT --sparsity S [--pattern P] [--scope layer|global]\n"
     "                      [--include RE]... [--exclude RE]...\n"
     "       sparsify prune IN -o OUT --recipe R.json|NAME\n"
+    "       sparsify prune IN.pt -o OUT --score wanda --calibration FILE ...\n"
     "       sparsify prune IN --dry-run (--sparsity S ... | --recipe R) [--json]\n"
     "\n"
     "Prune the weights of a checkpoint (torch .pt/.pth/.bin, TorchScript, legacy\n"
@@ -29,6 +31,15 @@ static const char usage_text[] =
     "      --scope SCOPE    layer (default): each tensor to S; global: one\n"
     "                       threshold across all targeted tensors\n"
     "      --block-score F  l1 (mean |w|, default) or l2 for block patterns\n"
+    "      --score S        magnitude (default) or wanda: |w| times the L2 norm of\n"
+    "                       its input feature over calibration data (IN must be\n"
+    "                       a TorchScript model; needs --calibration)\n"
+    "      --calibration FILE  calibration data for wanda: CSV or .pt/.safetensors\n"
+    "                       as 'sparsify run' reads it\n"
+    "      --calibration-samples N  its first N rows (default 128)\n"
+    "      --label-column C  a CSV column of FILE to leave out (a label)\n"
+    "      --wanda-group G  row (default, as the paper: each output row ranks its\n"
+    "                       own weights) or layer; N:M and blocks keep their groups\n"
     "  -i, --include RE     prune tensors whose name matches RE (a Python regex,\n"
     "                       matched anywhere as re.search); repeatable. Default:\n"
     "                       weights of rank >= 2 that are not embeddings, norms\n"
@@ -39,8 +50,8 @@ static const char usage_text[] =
     "                       ('sparsify recipe list'); its one-shot and gradual\n"
     "                       pruning modifiers prune to their final sparsity\n"
     "      --substitute     with --recipe: run the closest modifier sparsify has\n"
-    "                       for one it does not implement (SparseGPT, Wanda,\n"
-    "                       OBS, M-FAC: magnitude); the report says so\n"
+    "                       for one it does not implement (SparseGPT, OBS,\n"
+    "                       M-FAC: magnitude); the report says so\n"
     "      --report FILE    write the per-tensor report as JSON to FILE\n"
     "      --report-html FILE  write it as an HTML page with a sparsity bar per\n"
     "                       tensor (self-contained: open it in any browser)\n"
@@ -58,7 +69,71 @@ static const char usage_text[] =
     "complete; an existing OUT is refused unless --force (docs/cli.md).\n"
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
-enum { OPT_REPORT = RULES_OPT_END, OPT_REPORT_HTML, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_THREADS };
+enum {
+    OPT_REPORT = RULES_OPT_END, OPT_REPORT_HTML, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_THREADS,
+    OPT_SCORE, OPT_CALIB, OPT_CALIB_SAMPLES, OPT_LABEL, OPT_WANDA_GROUP,
+};
+
+/* The wanda options, checked against the rules (a recipe's modifiers:
+ * its rules exist only once bound to the checkpoint). Returns 0 or an exit
+ * code after the error line. */
+static int wanda_check(const rules *rs, const rules_opts *ro, const char *score, const char *calib,
+                       const char *group, bool samples_or_label, bool dry)
+{
+    bool cli_wanda = false;
+    if (score) {
+        if (!strcmp(score, "wanda"))
+            cli_wanda = true;
+        else if (strcmp(score, "magnitude"))
+            return cli_usage_error("prune", "--score must be 'magnitude' or 'wanda', not '%s'",
+                                   score);
+        if (ro->recipe)
+            return cli_usage_error("prune", "--score cannot be combined with --recipe (set "
+                                            "\"score\" in the recipe's modifier)");
+    }
+    if (group && strcmp(group, "row") && strcmp(group, "layer"))
+        return cli_usage_error("prune", "--wanda-group must be 'row' or 'layer', not '%s'", group);
+    size_t nwanda = 0, ngrouped = 0;
+    if (rs->recipe) {
+        for (size_t i = 0; i < rs->recipe->nmods; i++) {
+            const sp_modifier *m = &rs->recipe->mods[i];
+            if (!sp_modifier_prunes(m) || m->score != SP_SCORE_WANDA)
+                continue;
+            nwanda++;
+            ngrouped += m->mask_type.kind == SP_PATTERN_UNSTRUCTURED && !m->global_sparsity;
+        }
+    } else if (cli_wanda) {
+        for (size_t i = 0; i < rs->n; i++) {
+            nwanda++;
+            ngrouped += rs->rules[i].pattern.kind == SP_PATTERN_UNSTRUCTURED && !rs->rules[i].global;
+        }
+    }
+    if (!nwanda && (calib || group || samples_or_label))
+        return cli_usage_error("prune", "--calibration, --calibration-samples, --label-column "
+                                        "and --wanda-group go with --score wanda (or a recipe "
+                                        "whose modifier scores by wanda)");
+    if (group && !ngrouped)
+        return cli_usage_error("prune", "--wanda-group applies to unstructured per-layer "
+                                        "pruning (N:M and blocks rank within their groups, "
+                                        "--scope global across all targets)");
+    if (nwanda && !calib && !dry)
+        return cli_usage_error("prune", "wanda scores need calibration data (--calibration "
+                                        "FILE)");
+    return EXIT_OK;
+}
+
+/* The score and group of every rule (after rules_bind). */
+static void wanda_apply(rules *rs, const char *score, const char *group)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        sp_prune_rule *r = &rs->rules[i];
+        if (score && !strcmp(score, "wanda"))
+            r->score = SP_SCORE_WANDA;
+        if (r->score == SP_SCORE_WANDA)
+            r->group = group && !strcmp(group, "layer") ? SP_SCORE_GROUP_LAYER
+                                                        : SP_SCORE_GROUP_ROW;
+    }
+}
 
 static cJSON *names_json(const char *const *names, size_t n)
 {
@@ -163,11 +238,7 @@ static cJSON *report_json(sp_ckpt *ck, const sp_prune_report *rep, const char *i
 
 static void shape_str(const sp_tensor *t, char *buf, size_t len)
 {
-    size_t k = (size_t)snprintf(buf, len, "[");
-    for (int d = 0; d < t->ndim && k < len; d++)
-        k += (size_t)snprintf(buf + k, len - k, d ? ", %lld" : "%lld", (long long)t->shape[d]);
-    if (k < len)
-        snprintf(buf + k, len - k, "]");
+    cli_shape(t->ndim, t->shape, buf, len);
 }
 
 /* ", a, b" for the aliases of an entry into buf. */
@@ -289,6 +360,11 @@ int cmd_prune(int argc, char **argv)
         {"pattern", required_argument, NULL, 'p'},
         {"scope", required_argument, NULL, RULES_OPT_SCOPE},
         {"block-score", required_argument, NULL, RULES_OPT_BLOCK_SCORE},
+        {"score", required_argument, NULL, OPT_SCORE},
+        {"calibration", required_argument, NULL, OPT_CALIB},
+        {"calibration-samples", required_argument, NULL, OPT_CALIB_SAMPLES},
+        {"label-column", required_argument, NULL, OPT_LABEL},
+        {"wanda-group", required_argument, NULL, OPT_WANDA_GROUP},
         {"include", required_argument, NULL, 'i'},
         {"exclude", required_argument, NULL, 'x'},
         {"recipe", required_argument, NULL, 'r'},
@@ -305,7 +381,10 @@ int cmd_prune(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     rules_opts ro = {0};
-    const char *out = NULL, *report = NULL, *html = NULL;
+    const char *out = NULL, *report = NULL, *html = NULL, *score = NULL, *calib = NULL,
+               *label = NULL, *group = NULL;
+    long samples = 128;
+    bool samples_set = false;
     bool json = false, in_place = false, quiet = false, dry = false, force = false;
     int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
@@ -327,6 +406,17 @@ int cmd_prune(int argc, char **argv)
         case OPT_THREADS:
             if (!cli_parse_threads("--threads", optarg, &threads))
                 return EXIT_USAGE;
+            break;
+        case OPT_SCORE: score = optarg; break;
+        case OPT_CALIB: calib = optarg; break;
+        case OPT_LABEL: label = optarg; break;
+        case OPT_WANDA_GROUP: group = optarg; break;
+        case OPT_CALIB_SAMPLES:
+            if (!cli_parse_long("--calibration-samples", optarg, &samples))
+                return EXIT_USAGE;
+            if (samples < 1)
+                return cli_usage_error("prune", "--calibration-samples must be at least 1");
+            samples_set = true;
             break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
@@ -361,25 +451,32 @@ int cmd_prune(int argc, char **argv)
     rules rs;
     ro.apply = !dry;
     rc = rules_build(&rs, &ro, "prune");
+    if (!rc)
+        rc = wanda_check(&rs, &ro, score, calib, group, samples_set || label, dry);
     if (rc) {
         rules_release(&rs);
         return rc;
     }
     sp_error err = {0};
+    cli_norms norms = {0};
     sp_ckpt *ck = NULL;
     sp_prune_report rep = {0};
     cJSON *j = NULL;
     char *text = NULL;
+    /* wanda: the activation norms first, from the libtorch helper */
+    if (calib && !dry && (rc = cli_calibrate(in, calib, label, samples, &norms)))
+        goto out;
     if (sp_ckpt_open(&ck, in, &err)) {
         rc = cli_fail(&err);
         goto out;
     }
     if ((rc = rules_bind(&rs, ck)))
         goto out;
+    wanda_apply(&rs, score, group);
     cli_progress bar;
     cli_progress_init(&bar, "prune", !quiet && !json);
     sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar,
-                           .threads = threads};
+                           .threads = threads, .norms = norms.ck};
     sp_status st = sp_prune_ckpt(ck, out, rs.rules, rs.n, &po, &rep, &err);
     cli_progress_end(&bar);
     if (st) {
@@ -411,6 +508,7 @@ out:
     cJSON_Delete(j);
     sp_prune_report_release(&rep);
     sp_ckpt_close(ck);
+    cli_norms_release(&norms);
     rules_release(&rs);
     return rc;
 }

@@ -28,7 +28,7 @@ static const char usage_text[] =
     "  -o, --output OUT  convert: write OUT instead of stdout\n"
     "      --force       convert: replace OUT if it exists\n"
     "      --substitute  validate, convert: take the closest modifier sparsify has\n"
-    "                    for one it does not implement (SparseGPT, Wanda, OBS, ...)\n"
+    "                    for one it does not implement (SparseGPT, OBS, M-FAC, ...)\n"
     "      --json        list, validate: print JSON on stdout\n"
     "  -h, --help        show this help\n"
     "\n"

@@ -1,5 +1,5 @@
 /*
- * Helpers shared by the commands of sparsify-torch (finetune, run): the
+ * Helpers shared by the commands of sparsify-torch (finetune, run, ...): the
  * answer of a build without libtorch, and the JSON of a layer report.
  */
 #ifndef SPARSIFY_CMD_TORCH_CLI_H

@@ -1,9 +1,10 @@
 /*
  * sparsify-torch — the only executable that links libtorch: the commands
- * built on the libtorch bridge (finetune, run). `sparsify finetune ...` and
- * `sparsify run ...` exec it (cmd/launch.c) with the command name first, so
- * the other commands start without loading libtorch (~0.6 s and ~160 MB per
- * start).
+ * built on the libtorch bridge (finetune, run, sensitivity). `sparsify
+ * finetune ...`, `sparsify run ...` and `sparsify sensitivity ...` exec it
+ * (cmd/launch.c) with the command name first, so the other commands start
+ * without loading libtorch (~0.6 s and ~160 MB per start); `sparsify prune
+ * --score wanda` starts its internal `calibrate` command as a child.
  */
 #include <string.h>
 
@@ -29,7 +30,12 @@ int main(int argc, char **argv)
         return cmd_finetune(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "run"))
         return cmd_run(argc - 1, argv + 1);
-    cli_error("usage: sparsify-torch finetune|run [options] (started by 'sparsify finetune' "
-              "and 'sparsify run')");
+    if (argc >= 2 && !strcmp(argv[1], "sensitivity"))
+        return cmd_sensitivity(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "calibrate"))
+        return cmd_calibrate(argc - 1, argv + 1);
+    cli_error("usage: sparsify-torch finetune|run|sensitivity|calibrate [options] (started by "
+              "'sparsify finetune', 'sparsify run', 'sparsify sensitivity' and 'sparsify prune "
+              "--score wanda')");
     return EXIT_USAGE;
 }

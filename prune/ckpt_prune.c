@@ -9,6 +9,7 @@
 #include "prune/internal.h"
 #include "formats/checked.h"
 #include "formats/jobs.h"
+#include "sparsify/spz.h" /* sp_ckpt_tensor_dense */
 
 #include <math.h>
 #include <stdatomic.h>
@@ -51,6 +52,7 @@ typedef struct job {
     uint64_t done, total; /* progress, bytes */
     splan *plans;         /* per storage */
     int threads;
+    sp_ckpt *norms;       /* activation norms for wanda rules, or NULL */
 } job;
 
 void sp_prune_report_release(sp_prune_report *r)
@@ -387,6 +389,85 @@ out:
     return st;
 }
 
+/* The activation norms of tensor t: a new contiguous float32 copy or a
+ * borrowed pointer (*owned says which) and their count. */
+static sp_status target_norms(job *j, const sp_tensor *t, const float **norms, void **owned,
+                              size_t *n, sp_error *err)
+{
+    long k = j->norms ? sp_ckpt_find(j->norms, t->name) : -1;
+    *owned = NULL;
+    if (k < 0)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "tensor '%s': no activation norms for wanda scores (the calibration "
+                            "pass saw no Linear or convolution reading it)",
+                            t->name);
+    const sp_tensor *nt = sp_ckpt_tensor(j->norms, (size_t)k);
+    if (nt->dtype != SP_F32)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "tensor '%s': activation norms are %s, expected float32", t->name,
+                            sp_dtype_name(nt->dtype));
+    sp_wgeom g;
+    sp_wgeom_init(&g, t->ndim, t->shape);
+    if (nt->numel != g.cols && nt->numel != g.rows * g.cols)
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "tensor '%s': %lld activation norms, expected %lld (one per input "
+                            "feature)",
+                            t->name, (long long)nt->numel, (long long)g.cols);
+    const void *p;
+    sp_status s = sp_ckpt_tensor_dense(j->norms, (size_t)k, &p, owned, err);
+    if (s)
+        return s;
+    *norms = p;
+    *n = (size_t)nt->numel;
+    return SP_OK;
+}
+
+/* Wanda scores of target t (data: its dense row-major elements) into a new
+ * array (*scores, caller frees); NULL for magnitude rules. */
+static sp_status target_scores(job *j, const sp_prune_rule *rule, const sp_tensor *t,
+                               const void *data, float **scores, sp_error *err)
+{
+    *scores = NULL;
+    if (rule->score != SP_SCORE_WANDA)
+        return SP_OK;
+    const float *norms = NULL;
+    void *owned = NULL;
+    size_t n = 0;
+    sp_status s = target_norms(j, t, &norms, &owned, &n, err);
+    if (s)
+        return s;
+    *scores = malloc((size_t)t->numel * sizeof(float) + 1);
+    if (!*scores)
+        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    else if ((s = sp_wanda_scores(*scores, t->dtype, data, t->ndim, t->shape, norms, n, err)))
+        sp_error_prefix(err, "tensor '%s'", t->name);
+    free(owned);
+    if (s) {
+        free(*scores);
+        *scores = NULL;
+    }
+    return s;
+}
+
+/* Before anything is written: every target of a wanda rule has norms of a
+ * size that fits it. */
+static sp_status check_norms(job *j, sp_error *err)
+{
+    for (size_t k = 0; k < j->ntargets; k++) {
+        const float *norms;
+        void *owned = NULL;
+        size_t n;
+        const sp_tensor *t = sp_ckpt_tensor(j->ck, j->targets[k].tensor);
+        sp_status s = j->rules[j->targets[k].rule].score != SP_SCORE_WANDA
+                          ? SP_OK
+                          : target_norms(j, t, &norms, &owned, &n, err);
+        free(owned);
+        if (s)
+            return s;
+    }
+    return SP_OK;
+}
+
 /* ---- visiting targets storage by storage, on several threads ----
  * One job per storage that holds a wanted target (a storage is loaded by
  * one thread only); fn sees each wanted target's view, contiguous. */
@@ -515,8 +596,13 @@ static sp_status global_fn(job *j, target *tg, const sp_tensor *t, const void *v
 {
     const gpass *g = arg;
     (void)worker;
-    return sp_global_add(j->globals[g->rule], g->pass, tg->gslot, t->dtype, view, NULL, t->ndim,
-                         t->shape, err);
+    float *scores = NULL;
+    sp_status s = target_scores(j, &j->rules[g->rule], t, view, &scores, err);
+    if (!s)
+        s = sp_global_add(j->globals[g->rule], g->pass, tg->gslot, t->dtype, view, scores, t->ndim,
+                          t->shape, err);
+    free(scores);
+    return s;
 }
 
 static sp_status run_globals(job *j, sp_error *err)
@@ -532,7 +618,8 @@ static sp_status run_globals(job *j, sp_error *err)
         if (!rule->global)
             continue;
         size_t count = 0;
-        bool mag = rule->pattern.kind == SP_PATTERN_UNSTRUCTURED;
+        /* magnitudes of f32/f16/bf16: the exact histogram passes */
+        bool mag = rule->pattern.kind == SP_PATTERN_UNSTRUCTURED && rule->score == SP_SCORE_MAGNITUDE;
         double sparsity = rule->sparsity;
         for (size_t k = 0; k < j->ntargets; k++)
             if (j->targets[k].rule == r && !j->targets[k].dup) {
@@ -571,6 +658,7 @@ static sp_status target_mask(job *j, const target *tg, const void *storage, uint
     const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
     const sp_prune_rule *rule = &j->rules[tg->rule];
     void *owned = NULL;
+    float *scores = NULL;
     sp_status s = SP_OK;
     *mask = malloc((size_t)t->numel);
     const void *p = view_gather(t, storage, &owned);
@@ -578,6 +666,8 @@ static sp_status target_mask(job *j, const target *tg, const void *storage, uint
         s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         goto out;
     }
+    if ((s = target_scores(j, rule, t, p, &scores, err)))
+        goto out; /* the message names the tensor */
     if (rule->global && j->gmags[tg->rule]) {
         sp__tplan tp;
         s = sp__tplan_gmag(&tp, j->gmags[tg->rule], tg->gslot, p, t->dtype, t->ndim, t->shape, err);
@@ -585,14 +675,18 @@ static sp_status target_mask(job *j, const target *tg, const void *storage, uint
             sp__tplan_mask(&tp, p, *mask);
         sp__tplan_release(&tp);
     } else if (rule->global && j->globals[tg->rule])
-        s = sp_global_mask(j->globals[tg->rule], tg->gslot, *mask, t->dtype, p, NULL, t->ndim,
+        s = sp_global_mask(j->globals[tg->rule], tg->gslot, *mask, t->dtype, p, scores, t->ndim,
                            t->shape, err);
+    else if (scores && rule->pattern.kind == SP_PATTERN_UNSTRUCTURED &&
+             rule->group == SP_SCORE_GROUP_ROW)
+        s = sp_mask_select_rows(*mask, t->dtype, p, scores, t->ndim, t->shape, tg->sparsity, err);
     else
-        s = sp_mask_select(*mask, t->dtype, p, NULL, t->ndim, t->shape, &rule->pattern,
+        s = sp_mask_select(*mask, t->dtype, p, scores, t->ndim, t->shape, &rule->pattern,
                            tg->sparsity, rule->bscore, err);
     if (s)
         sp_error_prefix(err, "tensor '%s'", t->name);
 out:
+    free(scores);
     free(owned);
     if (s) {
         free(*mask);
@@ -767,7 +861,9 @@ static sp_status plan_storages(job *j, sp_error *err)
         if (sp->first == SIZE_MAX)
             continue;
         const sp_tensor *t = sp_ckpt_tensor(ck, j->targets[sp->first].tensor);
-        sp->fused = nprimary[s] == 1 && !j->targets[sp->first].dup && sp_tensor_is_contiguous(t);
+        /* (magnitudes only: the plans compute no other scores) */
+        sp->fused = nprimary[s] == 1 && !j->targets[sp->first].dup && sp_tensor_is_contiguous(t) &&
+                    j->rules[j->targets[sp->first].rule].score == SP_SCORE_MAGNITUDE;
         sp->off = (uint64_t)t->offset * sp_dtype_size(t->dtype);
         sp->len = (uint64_t)t->numel * sp_dtype_size(t->dtype);
         atomic_init(&sp->zeros_before, 0);
@@ -834,6 +930,7 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
         j.progress = opt->progress;
         j.pctx = opt->progress_ctx;
         j.threads = opt->threads;
+        j.norms = opt->norms;
     }
     memset(rep, 0, sizeof *rep);
     sp_status s = resolve(&j, err);
@@ -846,6 +943,8 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
         for (size_t i = 0; !dry && i < sp_ckpt_num_storages(ck); i++)
             j.total += sp_ckpt_storage(ck, i)->nbytes;
     }
+    if (!s && !dry)
+        s = check_norms(&j, err);
     if (!s && dry)
         s = count_zeros(&j, err);
     if (!s && !dry)

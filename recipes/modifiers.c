@@ -39,6 +39,8 @@ static const struct mclass {
     sp_modifier_type type;
 } classes[] = {
     {"MagnitudePruningModifier", "magnitude", MK_PRUNE, SP_MOD_MAGNITUDE},
+    /* llm-compressor's Wanda: one-shot magnitude pruning scored by wanda */
+    {"WandaPruningModifier", NULL, MK_PRUNE, SP_MOD_MAGNITUDE},
     {"GMPruningModifier", "gradual_magnitude", MK_PRUNE, SP_MOD_GMP},
     {"GlobalMagnitudePruningModifier", "global_magnitude", MK_PRUNE, SP_MOD_GLOBAL_MAGNITUDE},
     {"MovementPruningModifier", "movement", MK_PRUNE, SP_MOD_MOVEMENT},
@@ -79,9 +81,6 @@ static const struct closest {
     {"SparseGPTModifier", "MagnitudePruningModifier",
      "one-shot magnitude pruning to the same sparsity and mask_structure, without calibration data "
      "or SparseGPT's weight updates", NULL, NULL},
-    {"WandaPruningModifier", "MagnitudePruningModifier",
-     "one-shot magnitude pruning to the same sparsity and mask_structure: scores |W| instead of "
-     "Wanda's |W|*||X|| (no activations)", NULL, NULL},
     {"OBSPruningModifier", "GMPruningModifier",
      "gradual magnitude pruning on the same schedule: magnitude scores instead of the Optimal Brain "
      "Surgeon's second-order ones", NULL, NULL},
@@ -322,7 +321,7 @@ static void collect(mctx *c, const rnode *fields, const char *from, const char *
 static const char *const prune_fields[] = {
     "params", "ignore", "init_sparsity", "final_sparsity", "start_epoch", "end_epoch",
     "update_frequency", "inter_func", "mask_type", "leave_enabled", "global_sparsity",
-    "block_score", "mask_mode", "phased", "score_type", "scheduler_args", NULL};
+    "block_score", "score", "mask_mode", "phased", "score_type", "scheduler_args", NULL};
 static const char *const constant_fields[] = {"params", "ignore", "start_epoch", "end_epoch",
                                               "update_frequency", NULL};
 static const char *const distill_fields[] = {"hardness", "temperature", "teacher", "start_epoch",
@@ -595,6 +594,45 @@ static bool overrides_field(mctx *c, field *f, sp_modifier *m)
     return true;
 }
 
+/* "score": magnitude | wanda (|w| times the activation norm of its input
+ * feature over calibration data: one-shot only). WandaPruningModifier
+ * scores by wanda; its fields that decide only the order of llm-compressor's
+ * layer-by-layer pass (sequential_update, sequential_targets) change
+ * nothing here, and its OWL layer profile is not implemented. */
+static void score_field(mctx *c, sp_modifier *m, bool gradual)
+{
+    static const char *const scores[] = {"magnitude", "wanda", NULL};
+    const bool wanda_class = !strcmp(c->cls, "WandaPruningModifier");
+    int k;
+    if (wanda_class) {
+        m->score = SP_SCORE_WANDA;
+        ignore_field(c, "sequential_update");
+        ignore_field(c, "sequential_targets");
+        ignore_field(c, "owl_m");     /* OWL's, read only with a profile */
+        ignore_field(c, "owl_lmbda");
+        field *f = take(c, "sparsity_profile");
+        if (val_of(c, f) && f->val->kind != RK_NULL)
+            perr(c, f, NULL, NULL, "OWL layer profiles are not supported (use null; 'sparsify "
+                                   "sensitivity --recipe-out' gives per-layer sparsities)");
+    }
+    if (get_choice(c, "score", scores, &k, false) == 1) {
+        if (wanda_class && k != 1)
+            perr(c, take(c, "score"), NULL, NULL, "WandaPruningModifier scores by wanda");
+        m->score = k == 1 ? SP_SCORE_WANDA : SP_SCORE_MAGNITUDE;
+    }
+    if (m->score != SP_SCORE_WANDA)
+        return;
+    const char *at = wanda_class ? NULL : "score";
+    if (m->type == SP_MOD_MOVEMENT)
+        perr(c, at ? take(c, at) : NULL, NULL, NULL,
+             "wanda does not apply to %s (its scores are movement)", c->cls);
+    else if (gradual)
+        perr(c, at ? take(c, at) : NULL, NULL, NULL,
+             "wanda is one-shot (start_epoch %g, end_epoch %g): it needs calibration data, which "
+             "a training schedule does not have",
+             m->start_epoch, m->end_epoch);
+}
+
 static void parse_prune(mctx *c, sp_modifier *m)
 {
     double v;
@@ -647,6 +685,7 @@ static void parse_prune(mctx *c, sp_modifier *m)
     if (get_string(c, "score_type", &s) == 1 && strcmp(s, "magnitude"))
         perr(c, take(c, "score_type"), NULL, NULL, "'%s' is not supported (only magnitude)", s);
     ignore_field(c, "scheduler_args");
+    score_field(c, m, gradual);
     static const char *const modes[] = {"hard", "soft", NULL};
     int mode;
     if (get_choice(c, "mask_mode", modes, &mode, false) == 1) {

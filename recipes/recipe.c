@@ -964,6 +964,8 @@ static cJSON *modifier_json(const sp_modifier *m)
         cJSON_AddStringToObject(o, "inter_func", sp_inter_func_str(m->inter_func));
         cJSON_AddStringToObject(o, "mask_type", sp_pattern_str(&m->mask_type, pb, sizeof pb));
         cJSON_AddStringToObject(o, "block_score", m->block_score == SP_BLOCK_SCORE_L2 ? "l2" : "l1");
+        if (m->score == SP_SCORE_WANDA)
+            cJSON_AddStringToObject(o, "score", "wanda");
         cJSON_AddBoolToObject(o, "global_sparsity", m->global_sparsity);
         cJSON_AddBoolToObject(o, "leave_enabled", m->leave_enabled);
         if (m->type == SP_MOD_MOVEMENT)

@@ -399,6 +399,7 @@ sp_status sp_recipe_prune_rules(sp_recipe_rules *out, const sp_recipe *r, const 
         ru->sparsity = m->final_sparsity;
         ru->global = m->global_sparsity && m->mask_type.kind != SP_PATTERN_NM;
         ru->bscore = m->block_score;
+        ru->score = m->score; /* wanda: the caller brings the norms */
         ru->tensors = &out->tensors[at];
         for (size_t i = 0; i < n; i++)
             if (owner[i] == (long)j) {

@@ -8,17 +8,27 @@
  * (the packed copy follows); inputs of rank 1 and 3; the operator through
  * the dispatcher (autograd and inference kernels); the custom class saved
  * and loaded inside a TorchScript module; bad inputs rejected with a message
- * naming the layer.
+ * naming the layer. Also the calibration pass of Wanda scores
+ * (bridge/calibrate.h: norms against sums computed here, the model's
+ * outputs unchanged, an untaken branch left out) and the per-layer
+ * sparsity allocation of the sensitivity analysis (bridge/sensitivity.h:
+ * optimal against brute force on convex curves, a concave curve
+ * convexified by hand, exact budgets, errors).
  */
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <map>
 #include <cstdio>
 #include <string>
 #include <unistd.h>
 
+#include "bridge/calibrate.h"
+#include "bridge/common.h" /* Failed */
 #include "bridge/linear.h"
+#include "bridge/sensitivity.h"
 
 /* after libtorch: check.h defines a macro `fail` */
 #include <check.h>
@@ -300,6 +310,135 @@ START_TEST(test_pickle)
 }
 END_TEST
 
+START_TEST(test_calibration)
+{
+    torch::manual_seed(11);
+    torch::jit::Module m("calib");
+    m.register_parameter("w1", at::randn({6, 4}), false);
+    m.register_parameter("w2", at::randn({3, 6}), false);
+    m.register_parameter("w3", at::randn({6, 6}), false);
+    m.register_parameter("cw", at::randn({2, 1, 3}), false);
+    m.define(R"(
+def forward(self, x):
+    h = torch.relu(torch.linear(x, self.w1))
+    c = torch.conv1d(x.unsqueeze(1), self.cw, None, 1, 1)
+    if bool(x.sum() > 1e9):
+        h = h + torch.linear(h, self.w3)
+    return torch.linear(h, self.w2) + c.sum()
+)");
+    at::Tensor x = at::randn({300, 4});
+    at::Tensor before = m.forward({x}).toTensor();
+    sp_error err{};
+    auto norms = sp_bridge::activation_norms(m, x, "calib.pt", "calib.csv", &err);
+    ck_assert(at::equal(m.forward({x}).toTensor(), before)); /* the model is untouched */
+    ck_assert_uint_eq(norms.size(), 3);                       /* w3: its branch never ran */
+    std::map<std::string, at::Tensor> want;
+    want["w1"] = x.to(at::kDouble).pow(2).sum(0).sqrt().to(at::kFloat);
+    at::Tensor h = at::relu(at::linear(x, m.attr("w1").toTensor()));
+    want["w2"] = h.to(at::kDouble).pow(2).sum(0).sqrt().to(at::kFloat);
+    want["cw"] = x.to(at::kDouble).pow(2).sum().sqrt().reshape({1}).to(at::kFloat);
+    for (const auto &n : norms) {
+        ck_assert_msg(want.count(n.name), "unexpected weight %s", n.name.c_str());
+        ck_assert_str_eq(n.op.c_str(), n.name == "cw" ? "conv" : "linear");
+        ck_assert_msg(at::allclose(n.norms, want[n.name], 1e-6, 0), "norms of %s", n.name.c_str());
+    }
+    /* a model with no Linear product or convolution has nothing to observe */
+    torch::jit::Module e("empty");
+    e.define("def forward(self, x):\n    return x * 2\n");
+    bool threw = false;
+    try {
+        sp_bridge::activation_norms(e, x, "empty.pt", "calib.csv", &err);
+    } catch (const sp_bridge::Failed &f) {
+        threw = f.st == SP_ERR_INVALID_ARG && std::string(err.msg).find("'empty.pt'") == 0;
+    }
+    ck_assert_msg(threw, "%s", err.msg);
+}
+END_TEST
+
+/* Piecewise-linear value of a curve (with (0, 0)) at s. */
+double curve_at(const sp_alloc_curve &c, double s)
+{
+    double x0 = 0, y0 = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        if (s <= c.sparsity[i] + 1e-12)
+            return y0 + (c.damage[i] - y0) * (s - x0) / (c.sparsity[i] - x0);
+        x0 = c.sparsity[i];
+        y0 = c.damage[i];
+    }
+    return y0;
+}
+
+START_TEST(test_allocate)
+{
+    sp_error err{};
+    /* convex curves on grids of whole weights: the rule's total damage is the
+     * brute-force optimum over every whole-weight split of the budget */
+    const double grid[5] = {0.2, 0.4, 0.6, 0.8, 1.0};
+    const int64_t numel[3] = {10, 20, 5};
+    std::srand(7);
+    for (int trial = 0; trial < 40; trial++) {
+        double dm[3][5];
+        sp_alloc_curve c[3];
+        for (int l = 0; l < 3; l++) {
+            double d = 0, step = 0;
+            for (int i = 0; i < 5; i++) {
+                step += (double)(std::rand() % 100) / 50.0; /* rising steps: convex */
+                d += step;
+                dm[l][i] = d - (trial % 3 == 0 ? 0.5 : 0.0);
+            }
+            c[l] = sp_alloc_curve{numel[l], 5, grid, dm[l]};
+        }
+        const double target = 0.05 + 0.9 * (double)(trial % 10) / 9.0;
+        double out[3];
+        ck_assert_int_eq(sp_sparsity_allocate(c, 3, target, out, &err), SP_OK);
+        const int64_t budget = (int64_t)std::floor(target * 35 + 0.5);
+        int64_t k[3], sum = 0;
+        double got = 0;
+        for (int l = 0; l < 3; l++) {
+            k[l] = (int64_t)std::llround(out[l] * (double)numel[l]);
+            ck_assert(std::fabs(out[l] * (double)numel[l] - (double)k[l]) < 1e-9);
+            sum += k[l];
+            got += curve_at(c[l], out[l]);
+        }
+        ck_assert_int_eq(sum, budget);
+        double best = 1e300;
+        for (int64_t a = 0; a <= 10; a++)
+            for (int64_t b = 0; b <= 20; b++) {
+                const int64_t cc = budget - a - b;
+                if (cc < 0 || cc > 5)
+                    continue;
+                best = std::min(best, curve_at(c[0], a / 10.0) + curve_at(c[1], b / 20.0) +
+                                          curve_at(c[2], cc / 5.0));
+            }
+        ck_assert_msg(got <= best + 1e-9, "trial %d: %g > optimum %g", trial, got, best);
+    }
+    /* a concave curve is convexified: layer A's 50% point lies above the
+     * chord to 90%, so A is worth pruning to 90% before B goes past 10% */
+    const double sa[2] = {0.5, 0.9}, da[2] = {5, 6}, sb[2] = {0.5, 0.9}, db[2] = {4, 20};
+    sp_alloc_curve ab[2] = {{100, 2, sa, da}, {100, 2, sb, db}};
+    double out[2];
+    ck_assert_int_eq(sp_sparsity_allocate(ab, 2, 0.5, out, &err), SP_OK);
+    ck_assert_double_eq_tol(out[0], 0.9, 1e-12);
+    ck_assert_double_eq_tol(out[1], 0.1, 1e-12);
+    /* equal curves: the earlier layer first */
+    sp_alloc_curve same[2] = {{100, 2, sb, db}, {100, 2, sb, db}};
+    ck_assert_int_eq(sp_sparsity_allocate(same, 2, 0.3, out, &err), SP_OK);
+    ck_assert_double_eq_tol(out[0], 0.5, 1e-12);
+    ck_assert_double_eq_tol(out[1], 0.1, 1e-12);
+    /* errors */
+    ck_assert_int_eq(sp_sparsity_allocate(ab, 2, 0.95, out, &err), SP_ERR_INVALID_ARG);
+    ck_assert_msg(std::string(err.msg).find("above what the measured sparsities reach") !=
+                      std::string::npos, "%s", err.msg);
+    ck_assert_int_eq(sp_sparsity_allocate(ab, 2, 1.5, out, &err), SP_ERR_INVALID_ARG);
+    const double down[2] = {0.9, 0.5};
+    sp_alloc_curve bad[1] = {{100, 2, down, da}};
+    ck_assert_int_eq(sp_sparsity_allocate(bad, 1, 0.5, out, &err), SP_ERR_INVALID_ARG);
+    const double nan2[2] = {1, NAN};
+    sp_alloc_curve badd[1] = {{100, 2, sa, nan2}};
+    ck_assert_int_eq(sp_sparsity_allocate(badd, 1, 0.5, out, &err), SP_ERR_INVALID_ARG);
+}
+END_TEST
+
 int main()
 {
     Suite *s = suite_create("bridge");
@@ -312,6 +451,8 @@ int main()
         {"sparse_linear_shapes", test_shapes},
         {"sparsify_linear_op", test_dispatcher},
         {"PackedLinear_pickle", test_pickle},
+        {"calibration_norms", test_calibration},
+        {"sparsity_allocate", test_allocate},
     };
     for (const auto &c : cases) {
         TCase *tc = tcase_create(c.name);

@@ -1728,6 +1728,163 @@ START_TEST(test_select16_huge)
 }
 END_TEST
 
+/* ---- wanda scores and per-row selection */
+
+START_TEST(test_wanda_scores)
+{
+    sp_error err = {0};
+    /* Linear [3, 4]: score = |w| * norm[column], in float32 */
+    const float w[12] = {1, -2, 0.5f, 0, -1.5f, 3, 0.25f, -0.75f, 2, -2, 1, 8};
+    const float nrm[4] = {2, 0.5f, 0, 3.25f};
+    const int64_t shape[2] = {3, 4};
+    float sc[12];
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F32, w, 2, shape, nrm, 4, &err), SP_OK);
+    for (int i = 0; i < 12; i++)
+        ck_assert_float_eq(sc[i], fabsf(w[i]) * nrm[i % 4]);
+    /* one norm per (row, column) */
+    float nr2[12];
+    for (int i = 0; i < 12; i++)
+        nr2[i] = 0.5f * (float)i;
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F32, w, 2, shape, nr2, 12, &err), SP_OK);
+    for (int i = 0; i < 12; i++)
+        ck_assert_float_eq(sc[i], fabsf(w[i]) * nr2[i]);
+    /* conv [O=2, I=3, 2, 2]: the feature is the input channel, dim 1 */
+    const int64_t cshape[4] = {2, 3, 2, 2};
+    float *cw = rand_f32(24, 7), csc[24];
+    const float cn[3] = {1.5f, 0.25f, 4};
+    ck_assert_int_eq(sp_wanda_scores(csc, SP_F32, cw, 4, cshape, cn, 3, &err), SP_OK);
+    for (int o = 0; o < 2; o++)
+        for (int i = 0; i < 3; i++)
+            for (int k = 0; k < 4; k++) {
+                int idx = (o * 3 + i) * 4 + k;
+                ck_assert_float_eq(csc[idx], fabsf(cw[idx]) * cn[i]);
+            }
+    /* grouped conv: [O, I/g] norms, row o's own channels */
+    float cn2[6] = {1, 2, 3, 4, 5, 6};
+    ck_assert_int_eq(sp_wanda_scores(csc, SP_F32, cw, 4, cshape, cn2, 6, &err), SP_OK);
+    for (int o = 0; o < 2; o++)
+        for (int i = 0; i < 3; i++)
+            for (int k = 0; k < 4; k++) {
+                int idx = (o * 3 + i) * 4 + k;
+                ck_assert_float_eq(csc[idx], fabsf(cw[idx]) * cn2[o * 3 + i]);
+            }
+    free(cw);
+    /* f16 and f64 weights */
+    uint16_t h[4] = {0x3c00, 0xc000, 0x3800, 0x0000}; /* 1, -2, 0.5, 0 */
+    const int64_t hs[2] = {1, 4};
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F16, h, 2, hs, nrm, 4, &err), SP_OK);
+    ck_assert_float_eq(sc[0], 2.0f);
+    ck_assert_float_eq(sc[1], 1.0f);
+    ck_assert_float_eq(sc[2], 0.0f);
+    ck_assert_float_eq(sc[3], 0.0f);
+    const double d[4] = {-3, 1, 1, 1};
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F64, d, 2, hs, nrm, 4, &err), SP_OK);
+    ck_assert_float_eq(sc[0], 6.0f);
+    /* a NaN weight scores 0: selection reports the NaN itself */
+    float wn[4] = {1, NAN, 2, 3};
+    uint8_t mask[4];
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F32, wn, 2, hs, nrm, 4, &err), SP_OK);
+    ck_assert_float_eq(sc[1], 0.0f);
+    sp_pattern un = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    ck_assert_int_eq(sp_mask_select(mask, SP_F32, wn, sc, 2, hs, &un, 0.5, SP_BLOCK_SCORE_L1, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(err.msg, "contains NaN"), "%s", err.msg);
+    /* bad norms */
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F32, w, 2, shape, nrm, 3, &err), SP_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(err.msg, "3 values, expected 4"), "%s", err.msg);
+    const float neg[4] = {1, -1, 1, 1}, nan4[4] = {1, 1, NAN, 1}, inf4[4] = {INFINITY, 1, 1, 1};
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F32, w, 2, shape, neg, 4, &err), SP_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(err.msg, "norm 1 is -1"), "%s", err.msg);
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F32, w, 2, shape, nan4, 4, &err), SP_ERR_INVALID_ARG);
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_F32, w, 2, shape, inf4, 4, &err), SP_ERR_INVALID_ARG);
+    const int32_t iw[4] = {1, 2, 3, 4};
+    ck_assert_int_eq(sp_wanda_scores(sc, SP_I32, iw, 2, hs, nrm, 4, &err), SP_ERR_UNSUPPORTED);
+}
+END_TEST
+
+/* Per-row selection against the brute-force reference run on each row. */
+static void check_rows(int ndim, const int64_t *shape, double s, uint64_t seed, bool ties,
+                       bool with_zeros)
+{
+    sp_error err = {0};
+    size_t n = numel_of(ndim, shape);
+    size_t rows = ndim >= 2 ? (size_t)shape[0] : 1, len = n / rows;
+    float *w = rand_f32(n, seed), *sc = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        if (ties)
+            w[i] = roundf(w[i] * 2) / 2; /* few distinct values */
+        if (with_zeros && i % 5 == 0)
+            w[i] = 0;
+        sc[i] = fabsf(w[i]) * (float)(1 + (i % len) % 3); /* norms 1, 2, 3, ... */
+    }
+    uint8_t *mask = malloc(n), *ref = malloc(n);
+    ck_assert_int_eq(sp_mask_select_rows(mask, SP_F32, w, sc, ndim, shape, s, &err), SP_OK);
+    const size_t k = ref_round(s, n); /* the tensor's count, spread over the rows */
+    for (size_t r = 0; r < rows; r++) {
+        const size_t kr = k / rows + (r < k % rows);
+        ref_unstructured(ref + r * len, SP_F32, w + r * len, sc + r * len, len,
+                         (double)kr / (double)len);
+        size_t zeros = 0;
+        for (size_t i = 0; i < len; i++)
+            zeros += w[r * len + i] == 0;
+        ck_assert_uint_eq(count_pruned(mask + r * len, len), kr > zeros ? kr : zeros);
+    }
+    size_t nzw = 0;
+    for (size_t i = 0; i < n; i++)
+        nzw += w[i] == 0;
+    if (nzw == 0)
+        ck_assert_uint_eq(count_pruned(mask, n), k);
+    ck_assert_msg(!memcmp(mask, ref, n), "rows mask differs (s=%g, seed %llu)", s,
+                  (unsigned long long)seed);
+    free(w);
+    free(sc);
+    free(mask);
+    free(ref);
+}
+
+START_TEST(test_select_rows)
+{
+    const int64_t lin[2] = {7, 13}, conv[4] = {4, 3, 2, 2}, big[2] = {300, 301}, one[1] = {17};
+    const double ss[] = {0, 0.3, 0.5, 0.77, 0.9, 1};
+    for (size_t i = 0; i < sizeof ss / sizeof ss[0]; i++) {
+        check_rows(2, lin, ss[i], 11 + i, false, false);
+        check_rows(2, lin, ss[i], 21 + i, true, false);
+        check_rows(2, lin, ss[i], 31 + i, true, true);
+        check_rows(4, conv, ss[i], 41 + i, true, false);
+        check_rows(2, big, ss[i], 51 + i, true, true); /* parallel rows */
+        check_rows(1, one, ss[i], 61 + i, true, false);
+    }
+    /* 0.74 of 2 rows of 10: 15 in all, 8 from the first row and 7 from the second */
+    {
+        float w20[20], s20[20];
+        for (int i = 0; i < 20; i++)
+            w20[i] = s20[i] = (float)(i % 10 + 1);
+        const int64_t sh20[2] = {2, 10};
+        uint8_t m20[20];
+        sp_error e2 = {0};
+        ck_assert_int_eq(sp_mask_select_rows(m20, SP_F32, w20, s20, 2, sh20, 0.74, &e2), SP_OK);
+        ck_assert_uint_eq(count_pruned(m20, 10), 8);
+        ck_assert_uint_eq(count_pruned(m20 + 10, 10), 7);
+    }
+    /* ties go to the lower index within the row: equal scores everywhere */
+    float w[8] = {1, 1, 1, 1, 1, 1, 1, 1}, sc[8] = {2, 2, 2, 2, 2, 2, 2, 2};
+    const int64_t shape[2] = {2, 4};
+    uint8_t mask[8];
+    sp_error err = {0};
+    ck_assert_int_eq(sp_mask_select_rows(mask, SP_F32, w, sc, 2, shape, 0.5, &err), SP_OK);
+    const uint8_t want[8] = {0, 0, 1, 1, 0, 0, 1, 1};
+    ck_assert(!memcmp(mask, want, 8));
+    /* errors name the row */
+    w[6] = NAN;
+    ck_assert_int_eq(sp_mask_select_rows(mask, SP_F32, w, sc, 2, shape, 0.5, &err),
+                     SP_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(err.msg, "row 1") && strstr(err.msg, "NaN"), "%s", err.msg);
+    w[6] = 1;
+    ck_assert_int_eq(sp_mask_select_rows(mask, SP_F32, w, sc, 2, shape, 1.5, &err),
+                     SP_ERR_INVALID_ARG);
+}
+END_TEST
+
 static Suite *prune_suite(void)
 {
     Suite *s = suite_create("prune");
@@ -1750,6 +1907,8 @@ static Suite *prune_suite(void)
         {"mask_select_blocks_conv", test_select_blocks_conv},
         {"mask_select_nm", test_select_nm},
         {"mask_select_nm_conv", test_select_nm_conv},
+        {"wanda_scores", test_wanda_scores},
+        {"mask_select_rows", test_select_rows},
         {"mask_apply", test_mask_apply},
         {"count_zeros", test_count_zeros},
         {"global", test_global},

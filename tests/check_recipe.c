@@ -1056,6 +1056,79 @@ START_TEST(test_substitute)
 }
 END_TEST
 
+/* "score": wanda in a one-shot pruning modifier; WandaPruningModifier */
+START_TEST(test_parse_score)
+{
+    sp_recipe *r = parse_ok(MOD("{\"type\": \"MagnitudePruningModifier\", \"final_sparsity\": 0.5, "
+                                "\"params\": [\"a.weight\"], \"score\": \"wanda\"}, "
+                                "{\"type\": \"GMPruningModifier\", \"final_sparsity\": 0.5, "
+                                "\"params\": [\"b.weight\"], \"mask_type\": \"2:4\", "
+                                "\"score\": \"wanda\"}, "
+                                "{\"type\": \"magnitude\", \"final_sparsity\": 0.5, "
+                                "\"params\": [\"c.weight\"], \"score\": \"magnitude\"}, "
+                                "{\"type\": \"magnitude\", \"final_sparsity\": 0.5, "
+                                "\"params\": [\"d.weight\"]}"));
+    ck_assert_int_eq(r->mods[0].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(r->mods[1].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(r->mods[2].score, SP_SCORE_MAGNITUDE);
+    ck_assert_int_eq(r->mods[3].score, SP_SCORE_MAGNITUDE);
+    /* the engine's rules carry it; row groups by default */
+    const sp_recipe_tensor t[4] = {{"a.weight", SP_F32, 2}, {"b.weight", SP_F32, 2},
+                                   {"c.weight", SP_F32, 2}, {"d.weight", SP_F32, 2}};
+    sp_recipe_rules rr;
+    sp_error err = {0};
+    ck_assert_int_eq(sp_recipe_prune_rules(&rr, r, t, 4, NULL, &err), SP_OK);
+    ck_assert_uint_eq(rr.n, 4);
+    ck_assert_int_eq(rr.rules[0].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(rr.rules[0].group, SP_SCORE_GROUP_ROW);
+    ck_assert_int_eq(rr.rules[1].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(rr.rules[2].score, SP_SCORE_MAGNITUDE);
+    ck_assert_int_eq(rr.rules[3].score, SP_SCORE_MAGNITUDE);
+    sp_recipe_rules_release(&rr);
+    /* the normal form keeps it and reads back */
+    char *j = NULL;
+    ck_assert_int_eq(sp_recipe_to_json(r, &j, &err), SP_OK);
+    sp_recipe *r2 = parse_ok(j);
+    ck_assert_int_eq(r2->mods[0].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(r2->mods[2].score, SP_SCORE_MAGNITUDE);
+    sp_recipe_free(r2);
+    free(j);
+    sp_recipe_free(r);
+    parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"score\": \"obs\"}"),
+              "modifiers[0].score: 'obs' is not one of magnitude, wanda");
+    parse_err(MOD("{\"type\": \"magnitude\", \"final_sparsity\": 0.5, \"score\": 1}"),
+              "modifiers[0].score: expected a string, got a number");
+    parse_err(MOD("{\"type\": \"movement\", \"final_sparsity\": 0.5, \"score\": \"wanda\"}"),
+              "modifiers[0].score: wanda does not apply to MovementPruningModifier (its scores "
+              "are movement)");
+    parse_err(MOD("{\"type\": \"GMPruningModifier\", \"final_sparsity\": 0.9, \"start_epoch\": 0, "
+                  "\"end_epoch\": 5, \"score\": \"wanda\"}"),
+              "modifiers[0].score: wanda is one-shot (start_epoch 0, end_epoch 5): it needs "
+              "calibration data, which a training schedule does not have");
+    parse_err(MOD("{\"type\": \"ConstantPruningModifier\", \"score\": \"wanda\"}"),
+              "modifiers[0].score: not a field of ConstantPruningModifier");
+    /* llm-compressor's WandaPruningModifier, as its recipes write it */
+    r = parse_ok("sparsity_stage:\n  run_type: oneshot\n  sparsity_modifiers:\n"
+                 "    WandaPruningModifier:\n      sparsity: 0.5\n      mask_structure: \"2:4\"\n"
+                 "      sequential_update: true\n      sparsity_profile: null\n"
+                 "      targets: ['re:model.layers.\\\\d+$']\n");
+    ck_assert_uint_eq(r->nmods, 1);
+    ck_assert_int_eq(r->mods[0].type, SP_MOD_MAGNITUDE);
+    ck_assert_str_eq(r->mods[0].cls, "WandaPruningModifier");
+    ck_assert_ptr_null(r->mods[0].substitute_for);
+    ck_assert_int_eq(r->mods[0].score, SP_SCORE_WANDA);
+    ck_assert_int_eq(r->mods[0].mask_type.kind, SP_PATTERN_NM);
+    ck_assert_double_eq(r->mods[0].final_sparsity, 0.5);
+    sp_recipe_free(r);
+    parse_err("modifiers:\n  - !WandaPruningModifier\n    sparsity: 0.5\n"
+              "    sparsity_profile: owl\n",
+              "modifiers[0].sparsity_profile: OWL layer profiles are not supported (use null; "
+              "'sparsify sensitivity --recipe-out' gives per-layer sparsities)");
+    parse_err("modifiers:\n  - !WandaPruningModifier\n    sparsity: 0.5\n    score: magnitude\n",
+              "modifiers[0].score: WandaPruningModifier scores by wanda");
+}
+END_TEST
+
 /* ---- who owns which tensor */
 
 START_TEST(test_assign)
@@ -1289,6 +1362,7 @@ int main(void)
         {"recipe_parse_types", test_parse_types},
         {"recipe_parse_fields", test_parse_fields},
         {"recipe_parse_errors", test_parse_errors},
+        {"recipe_parse_score", test_parse_score},
         {"recipe_load", test_recipe_load},
         {"recipe_free", test_recipe_free},
         {"recipe_bundled", test_bundled},

@@ -60,7 +60,7 @@ def main():
         (["help", "exprot"], "unknown command 'exprot' (did you mean 'export'?)"),
         (["--verison"], "unknown option '--verison' (did you mean '--version'?)"),
         (["prune", P("m.pt"), "-o", P("x.pt"), "--sparisty", "0.5"], "unknown option '--sparisty' (did you mean '--sparsity'?)"),
-        (["prune", P("m.pt"), "-o", P("x.pt"), "--s", "0.5"], "option '--s' is ambiguous (--sparsity, --scope, --substitute)"),
+        (["prune", P("m.pt"), "-o", P("x.pt"), "--s", "0.5"], "option '--s' is ambiguous (--sparsity, --scope, --score, --substitute)"),
         (["check", P("m.pt"), "--paterns", "2:4"], "unknown option '--paterns' (did you mean '--pattern'?)"),
         (["inspect", P("m.pt"), "--jsno"], "unknown option '--jsno' (did you mean '--json'?)"),
         (["export", P("m.pt"), "-o", P("x.spz"), "--ct-fromat", "dense"], "unknown option '--ct-fromat' (did you mean '--ct-format'?)"),

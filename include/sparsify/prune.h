@@ -74,6 +74,45 @@ sp_status sp_mask_select(uint8_t *mask, sp_dtype dtype, const void *data,
                          const sp_pattern *pattern, double sparsity,
                          sp_block_score bscore, sp_error *err);
 
+/*
+ * Activation-aware scores (Wanda, Sun et al. 2023): a weight's score is
+ * |w| times the L2 norm, over calibration data, of the input feature it
+ * multiplies. Feature = the column in the geometry above (a conv weight's
+ * input channel). norms: one value per column (nnorms = cols), or one per
+ * (row, column) (nnorms = rows * cols: grouped convolutions, whose input
+ * channel differs from row group to row group). Writes numel float scores
+ * (the product in float32: fabsf(w) * norm); a non-finite weight scores 0
+ * (selection then reports it). Errors: SP_ERR_INVALID_ARG (a norm count
+ * that fits neither form; a norm that is negative, NaN or Inf).
+ */
+typedef enum sp_score_kind {
+    SP_SCORE_MAGNITUDE = 0, /* |w| (blocks: l1/l2 of the block) */
+    SP_SCORE_WANDA = 1,     /* |w| * ||x_feature||_2 */
+} sp_score_kind;
+/* Comparison groups of Wanda's unstructured selection. */
+typedef enum sp_score_group {
+    SP_SCORE_GROUP_ROW = 0,   /* each output row (dim-0 slice) on its own, as
+                                 in the paper: every row gets round(s * len) */
+    SP_SCORE_GROUP_LAYER = 1, /* the whole tensor, as magnitude */
+} sp_score_group;
+sp_status sp_wanda_scores(float *scores, sp_dtype dtype, const void *data, int ndim,
+                          const int64_t *shape, const float *norms, size_t nnorms,
+                          sp_error *err);
+
+/*
+ * Unstructured selection per output row: each dim-0 slice of the tensor
+ * (a row of [out, in], an output channel of a conv weight: all its I*kh*kw
+ * weights) is one comparison group. The tensor still prunes exactly
+ * k = round(s * numel) elements, spread over its rows as evenly as they
+ * go: row r prunes floor(k / rows) + (r < k % rows ? 1 : 0) of its
+ * elements (or keeps the zeros it already has), the smallest by (score,
+ * index within the row). Tensors of rank < 2 are one row. Arguments and
+ * errors as sp_mask_select.
+ */
+sp_status sp_mask_select_rows(uint8_t *mask, sp_dtype dtype, const void *data,
+                              const float *scores, int ndim, const int64_t *shape,
+                              double sparsity, sp_error *err);
+
 /* Zero the pruned elements in place: +0.0 for floats (never -0.0); kept
  * elements are not touched (bit-identical). */
 void sp_mask_apply(void *data, sp_dtype dtype, size_t numel, const uint8_t *mask);

@@ -42,6 +42,11 @@ typedef struct sp_prune_rule {
                                        global rule: the global target */
     bool global;                    /* one threshold across the rule's tensors */
     sp_block_score bscore;
+    sp_score_kind score;           /* magnitude (default) or wanda: |w| times
+                                      the activation norm of its input
+                                      feature, from sp_prune_options.norms */
+    sp_score_group group;          /* wanda, unstructured, layer scope:
+                                      per output row (default) or per layer */
 } sp_prune_rule;
 
 /* Per-tensor outcome, in checkpoint order (targeted tensors only). */
@@ -87,13 +92,18 @@ typedef struct sp_prune_options {
     void *progress_ctx;
     int threads;             /* 0: every CPU (sp_threads_default); the
                                 output is the same bytes whatever it is */
+    sp_ckpt *norms;          /* rules scored by wanda: the activation norms,
+                                a float32 tensor per target named as the
+                                target, [in] or [out, in] (sp_wanda_scores);
+                                borrowed. Not needed for a dry run */
 } sp_prune_options;
 
 /* Prune ck into out_path (same format; atomic). opt may be NULL (no
  * progress, not a dry run); with opt->dry_run out_path may be NULL. The
  * report is filled on success. Errors: SP_ERR_INVALID_ARG (NaN/Inf in a
  * target: the message names the tensor; sparsity out of range; N:M with a
- * different sparsity; a regex that backtracks too much), SP_ERR_NOT_FOUND
+ * different sparsity; a regex that backtracks too much; a wanda rule
+ * without norms for a target, or norms of the wrong size), SP_ERR_NOT_FOUND
  * (no tensor matched any rule, or every match shares bytes with an
  * untargeted tensor), I/O and format errors. */
 sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *rules,

@@ -12,7 +12,7 @@
  *
  * Pruning and training modifiers are parsed into sp_modifier; quantization
  * modifiers are read and reported as not applied; pruning algorithms
- * sparsify does not implement (OBS, SparseGPT, M-FAC, Wanda, ...) are
+ * sparsify does not implement (OBS, SparseGPT, M-FAC, ...) are
  * refused with the closest one it has, or run as that one on request
  * (sp_recipe_opts.substitute). Bundled templates ("unstructured-90", "2:4",
  * ...) are compiled into the library and usable by name wherever a recipe
@@ -112,6 +112,8 @@ typedef struct sp_modifier {
     sp_inter_func inter_func;      /* default cubic */
     sp_pattern mask_type;          /* default unstructured */
     sp_block_score block_score;    /* "block_score": "l1" (default) | "l2" */
+    sp_score_kind score;           /* "score": "magnitude" (default) | "wanda"
+                                      (one-shot only; needs calibration data) */
     bool leave_enabled;            /* default true */
     bool global_sparsity;          /* true for GlobalMagnitudePruningModifier */
     bool soft_mask;                /* movement, mask_mode "soft" (Sanh et al.):
