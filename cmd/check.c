@@ -28,6 +28,7 @@ static const char usage_text[] =
     "      --substitute     with --recipe: check the closest modifier for one\n"
     "                       sparsify does not implement (docs/recipes.md)\n"
     "      --json           print the result as JSON on stdout\n"
+    "      --threads N      threads (default: every CPU)\n"
     "      --junit FILE     write the result as JUnit XML (one test case per\n"
     "                       tensor), which CI systems display\n"
     "      --report-html FILE  write it as an HTML page with a sparsity bar per\n"
@@ -38,7 +39,7 @@ static const char usage_text[] =
     "\n"
     "exit codes: 0 all targets met, 1 a target missed, 2 usage or bad input\n";
 
-enum { OPT_JSON = RULES_OPT_END, OPT_JUNIT, OPT_REPORT_HTML, OPT_FORCE };
+enum { OPT_JSON = RULES_OPT_END, OPT_JUNIT, OPT_REPORT_HTML, OPT_FORCE, OPT_THREADS };
 
 /* The rows of --junit and --report-html: one per checked tensor. */
 static int write_reports(const char *junit, const char *html, const char *in, sp_ckpt *ck,
@@ -86,6 +87,7 @@ int cmd_check(int argc, char **argv)
         {"recipe", required_argument, NULL, 'r'},
         {"substitute", no_argument, NULL, RULES_OPT_SUBSTITUTE},
         {"json", no_argument, NULL, OPT_JSON},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {"junit", required_argument, NULL, OPT_JUNIT},
         {"report-html", required_argument, NULL, OPT_REPORT_HTML},
         {"force", no_argument, NULL, OPT_FORCE},
@@ -96,7 +98,7 @@ int cmd_check(int argc, char **argv)
     rules_opts ro = {0};
     bool json = false, quiet = false, force = false;
     const char *junit = NULL, *html = NULL;
-    int c, bad = EXIT_USAGE;
+    int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "s:p:i:x:r:qh", longopts, "check", &bad)) != -1) {
         int r = rules_opt(&ro, c, optarg, "check");
@@ -107,6 +109,10 @@ int cmd_check(int argc, char **argv)
         }
         switch (c) {
         case OPT_JSON: json = true; break;
+        case OPT_THREADS:
+            if (!cli_parse_threads("--threads", optarg, &threads))
+                return EXIT_USAGE;
+            break;
         case OPT_JUNIT: junit = optarg; break;
         case OPT_REPORT_HTML: html = optarg; break;
         case OPT_FORCE: force = true; break;
@@ -144,7 +150,11 @@ int cmd_check(int argc, char **argv)
     }
     if ((rc = rules_bind(&rs, ck)))
         goto out;
-    sp_status s = sp_prune_check(ck, rs.rules, rs.n, &rep, &err);
+    cli_progress bar;
+    cli_progress_init(&bar, "check", !quiet && !json);
+    sp_prune_options po = {.progress = cli_progress_update, .progress_ctx = &bar, .threads = threads};
+    sp_status s = sp_prune_check(ck, rs.rules, rs.n, &po, &rep, &err);
+    cli_progress_end(&bar);
     if (s && s != SP_ERR_CHECK) {
         if (err.code == SP_ERR_NOT_FOUND || err.code == SP_ERR_INVALID_ARG)
             sp_error_prefix(&err, "'%s'", in);

@@ -137,6 +137,19 @@ bool cli_parse_double(const char *opt, const char *s, double *out)
     return true;
 }
 
+bool cli_parse_threads(const char *opt, const char *s, int *out)
+{
+    long v;
+    if (!cli_parse_long(opt, s, &v))
+        return false;
+    if (v < 1 || v > 1024) {
+        cli_error("option '%s': %ld threads (1..1024)", opt, v);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
 bool cli_parse_long(const char *opt, const char *s, long *out)
 {
     char *end;

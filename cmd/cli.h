@@ -95,8 +95,13 @@ void cli_recipe_problems(const char *recipe, const sp_recipe_problem *v, size_t 
 /* Monotonic clock, seconds. */
 double cli_now_s(void);
 
+/* --threads N: 1..1024; on failure print and return false (exit 2). */
+bool cli_parse_threads(const char *opt, const char *s, int *out);
+
 /* Progress bar on stderr, shown only when stderr is a terminal:
- * "LABEL:  42.0%  1.2 GB of 2.9 GB", redrawn at most five times a second.
+ * "LABEL:  42.0%  1.2 GB of 2.9 GB", redrawn at most five times a second;
+ * callable from any one thread at a time (the library's progress callbacks
+ * are).
  * cli_progress_update is an sp_progress_fn (ctx = the cli_progress);
  * cli_progress_end clears an unfinished bar before anything else is
  * printed (an error, a report). */

@@ -26,6 +26,7 @@ static const char usage_text[] =
     "  --format F         torch or safetensors (default: from OUT's extension,\n"
     "                     .safetensors -> safetensors, else torch)\n"
     "  --json             print a JSON summary\n"
+    "  --threads N        threads (default: every CPU)\n"
     "  --force            replace an existing OUT\n"
     "  -h, --help         show this help\n"
     "\n"
@@ -42,6 +43,7 @@ int cmd_densify(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *format = NULL;
     bool json = false, force = false;
+    int threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -55,6 +57,12 @@ int cmd_densify(int argc, char **argv)
                 format = v;
             else
                 out = v;
+            i++;
+        } else if (!strcmp(a, "--threads")) {
+            if (!v)
+                return cli_usage_error("densify", "option '%s' needs a value", a);
+            if (!cli_parse_threads(a, v, &threads))
+                return EXIT_USAGE;
             i++;
         } else if (!strcmp(a, "--json")) {
             json = true;
@@ -92,31 +100,36 @@ int cmd_densify(int argc, char **argv)
         bytes += (uint64_t)t->numel * sp_dtype_size(t->dtype);
     }
     sp_status s = SP_OK;
+    cli_progress bar;
+    cli_progress_init(&bar, "densify", !json);
     if (st) {
-        /* streams tensor by tensor */
-        s = sp_dense_safetensors_export(ck, out, NULL, &err);
+        /* tensors decoded on all threads, each written once at its place */
+        s = sp_dense_safetensors_export(ck, out, threads, cli_progress_update, &bar, NULL, &err);
     } else {
         sp_tensor_data *td = calloc(n ? n : 1, sizeof *td);
         void **owned = calloc(n ? n : 1, sizeof *owned);
-        if (!td || !owned)
+        const void **data = calloc(n ? n : 1, sizeof *data);
+        if (!td || !owned || !data)
             s = sp_error_set(&err, SP_ERR_NOMEM, "out of memory");
+        if (!s)
+            s = sp_ckpt_dense_all(ck, threads, cli_progress_update, &bar, data, owned, &err);
         for (size_t i = 0; i < n && !s; i++) {
             const sp_tensor *t = sp_ckpt_tensor(ck, i);
-            const void *data;
-            s = sp_ckpt_tensor_dense(ck, i, &data, &owned[i], &err);
             td[i].name = t->name;
             td[i].dtype = t->dtype;
             td[i].ndim = t->ndim;
             memcpy(td[i].shape, t->shape, sizeof td[i].shape);
-            td[i].data = data;
+            td[i].data = data[i];
         }
         if (!s)
             s = sp_torch_save(out, td, n, &err);
         for (size_t i = 0; owned && i < n; i++)
             free(owned[i]);
         free(owned);
+        free(data);
         free(td);
     }
+    cli_progress_end(&bar);
     const char *fmt_name = sp_format_name(sp_ckpt_format(ck));
     char fmtbuf[64];
     snprintf(fmtbuf, sizeof fmtbuf, "%s", fmt_name);

@@ -46,6 +46,8 @@ static const char usage_text[] =
     "  --max-shard-size B     compressed-tensors: bytes per shard (5000000000)\n"
     "  -v, --verbose          one line per tensor in the report\n"
     "  --json                 print the report as JSON\n"
+    "  --threads N            threads (default: every CPU); the output is the\n"
+    "                         same bytes whatever N is\n"
     "  -q, --quiet            no progress bar\n"
     "  --force                replace an existing OUT (file or folder)\n"
     "  -h, --help             show this help\n"
@@ -143,7 +145,7 @@ static const struct option export_opts[] = {
     {"nm", 1, NULL, 0},            {"block", 1, NULL, 0},          {"raw", 0, NULL, 0},
     {"level", 1, NULL, 0},         {"ct-format", 1, NULL, 0},      {"max-shard-size", 1, NULL, 0},
     {"verbose", 0, NULL, 'v'},     {"json", 0, NULL, 0},           {"quiet", 0, NULL, 'q'},
-    {"help", 0, NULL, 'h'},        {NULL, 0, NULL, 0},
+    {"threads", 1, NULL, 0},       {"help", 0, NULL, 'h'},         {NULL, 0, NULL, 0},
 };
 
 int cmd_export(int argc, char **argv)
@@ -212,6 +214,12 @@ int cmd_export(int argc, char **argv)
             if (l < 1)
                 return cli_usage_error("export", "option '--max-shard-size' must be positive");
             co.max_shard_bytes = (uint64_t)l;
+        } else if (!strcmp(a, "--threads")) {
+            NEED();
+            int th;
+            if (!cli_parse_threads(a, v, &th))
+                return EXIT_USAGE;
+            so.threads = co.threads = th;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             verbose = true;
         } else if (!strcmp(a, "--json")) {
@@ -268,7 +276,7 @@ int cmd_export(int argc, char **argv)
     else if (fmt == 1)
         s = sp_ct_export(ck, out, &co, cli_progress_update, &ps, &rep, &err);
     else
-        s = sp_dense_safetensors_export(ck, out, &rep, &err);
+        s = sp_dense_safetensors_export(ck, out, co.threads, cli_progress_update, &ps, &rep, &err);
     double secs = cli_now_s() - t0;
     cli_progress_end(&ps);
     sp_ckpt_close(ck);

@@ -29,6 +29,7 @@ static const char usage_text[] =
     "  --report-html FILE  also write an HTML page with a sparsity bar per tensor\n"
     "                      (self-contained: open it in any browser)\n"
     "  --force             replace an existing --report-html file\n"
+    "  --threads N         threads (default: every CPU)\n"
     "  -h, --help          show this help\n"
     "\n"
     "exit codes: 0 ok, 1 failure reading the file, 2 usage or bad input\n";
@@ -207,16 +208,21 @@ int cmd_inspect(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {"report-html", required_argument, NULL, 'R'},
         {"force", no_argument, NULL, 'F'},
+        {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     bool json = false, force = false;
     const char *html = NULL;
-    int c, bad = EXIT_USAGE;
+    int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "+h", opts, "inspect", &bad)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 't':
+            if (!cli_parse_threads("--threads", optarg, &threads))
+                return EXIT_USAGE;
+            break;
         case 'R': html = optarg; break;
         case 'F': force = true; break;
         case 'h': fputs(usage_text, stdout); return EXIT_OK;
@@ -228,7 +234,13 @@ int cmd_inspect(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = true;
-        else if (!strcmp(argv[i], "--force"))
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            if (!cli_parse_threads("--threads", argv[++i], &threads))
+                return EXIT_USAGE;
+        } else if (!strncmp(argv[i], "--threads=", 10)) {
+            if (!cli_parse_threads("--threads", argv[i] + 10, &threads))
+                return EXIT_USAGE;
+        } else if (!strcmp(argv[i], "--force"))
             force = true;
         else if (!strcmp(argv[i], "--report-html") && i + 1 < argc)
             html = argv[++i];
@@ -268,9 +280,29 @@ int cmd_inspect(int argc, char **argv)
         rc = EXIT_FAILED;
         goto out;
     }
-    /* tensors grouped by storage, so each storage is loaded once and
-     * released before the next */
+    /* every storage loaded once and released, on all threads */
+    sp_view_stats *vs = calloc(nt ? nt : 1, sizeof *vs);
     size_t *start = NULL;
+    if (!vs) {
+        cli_error("out of memory");
+        rc = EXIT_FAILED;
+        goto out;
+    }
+    cli_progress bar;
+    cli_progress_init(&bar, "inspect", !json);
+    sp_status vst = sp_ckpt_view_stats(ck, threads, cli_progress_update, &bar, vs, &err);
+    cli_progress_end(&bar);
+    if (vst) {
+        free(vs);
+        rc = cli_fail(&err);
+        goto out;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        bool fl = sp_dtype_is_float(sp_ckpt_tensor(ck, i)->dtype);
+        st[i].zeros = vs[i].zeros;
+        st[i].nm_ok = fl ? vs[i].is_24 : -1;
+    }
+    free(vs);
     if (sp_ckpt_tensors_by_storage(ck, &order, &start, &err)) {
         rc = cli_fail(&err);
         goto out;
@@ -282,26 +314,6 @@ int cmd_inspect(int argc, char **argv)
         owner[s] = cnt >= 2 ? s : SIZE_MAX;
         if (cnt >= 2)
             nshared += cnt;
-        if (cnt == 0)
-            continue;
-        const void *data;
-        if (sp_ckpt_storage_data(ck, s, &data, &err) != SP_OK) {
-            free(start);
-            rc = cli_fail(&err);
-            goto out;
-        }
-        for (size_t k = start[s]; k < start[s + 1]; k++) {
-            size_t i = order[k];
-            const sp_tensor *t = sp_ckpt_tensor(ck, i);
-            const unsigned char *base = (const unsigned char *)data +
-                                        (size_t)t->offset * sp_dtype_size(t->dtype);
-            sp_view_stats vs;
-            bool fl = sp_dtype_is_float(t->dtype);
-            sp_tensor_view_stats(t, base, fl, &vs);
-            st[i].zeros = vs.zeros;
-            st[i].nm_ok = fl ? vs.is_24 : -1;
-        }
-        sp_ckpt_storage_release(ck, s);
     }
     free(start);
     for (size_t i = 0; i < nt; i++) {

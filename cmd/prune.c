@@ -60,6 +60,8 @@ static const char usage_text[] =
     "                       current sparsity, aliases) and write nothing\n"
     "      --in-place       allow OUT to be IN (or omit -o) and replace it\n"
     "      --force          replace an existing OUT (or report files)\n"
+    "      --threads N      threads (default: every CPU); the output is the\n"
+    "                       same bytes whatever N is\n"
     "  -q, --quiet          no table or progress on stderr\n"
     "  -h, --help           this help\n"
     "\n"
@@ -68,8 +70,8 @@ static const char usage_text[] =
     "exit codes: 0 ok, 1 failed, 2 usage or bad input\n";
 
 enum {
-    OPT_REPORT = RULES_OPT_END, OPT_REPORT_HTML, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_SCORE,
-    OPT_CALIB, OPT_CALIB_SAMPLES, OPT_LABEL, OPT_WANDA_GROUP,
+    OPT_REPORT = RULES_OPT_END, OPT_REPORT_HTML, OPT_JSON, OPT_IN_PLACE, OPT_FORCE, OPT_THREADS,
+    OPT_SCORE, OPT_CALIB, OPT_CALIB_SAMPLES, OPT_LABEL, OPT_WANDA_GROUP,
 };
 
 /* The wanda options, checked against the rules (a recipe's modifiers:
@@ -373,6 +375,7 @@ int cmd_prune(int argc, char **argv)
         {"in-place", no_argument, NULL, OPT_IN_PLACE},
         {"dry-run", no_argument, NULL, 'n'},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -383,7 +386,7 @@ int cmd_prune(int argc, char **argv)
     long samples = 128;
     bool samples_set = false;
     bool json = false, in_place = false, quiet = false, dry = false, force = false;
-    int c, bad = EXIT_USAGE;
+    int c, bad = EXIT_USAGE, threads = 0;
     optind = 1;
     while ((c = cli_getopt(argc, argv, "o:s:p:i:x:r:nqh", longopts, "prune", &bad)) != -1) {
         int r = rules_opt(&ro, c, optarg, "prune");
@@ -400,6 +403,10 @@ int cmd_prune(int argc, char **argv)
         case OPT_IN_PLACE: in_place = true; break;
         case 'n': dry = true; break;
         case OPT_FORCE: force = true; break;
+        case OPT_THREADS:
+            if (!cli_parse_threads("--threads", optarg, &threads))
+                return EXIT_USAGE;
+            break;
         case OPT_SCORE: score = optarg; break;
         case OPT_CALIB: calib = optarg; break;
         case OPT_LABEL: label = optarg; break;
@@ -469,7 +476,7 @@ int cmd_prune(int argc, char **argv)
     cli_progress bar;
     cli_progress_init(&bar, "prune", !quiet && !json);
     sp_prune_options po = {.dry_run = dry, .progress = cli_progress_update, .progress_ctx = &bar,
-                           .norms = norms.ck};
+                           .threads = threads, .norms = norms.ck};
     sp_status st = sp_prune_ckpt(ck, out, rs.rules, rs.n, &po, &rep, &err);
     cli_progress_end(&bar);
     if (st) {

@@ -56,7 +56,21 @@ static sp_ckpt *ckpt_new(const char *path, sp_error *err)
         sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    for (int i = 0; i < SP_CKPT_LOCKS; i++)
+        pthread_mutex_init(&ck->locks[i], NULL);
     return ck;
+}
+
+/* The per-storage table of aligned copies, made once when the checkpoint
+ * is open: sp_ckpt_storage_data then only writes its own slot (under its
+ * storage's lock), so threads may load storages at once. */
+static sp_status aligned_table(sp_ckpt *ck, sp_error *err)
+{
+    ck->aligned = calloc(ck->nstorages ? ck->nstorages : 1, sizeof *ck->aligned);
+    if (!ck->aligned)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    ck->aligned_n = ck->nstorages;
+    return SP_OK;
 }
 
 sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
@@ -87,6 +101,8 @@ sp_status sp_ckpt_open(sp_ckpt **out, const char *path, sp_error *err)
             s = open_sniffed(ck, head, (size_t)n, err);
     }
 out:
+    if (!s)
+        s = aligned_table(ck, err);
     if (s) {
         sp_ckpt_close(ck);
         return s;
@@ -106,6 +122,8 @@ sp_status sp_ckpt_open_mem(sp_ckpt **out, const char *name, const void *data, si
     ck->mem = data;
     ck->mem_size = size;
     sp_status s = open_sniffed(ck, data, size < 9 ? size : 9, err);
+    if (!s)
+        s = aligned_table(ck, err);
     if (s) {
         sp_ckpt_close(ck);
         return s;
@@ -130,6 +148,8 @@ void sp_ckpt_close(sp_ckpt *ck)
     free(ck->tensors);
     free(ck->storages);
     free(ck->path);
+    for (int i = 0; i < SP_CKPT_LOCKS; i++)
+        pthread_mutex_destroy(&ck->locks[i]);
     free(ck);
 }
 
@@ -156,10 +176,20 @@ long sp_ckpt_find(const sp_ckpt *ck, const char *name)
     return -1;
 }
 
+static sp_status storage_data_locked(sp_ckpt *ck, size_t i, const void **data, sp_error *err);
+
 sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error *err)
 {
     if (i >= ck->nstorages)
         return sp_error_set(err, SP_ERR_INVALID_ARG, "'%s': no storage %zu", ck->path, i);
+    pthread_mutex_lock(&ck->locks[i % SP_CKPT_LOCKS]);
+    sp_status s = storage_data_locked(ck, i, data, err);
+    pthread_mutex_unlock(&ck->locks[i % SP_CKPT_LOCKS]);
+    return s;
+}
+
+static sp_status storage_data_locked(sp_ckpt *ck, size_t i, const void **data, sp_error *err)
+{
     if (i < ck->aligned_n && ck->aligned[i]) {
         *data = ck->aligned[i];
         return SP_OK;
@@ -172,14 +202,8 @@ sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_erro
     /* A mapped file can hold a storage at any offset (legacy torch, a
      * safetensors tensor after an odd-sized one): callers get a copy that
      * is aligned for its elements, until release. */
-    if (i >= ck->aligned_n) {
-        void **a = realloc(ck->aligned, ck->nstorages * sizeof *a);
-        if (!a)
-            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-        memset(a + ck->aligned_n, 0, (ck->nstorages - ck->aligned_n) * sizeof *a);
-        ck->aligned = a;
-        ck->aligned_n = ck->nstorages;
-    }
+    if (i >= ck->aligned_n)
+        return sp_error_set(err, SP_ERR_INTERNAL, "'%s': storage %zu has no slot", ck->path, i);
     if (nb > SIZE_MAX || !(ck->aligned[i] = malloc((size_t)nb)))
         return sp_error_set(err, SP_ERR_NOMEM, "'%s': out of memory for storage '%s'", ck->path,
                             ck->storages[i].key);
@@ -192,12 +216,21 @@ sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_erro
 
 void sp_ckpt_storage_release(sp_ckpt *ck, size_t i)
 {
+    if (i >= ck->nstorages)
+        return;
+    pthread_mutex_lock(&ck->locks[i % SP_CKPT_LOCKS]);
     if (i < ck->aligned_n && ck->aligned[i]) {
         free(ck->aligned[i]);
         ck->aligned[i] = NULL;
     }
-    if (i < ck->nstorages && ck->be->storage_release)
+    if (ck->be->storage_release)
         ck->be->storage_release(ck, i);
+    pthread_mutex_unlock(&ck->locks[i % SP_CKPT_LOCKS]);
+}
+
+bool sp_ckpt_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off)
+{
+    return i < ck->nstorages && ck->be->storage_file && ck->be->storage_file(ck, i, mf, off);
 }
 
 sp_status sp_ckpt_tensor_data(sp_ckpt *ck, size_t t, const void **data, sp_error *err)
@@ -237,13 +270,88 @@ sp_status sp_ckpt_tensors_by_storage(const sp_ckpt *ck, size_t **order, size_t *
     return SP_OK;
 }
 
+/* sp_ckpt_rewrite through a backend's parallel rewrite: fn sees each
+ * storage whole, one at a time, in file order (one thread). */
+typedef struct fn_adapter {
+    sp_ckpt *ck;
+    sp_rewrite_fn fn;
+    void *ctx;
+} fn_adapter;
+
+static bool adapter_touches(void *ctx, size_t storage)
+{
+    (void)storage;
+    return ((fn_adapter *)ctx)->fn != NULL;
+}
+
+static sp_status adapter_emit(void *ctx, size_t storage, const void *orig, uint64_t off,
+                              uint64_t len, void *out, sp_error *err)
+{
+    fn_adapter *a = ctx;
+    bool changed = false;
+    (void)off;
+    sp_status s = a->fn(a->ctx, a->ck, storage, orig, out, &changed, err);
+    if (!s && !changed)
+        memcpy(out, orig, (size_t)len);
+    return s;
+}
+
 sp_status sp_ckpt_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
                           sp_error *err)
 {
+    if (ck->be->rewrite_par) {
+        fn_adapter a = {ck, fn, ctx};
+        sp_rewrite_ops ops = {.ctx = &a, .touches = adapter_touches, .emit = adapter_emit, .threads = 1};
+        return ck->be->rewrite_par(ck, out_path, &ops, err);
+    }
     if (!ck->be->rewrite)
         return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': %s files cannot be rewritten",
                             ck->path, sp_format_name(ck->format));
     return ck->be->rewrite(ck, out_path, fn, ctx, err);
+}
+
+/* ---- parallel rewrite: the fallback for formats without their own ----
+ * One storage at a time through sp_ckpt_rewrite: a touched storage is
+ * prepared, emitted in one piece and finished. */
+typedef struct seq_rw {
+    const sp_rewrite_ops *ops;
+    uint64_t done, total;
+} seq_rw;
+
+static sp_status seq_cb(void *ctx, sp_ckpt *ck, size_t storage, const void *orig, void *out,
+                        bool *changed, sp_error *err)
+{
+    seq_rw *r = ctx;
+    const sp_rewrite_ops *o = r->ops;
+    uint64_t nb = ck->storages[storage].nbytes;
+    sp_status s = SP_OK;
+    if (o->touches(o->ctx, storage)) {
+        if (o->prepare)
+            s = o->prepare(o->ctx, storage, orig, err);
+        if (!s)
+            s = o->emit(o->ctx, storage, orig, 0, nb, out, err);
+        if (!s && o->finish)
+            s = o->finish(o->ctx, storage, err);
+        *changed = !s && memcmp(out, orig, (size_t)nb) != 0;
+    }
+    r->done += nb;
+    if (!s && o->progress)
+        o->progress(o->progress_ctx, r->done, r->total);
+    return s;
+}
+
+sp_status sp_ckpt_rewrite_par(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
+                              sp_error *err)
+{
+    if (ck->be->rewrite_par)
+        return ck->be->rewrite_par(ck, out_path, ops, err);
+    if (!ck->be->rewrite)
+        return sp_error_set(err, SP_ERR_UNSUPPORTED, "'%s': %s files cannot be rewritten",
+                            ck->path, sp_format_name(ck->format));
+    seq_rw r = {ops, 0, 0};
+    for (size_t i = 0; i < ck->nstorages; i++)
+        r.total += ck->storages[i].nbytes;
+    return sp_ckpt_rewrite(ck, out_path, seq_cb, &r, err);
 }
 
 sp_status sp_ckpt_add_tensor(sp_ckpt *ck, const sp_tensor *t, size_t *idx, sp_error *err)

@@ -8,6 +8,12 @@
 
 #include "sparsify/ckpt.h"
 
+#include <pthread.h>
+
+#define SP_CKPT_LOCKS 64
+
+typedef struct sp_mapfile sp_mapfile; /* below */
+
 typedef struct sp_ckpt_backend {
     const char *name;
     /* Bytes of storage i, borrowed until storage_release/close. */
@@ -16,6 +22,13 @@ typedef struct sp_ckpt_backend {
     /* See sp_ckpt_rewrite; NULL when the format cannot be rewritten. */
     sp_status (*rewrite)(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
                          sp_error *err);
+    /* See sp_ckpt_rewrite_par; NULL: sp_ckpt_rewrite, one storage at a
+     * time. */
+    sp_status (*rewrite_par)(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
+                             sp_error *err);
+    /* Where storage i's bytes lie, as they are, in a mapped file (*mf, at
+     * *off); false when they do not (compressed, decoded). May be NULL. */
+    bool (*storage_file)(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off);
     /* Free impl (not the tables, which ckpt.c owns). */
     void (*close)(sp_ckpt *ck);
 } sp_ckpt_backend;
@@ -33,11 +46,18 @@ struct sp_ckpt {
      * returned misaligned (legacy torch, safetensors), else NULL. */
     void **aligned;
     size_t aligned_n;
+    /* storages loaded by several threads at once: storage i is loaded and
+     * released under lock i % SP_CKPT_LOCKS */
+    pthread_mutex_t locks[SP_CKPT_LOCKS];
     /* sp_ckpt_open_mem: the caller's bytes stand in for the file at path */
     const unsigned char *mem;
     uint64_t mem_size;
     bool in_mem;
 };
+
+/* Storage i as a plain range of a mapped file (for kernel copies): see
+ * sp_ckpt_backend.storage_file. */
+bool sp_ckpt_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off);
 
 /* Append a tensor / storage; name/key are copied. Return the new index in
  * *idx (may be NULL). */
@@ -60,12 +80,12 @@ bool sp_ct_folder_detect(const char *path);
 sp_status sp_ct_folder_open(sp_ckpt *ck, sp_error *err);
 
 /* ---- read-only file mapping ---- */
-typedef struct sp_mapfile {
+struct sp_mapfile {
     int fd;
     const unsigned char *data; /* NULL for an empty file */
     uint64_t size;
     bool borrowed;             /* caller's memory: never unmapped or dropped */
-} sp_mapfile;
+};
 
 /* Map path read-only. ENOENT gives SP_ERR_NOT_FOUND, other failures
  * SP_ERR_IO; the message names the path. */
@@ -97,8 +117,9 @@ typedef struct sp_outfile {
     int fd;
     char *path;     /* final path */
     char *tmp_path; /* named temp file, or NULL when unnamed (O_TMPFILE) */
-    uint64_t pos;   /* bytes written so far */
+    uint64_t pos;   /* bytes written so far (sequential writes) */
     sp_outid id;
+    int no_kcopy;   /* copy_file_range refused once: copy through memory */
 } sp_outfile;
 
 /* Create an unnamed (or hidden) temp file in path's directory, after
@@ -111,6 +132,14 @@ sp_status sp_outfile_pad(sp_outfile *of, uint64_t align, sp_error *err);
 /* pwrite at an earlier offset (headers patched after the payload). */
 sp_status sp_outfile_pwrite(sp_outfile *of, const void *buf, size_t len, uint64_t off,
                             sp_error *err);
+/* Copy [src_off, src_off + len) of the mapped file src to offset out_off of
+ * of. The kernel copies the bytes (copy_file_range: they never pass through
+ * user space, and src's pages are not mapped in); where it cannot (another
+ * file system, an in-memory input, an old kernel), they are written from
+ * the mapping, whose pages are dropped again. Positioned, so threads may
+ * copy different ranges at once. */
+sp_status sp_outfile_copy(sp_outfile *of, const sp_mapfile *src, uint64_t src_off,
+                          uint64_t out_off, uint64_t len, sp_error *err);
 /* fsync-free commit: give the file its final name (atomic rename; see
  * "Outputs" in sparsify/ckpt.h for what may be replaced). */
 sp_status sp_outfile_commit(sp_outfile *of, sp_error *err);

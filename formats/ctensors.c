@@ -43,6 +43,9 @@
 
 #include "formats/ckpt_internal.h"
 #include "formats/checked.h"
+#include "formats/export_internal.h"
+#include "formats/outplan.h"
+#include "formats/scan.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -611,55 +614,6 @@ out:
 /* ------------------------------------------------------------------ */
 /* writing                                                             */
 
-sp_status sp_ckpt_tensor_dense(sp_ckpt *ck, size_t ti, const void **data, void **owned,
-                               sp_error *err)
-{
-    *owned = NULL;
-    const sp_tensor *t = sp_ckpt_tensor(ck, ti);
-    if (!t)
-        return sp_error_set(err, SP_ERR_INVALID_ARG, "'%s': no tensor %zu", sp_ckpt_path(ck), ti);
-    const void *base;
-    sp_status s = sp_ckpt_storage_data(ck, t->storage, &base, err);
-    if (s)
-        return s;
-    size_t es = sp_dtype_size(t->dtype);
-    if (sp_tensor_is_contiguous(t) || t->numel <= 1) {
-        *data = (const unsigned char *)base + (size_t)t->offset * es;
-        return SP_OK;
-    }
-    /* the view passed sp_ckpt_validate_tensor: its dense size is bounded
-     * by the storage it reads (formats/checked.h) */
-    size_t bytes;
-    unsigned char *buf = NULL;
-    if (!sp_mul_size((uint64_t)t->numel, es, &bytes) || !(buf = malloc(bytes + 1)))
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory copying tensor '%s'", t->name);
-    int64_t idx[SP_MAX_DIMS] = {0};
-    for (int64_t i = 0; i < t->numel; i++) {
-        int64_t off = t->offset;
-        for (int d = 0; d < t->ndim; d++)
-            off += idx[d] * t->stride[d];
-        memcpy(buf + (size_t)i * es, (const unsigned char *)base + (size_t)off * es, es);
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d])
-                break;
-            idx[d] = 0;
-        }
-    }
-    *data = buf;
-    *owned = buf;
-    return SP_OK;
-}
-
-void sp_export_report_release(sp_export_report *r)
-{
-    if (!r)
-        return;
-    for (size_t i = 0; i < r->nentries; i++)
-        free(r->entries[i].name);
-    free(r->entries);
-    memset(r, 0, sizeof *r);
-}
-
 /* One output tensor of a safetensors plan. */
 typedef struct out_item {
     char *key;
@@ -671,6 +625,7 @@ typedef struct out_item {
     int role;       /* 0 plain, 1 compressed, 2 bitmask, 3 row_offsets, 4 shape */
     int ct;         /* 1 bitmask, 2 24-bitmask */
     size_t shard;
+    uint64_t off;   /* in its shard, once laid out */
 } out_item;
 
 typedef struct out_plan {
@@ -714,112 +669,116 @@ static void plan_free(out_plan *p)
     free(p->v);
 }
 
-/* Kept per compressed-tensors' rule: value != 0 (so -0 is dropped). */
-static bool ct_kept(sp_dtype dt, const unsigned char *x)
+/* ---- generating the items (formats/outplan.h) ----
+ * Groups are checkpoint tensors: prepare loads a tensor's dense bytes,
+ * emit produces a chunk of one of its items, finish lets the tensor go.
+ * Tags: the item's role, and for sparse-bitmask values the first row of
+ * their stretch (tag >> 8; the values of a row range have no fixed size). */
+
+typedef struct ct_writer {
+    sp_ckpt *ck;
+    const out_plan *p;
+    const sp__ct_plan *cp;
+    const sp__xstat *xs;
+    uint64_t **prefix;     /* per tensor: values before each row (sparse-bitmask) */
+    const void **data;     /* per tensor, from prepare */
+    void **owned;
+    uint8_t *shared;       /* per storage: more than one tensor (released at the end) */
+} ct_writer;
+
+static sp_status ctw_prepare(void *ctx, size_t t, sp_error *err)
 {
-    return !sp_dtype_is_zero(dt, x, 0);
+    ct_writer *w = ctx;
+    return sp_ckpt_tensor_dense(w->ck, t, &w->data[t], &w->owned[t], err);
 }
 
-/* A weight compressed-tensors may compress: "<module>.weight", 2-D,
- * floating, not empty. */
-static bool is_candidate(const sp_tensor *t)
+static sp_status ctw_finish(void *ctx, size_t t, sp_error *err)
 {
-    return t->ndim == 2 && t->numel > 0 && sp_dtype_is_float(t->dtype) &&
-           ends_with(t->name, ".weight") && strlen(t->name) > strlen(".weight");
+    ct_writer *w = ctx;
+    (void)err;
+    free(w->owned[t]);
+    w->owned[t] = NULL;
+    size_t st = sp_ckpt_tensor(w->ck, t)->storage;
+    if (!w->shared[st])
+        sp_ckpt_storage_release(w->ck, st);
+    return SP_OK;
 }
 
-/* Write one output item's bytes. data: the source tensor (dense). */
-static sp_status emit_item(sp_outfile *of, const out_item *o, const sp_tensor *t,
-                           const unsigned char *data, sp_error *err)
+static sp_status ctw_emit(void *ctx, size_t ti, uint64_t tag, uint64_t off, uint64_t len, void *out,
+                          sp_error *err)
 {
-    size_t es = sp_dtype_size(t->dtype);
-    uint64_t C = t->ndim ? (uint64_t)t->shape[t->ndim - 1] : 1, R = C ? (uint64_t)t->numel / C : 0;
-    uint64_t rb = (C + 7) / 8;
-    if (o->role == 0)
-        return sp_outfile_write(of, data, (size_t)o->nbytes, err);
-    if (o->role == 4) {
-        unsigned char b[8 * SP_MAX_DIMS];
-        for (int d = 0; d < t->ndim; d++) {
-            int64_t v = t->shape[d];
-            memcpy(b + 8 * d, &v, 8);
-        }
-        return sp_outfile_write(of, b, 8 * (size_t)t->ndim, err);
+    ct_writer *w = ctx;
+    const sp_tensor *t = sp_ckpt_tensor(w->ck, ti);
+    const unsigned char *d = w->data[ti];
+    const size_t es = sp_dtype_size(t->dtype);
+    const int role = (int)(tag & 0xff);
+    unsigned char *o = out;
+    if (role == 0) {
+        memcpy(o, d + off, (size_t)len);
+        return SP_OK;
     }
-    size_t chunk = 1 << 20;
-    unsigned char *buf = malloc(chunk + 64 * 1024 + (size_t)rb + 16);
-    if (!buf)
+    const sp_scan_ukernels *uk = sp_scan_ukernels_get();
+    const uint64_t zm = sp_scan_zmask(t->dtype);
+    const size_t C = (size_t)t->shape[1], rb = (C + 7) / 8;
+    const bool b24 = w->cp->comp[ti] == SP__CT_24;
+    unsigned char *tmp = malloc((b24 ? C / 2 * es : 0) + rb + 1);
+    if (!tmp)
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    size_t used = 0;
-    sp_status s = SP_OK;
-    int64_t acc = 0;
-    for (uint64_t r = 0; r < R && !s; r++) {
-        const unsigned char *row = data + r * C * es;
-        if (o->role == 3) {
-            memcpy(buf + used, &acc, 8);
-            used += 8;
-            for (uint64_t c = 0; c < C; c++)
-                acc += ct_kept(t->dtype, row + c * es);
-        } else if (o->role == 2 || o->role == 1) {
-            unsigned char *mrow = o->role == 2 ? buf + used : buf + chunk + 64 * 1024;
-            memset(mrow, 0, (size_t)rb);
-            for (uint64_t c = 0; c < C; c++) {
-                bool k;
-                if (o->ct == 2 && c % 4 == 0) {
-                    /* the nonzeros of the group, then its first zeros, to
-                     * exactly two */
-                    int nzc = 0;
-                    for (int q = 0; q < 4; q++)
-                        nzc += ct_kept(t->dtype, row + (c + (uint64_t)q) * es);
-                    int fill = 2 - nzc;
-                    for (int q = 0; q < 4; q++) {
-                        bool kk = ct_kept(t->dtype, row + (c + (uint64_t)q) * es);
-                        if (!kk && fill > 0) {
-                            kk = true;
-                            fill--;
-                        }
-                        if (kk)
-                            mrow[(c + (uint64_t)q) / 8] |= (unsigned char)(1u << ((c + (uint64_t)q) % 8));
-                    }
-                }
-                if (o->ct == 2)
-                    continue;
-                k = ct_kept(t->dtype, row + c * es);
-                if (k)
-                    mrow[c / 8] |= (unsigned char)(1u << (c % 8));
-            }
-            if (o->role == 2) {
-                used += (size_t)rb;
-            } else {
-                for (uint64_t c = 0; c < C; c++)
-                    if ((mrow[c / 8] >> (c % 8)) & 1) {
-                        memcpy(buf + used, row + c * es, es);
-                        used += es;
-                    }
-            }
+    if (role == 1 && b24) {
+        for (size_t r = off / (C / 2 * es), k = 0; k < len; r++, k += C / 2 * es)
+            uk->pack24(o + k, tmp, d + r * C * es, C, es, zm);
+    } else if (role == 1) {
+        const uint64_t *pre = w->prefix[ti];
+        size_t r = (size_t)(tag >> 8), k = 0;
+        for (; k < len; r++) {
+            uk->bitmask(tmp, d + r * C * es, C, es, zm);
+            k += uk->compress(o + k, d + r * C * es, tmp, C, es) * es;
         }
-        if (used >= chunk) {
-            s = sp_outfile_write(of, buf, used, err);
-            used = 0;
+        (void)pre;
+    } else if (role == 2) {
+        for (size_t r = off / rb, k = 0; k < len; r++, k += rb) {
+            if (b24)
+                uk->pack24(NULL, o + k, d + r * C * es, C, es, zm);
+            else
+                uk->bitmask(o + k, d + r * C * es, C, es, zm);
+        }
+    } else { /* row_offsets: int64, little-endian */
+        const uint64_t *pre = w->prefix[ti];
+        for (size_t r = off / 8, k = 0; k < len; r++, k += 8) {
+            int64_t v = (int64_t)pre[r];
+            memcpy(o + k, &v, 8);
         }
     }
-    if (!s && used)
-        s = sp_outfile_write(of, buf, used, err);
-    free(buf);
-    return s;
+    free(tmp);
+    return SP_OK;
 }
 
-/* Write the items of one shard as a safetensors file. */
-static sp_status write_shard(sp_ckpt *ck, const out_plan *p, size_t shard, const char *path,
-                             sp_progress_fn progress, void *pctx, uint64_t *done, uint64_t total,
-                             uint64_t *written, sp_error *err)
+/* A stretch of progress in a run of several phases. */
+typedef struct phase {
+    sp_progress_fn fn;
+    void *ctx;
+    uint64_t base, total;
+} phase;
+
+static void phase_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    phase *ph = ctx;
+    (void)total;
+    if (ph->fn)
+        ph->fn(ph->ctx, ph->base + done, ph->total);
+}
+
+/* The safetensors header of shard k into a new buffer (u64 length + JSON
+ * padded with spaces to 8); item offsets are set as they are laid out. */
+static sp_status shard_header(out_plan *p, size_t k, unsigned char **hdr, size_t *hlen, sp_error *err)
 {
     cJSON *h = cJSON_CreateObject();
     cJSON *meta = cJSON_AddObjectToObject(h, "__metadata__");
     cJSON_AddStringToObject(meta, "format", "pt");
     uint64_t off = 0;
     for (size_t i = 0; i < p->n; i++) {
-        const out_item *o = &p->v[i];
-        if (o->shard != shard)
+        out_item *o = &p->v[i];
+        if (o->shard != k)
             continue;
         cJSON *e = cJSON_AddObjectToObject(h, o->key);
         cJSON_AddStringToObject(e, "dtype", sp_dtype_safetensors_name(o->dtype));
@@ -829,6 +788,7 @@ static sp_status write_shard(sp_ckpt *ck, const out_plan *p, size_t shard, const
         cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + o->nbytes)));
+        o->off = off;
         off += o->nbytes;
     }
     char *js = cJSON_PrintUnformatted(h);
@@ -836,84 +796,67 @@ static sp_status write_shard(sp_ckpt *ck, const out_plan *p, size_t shard, const
     if (!js)
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
     size_t jl = strlen(js), padded = (jl + 7) & ~(size_t)7;
-    unsigned char *hdr = malloc(8 + padded);
-    if (!hdr) {
+    if (!(*hdr = malloc(8 + padded))) {
         free(js);
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < 8; i++)
-        hdr[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    memcpy(hdr + 8, js, jl);
-    memset(hdr + 8 + jl, ' ', padded - jl);
+        (*hdr)[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(*hdr + 8, js, jl);
+    memset(*hdr + 8 + jl, ' ', padded - jl);
     free(js);
-    sp_outfile of;
-    sp_status s = sp_outfile_open(&of, path, err);
-    if (s) {
-        free(hdr);
-        return s;
-    }
-    s = sp_outfile_write(&of, hdr, 8 + padded, err);
-    free(hdr);
-    size_t cur = (size_t)-1;
-    const void *data = NULL;
-    void *owned = NULL;
-    for (size_t i = 0; i < p->n && !s; i++) {
-        const out_item *o = &p->v[i];
-        if (o->shard != shard)
-            continue;
-        if (o->src != cur) {
-            if (cur != (size_t)-1) {
-                free(owned);
-                owned = NULL;
-                sp_ckpt_storage_release(ck, sp_ckpt_tensor(ck, cur)->storage);
-                *done += sp_ckpt_tensor(ck, cur)->numel * sp_dtype_size(sp_ckpt_tensor(ck, cur)->dtype);
-                if (progress)
-                    progress(pctx, *done, total);
-            }
-            cur = o->src;
-            s = sp_ckpt_tensor_dense(ck, cur, &data, &owned, err);
-            if (s)
-                break;
-        }
-        s = emit_item(&of, o, sp_ckpt_tensor(ck, cur), data, err);
-    }
-    free(owned);
-    if (cur != (size_t)-1) {
-        sp_ckpt_storage_release(ck, sp_ckpt_tensor(ck, cur)->storage);
-        *done += sp_ckpt_tensor(ck, cur)->numel * sp_dtype_size(sp_ckpt_tensor(ck, cur)->dtype);
-        if (progress)
-            progress(pctx, *done, total);
-    }
-    if (!s) {
-        *written += of.pos;
-        s = sp_outfile_commit(&of, err);
-    } else {
-        sp_outfile_abort(&of);
-    }
-    return s;
+    *hlen = 8 + padded;
+    for (size_t i = 0; i < p->n; i++)
+        if (p->v[i].shard == k)
+            p->v[i].off += *hlen;
+    return SP_OK;
 }
 
-static sp_status report_add(sp_export_report *r, const sp_tensor *t, const sp_spz_tensor_info *info,
-                            sp_error *err)
+/* The pieces of shard k into file f of the plan. */
+static sp_status shard_pieces(ct_writer *w, sp_outplan *pl, size_t f, size_t k, sp_error *err)
 {
-    if (!r)
-        return SP_OK;
-    sp_export_entry *ne = realloc(r->entries, (r->nentries + 1) * sizeof *ne);
-    if (!ne)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    r->entries = ne;
-    sp_export_entry *e = &ne[r->nentries];
-    memset(e, 0, sizeof *e);
-    e->name = strdup(t->name);
-    if (!e->name)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-    e->dtype = t->dtype;
-    e->ndim = t->ndim;
-    memcpy(e->shape, t->shape, sizeof e->shape);
-    e->info = *info;
-    r->nentries++;
-    r->dense_bytes += info->dense_bytes;
-    return SP_OK;
+    const out_plan *p = w->p;
+    sp_status s = SP_OK;
+    for (size_t i = 0; i < p->n && !s; i++) {
+        const out_item *o = &p->v[i];
+        if (o->shard != k)
+            continue;
+        const sp_tensor *t = sp_ckpt_tensor(w->ck, o->src);
+        size_t es = sp_dtype_size(t->dtype);
+        if (o->role == 4) { /* the shape: known now */
+            unsigned char b[8 * SP_MAX_DIMS];
+            for (int d = 0; d < t->ndim; d++) {
+                int64_t v = t->shape[d];
+                memcpy(b + 8 * d, &v, 8);
+            }
+            s = sp_outplan_put(pl, f, o->off, b, 8 * (size_t)t->ndim, err);
+            continue;
+        }
+        const sp_mapfile *mf;
+        uint64_t at;
+        if (o->role == 0 && sp_tensor_is_contiguous(t) && sp_ckpt_storage_file(w->ck, t->storage, &mf, &at)) {
+            s = sp_outplan_copy(pl, f, o->off, mf, at + (uint64_t)t->offset * es, o->nbytes, err);
+            continue;
+        }
+        if (o->role == 1 && w->cp->comp[o->src] == SP__CT_BITMASK) {
+            /* stretches of rows of about 4 MiB of values each */
+            const uint64_t *pre = w->prefix[o->src];
+            size_t R = (size_t)t->shape[0], r0 = 0;
+            while (r0 < R && !s) {
+                size_t r1 = r0 + 1;
+                while (r1 < R && (pre[r1 + 1] - pre[r0]) * es <= ((uint64_t)4 << 20))
+                    r1++;
+                s = sp_outplan_gen(pl, f, o->off + pre[r0] * es, o->src, 1 | ((uint64_t)r0 << 8),
+                                   (pre[r1] - pre[r0]) * es, 0, err);
+                r0 = r1;
+            }
+            continue;
+        }
+        uint64_t C = t->ndim == 2 ? (uint64_t)t->shape[1] : 1;
+        uint64_t unit = o->role == 0 ? es : o->role == 1 ? C / 2 * es : o->role == 2 ? (C + 7) / 8 : 8;
+        s = sp_outplan_gen(pl, f, o->off, o->src, (uint64_t)o->role, o->nbytes, unit, err);
+    }
+    return s;
 }
 
 /* Plan and write a safetensors folder or file. ct_mode: 0 dense file at
@@ -924,85 +867,71 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
 {
     out_plan p = {0};
     sp_outdir od = {0};
+    sp_outplan *pl = NULL;
     cJSON *cfg = NULL;
     char *js = NULL;
     sp_status s = SP_OK;
-    size_t nt = sp_ckpt_num_tensors(ck);
-    uint8_t *comp = calloc(nt ? nt : 1, 1); /* 0 plain, 1 bitmask, 2 24 */
-    uint8_t *pruned = calloc(nt ? nt : 1, 1); /* 0 no, 1 yes, 2 yes and 2:4 */
-    bool *target = calloc(nt ? nt : 1, sizeof *target);
-    uint64_t *nnz = calloc(nt ? nt : 1, sizeof *nnz);
-    int ct = 0; /* 1 sparse-bitmask, 2 sparse-24-bitmask */
-    uint64_t total = 0, zeros_all = 0, params_all = 0, done = 0, written = 0;
+    size_t nt = sp_ckpt_num_tensors(ck), ns = sp_ckpt_num_storages(ck);
+    sp__ct_plan cp = {0};
+    sp__xstat *xs = calloc(nt ? nt : 1, sizeof *xs);
+    ct_writer w = {ck, &p, &cp, xs, calloc(nt ? nt : 1, sizeof(uint64_t *)),
+                   calloc(nt ? nt : 1, sizeof(void *)), calloc(nt ? nt : 1, sizeof(void *)),
+                   calloc(ns ? ns : 1, 1)};
+    uint64_t total = 0, written = 0;
+    int threads = opt ? opt->threads : 0;
     if (report) {
         memset(report, 0, sizeof *report);
         snprintf(report->format, sizeof report->format, "%s", ct_mode ? "compressed-tensors" : "safetensors");
     }
-    if (!comp || !pruned || !target || !nnz) {
+    if (!xs || !w.prefix || !w.data || !w.owned || !w.shared) {
         s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         goto out;
     }
-    const char *want = opt && opt->format ? opt->format : NULL;
-    if (ct_mode && want && strcmp(want, "sparse-bitmask") && strcmp(want, "sparse-24-bitmask") &&
-        strcmp(want, "dense")) {
-        s = sp_error_set(err, SP_ERR_INVALID_ARG,
-                         "compressed-tensors format '%s' (expected sparse-bitmask, sparse-24-bitmask or dense)", want);
-        goto out;
-    }
-    /* pass 1: nonzero counts; the candidates (2-D floating "<m>.weight"),
-     * which of them were pruned (stray zeros elsewhere do not count) and
-     * which are 2:4 (the predicate inspect uses) */
-    size_t npruned = 0, n24 = 0;
     for (size_t i = 0; i < nt; i++) {
         const sp_tensor *t = sp_ckpt_tensor(ck, i);
-        size_t es = sp_dtype_size(t->dtype);
-        total += (uint64_t)t->numel * es;
-        if (!sp_dtype_is_float(t->dtype))
+        total += (uint64_t)t->numel * sp_dtype_size(t->dtype);
+        for (size_t j = 0; j < i && !w.shared[t->storage]; j++)
+            w.shared[t->storage] = sp_ckpt_tensor(ck, j)->storage == t->storage;
+    }
+    /* pass 1 (the planner, on all threads): zeros, 2:4, nonzeros per row of
+     * the pruned weights; then the format and each weight's form */
+    phase ph = {progress, pctx, 0, 2 * total};
+    if ((s = sp__export_scan(ck, threads, phase_progress, &ph, total, xs, err)))
+        goto out;
+    ph.base = total;
+    const char *want = opt && opt->format ? opt->format : NULL;
+    if (ct_mode)
+        s = sp__ct_plan_make(ck, xs, want, &cp, err);
+    else if (!(cp.comp = calloc(nt ? nt : 1, 1)) || !(cp.target = calloc(nt ? nt : 1, 1)))
+        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    if (s)
+        goto out;
+    /* sparse-bitmask values have rows of their own sizes: count them */
+    size_t nrows = 0, *which = malloc((nt ? nt : 1) * sizeof *which);
+    if (!which) {
+        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nt; i++)
+        if (cp.comp[i] == SP__CT_BITMASK)
+            which[nrows++] = i;
+    s = sp__export_rows(ck, which, nrows, threads, xs, err);
+    free(which);
+    for (size_t i = 0; i < nt && !s; i++) {
+        const sp_tensor *t = sp_ckpt_tensor(ck, i);
+        if (cp.comp[i] != SP__CT_BITMASK)
             continue;
-        params_all += (uint64_t)t->numel;
-        const void *data;
-        s = sp_ckpt_storage_data(ck, t->storage, &data, err);
-        if (s)
-            goto out;
-        sp_view_stats vs;
-        bool cand = ct_mode && is_candidate(t);
-        sp_tensor_view_stats(t, (const unsigned char *)data + (size_t)t->offset * es, cand, &vs);
-        sp_ckpt_storage_release(ck, t->storage);
-        nnz[i] = (uint64_t)t->numel - vs.zeros;
-        zeros_all += vs.zeros;
-        if (cand && (double)vs.zeros >= CT_PRUNED_MIN * (double)t->numel) {
-            uint64_t R = (uint64_t)t->shape[0], C = (uint64_t)t->shape[1];
-            uint64_t bm = nnz[i] * es + R * ((C + 7) / 8) + R * 8 + 16;
-            pruned[i] = vs.is_24 ? 2 : 1;
-            npruned++;
-            n24 += vs.is_24;
-            if (bm < (uint64_t)t->numel * es)
-                comp[i] = 1; /* sparse-bitmask pays off */
+        size_t R = (size_t)t->shape[0];
+        if (!(w.prefix[i] = malloc((R + 1) * sizeof **w.prefix))) {
+            s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+            break;
         }
+        w.prefix[i][0] = 0;
+        for (size_t r = 0; r < R; r++)
+            w.prefix[i][r + 1] = w.prefix[i][r] + xs[i].row_nnz[r];
     }
-    /* the model is 2:4 when most of its pruned layers are; the others are
-     * stored dense (listed in "ignore") rather than downgrading the model */
-    bool model24 = npruned && 2 * n24 > npruned;
-    if (ct_mode) {
-        if (want)
-            ct = !strcmp(want, "sparse-24-bitmask") ? 2 : !strcmp(want, "sparse-bitmask") ? 1 : 0;
-        else
-            ct = model24 ? 2 : npruned ? 1 : 0;
-        /* comp: how each weight is stored; target: whether the config lists
-         * it in "targets" (dense keeps the targets the sparse format would
-         * have) */
-        for (size_t i = 0; i < nt; i++) {
-            if (ct == 2) {
-                comp[i] = pruned[i] == 2 ? 2 : 0;
-                target[i] = comp[i] != 0;
-            } else if (ct == 1) {
-                target[i] = comp[i] != 0;
-            } else {
-                comp[i] = 0;
-                target[i] = model24 ? pruned[i] == 2 : pruned[i] != 0;
-            }
-        }
-    }
+    const uint8_t *comp = cp.comp;
+    const bool *target = cp.target;
     /* plan */
     for (size_t i = 0; i < nt && !s; i++) {
         const sp_tensor *t = sp_ckpt_tensor(ck, i);
@@ -1011,39 +940,40 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
         memset(&info, 0, sizeof info);
         info.numel = (uint64_t)t->numel;
         info.dense_bytes = (uint64_t)t->numel * es;
-        info.nnz = nnz[i];
+        const uint64_t nnz = sp_dtype_is_float(t->dtype) ? (uint64_t)t->numel - xs[i].zeros : 0;
+        info.nnz = nnz;
         if (!comp[i]) {
             s = plan_add(&p, t->name, t->dtype, t->ndim, t->shape, i, 0, 0, err);
             info.encoding = SP_SPZ_DENSE;
             info.stored_bytes = info.raw_bytes = info.dense_bytes;
         } else {
-            size_t pl = strlen(t->name) - strlen(".weight");
-            char *key = malloc(pl + 16);
+            size_t plen = strlen(t->name) - strlen(".weight");
+            char *key = malloc(plen + 16);
             if (!key) {
                 s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
                 break;
             }
             int64_t R = t->shape[0], C = t->shape[1];
-            int64_t cshape[2] = {comp[i] == 2 ? R : (int64_t)nnz[i], C / 2};
+            int64_t cshape[2] = {comp[i] == 2 ? R : (int64_t)nnz, C / 2};
             int64_t bshape[2] = {R, (C + 7) / 8};
             /* as compressed-tensors writes them: [ndim] for sparse-bitmask,
              * [ndim, 1] for sparse-24-bitmask (Sparse24BitMaskTensor.dict
              * reshapes it to (-1, 1)) */
             int64_t sshape[2] = {2, 1};
-            snprintf(key, pl + 16, "%.*s.shape", (int)pl, t->name);
+            snprintf(key, plen + 16, "%.*s.shape", (int)plen, t->name);
             s = plan_add(&p, key, SP_I64, comp[i] == 2 ? 2 : 1, sshape, i, 4, comp[i], err);
-            snprintf(key, pl + 16, "%.*s.compressed", (int)pl, t->name);
+            snprintf(key, plen + 16, "%.*s.compressed", (int)plen, t->name);
             if (!s) {
                 if (comp[i] == 2)
                     s = plan_add(&p, key, t->dtype, 2, cshape, i, 1, 2, err);
                 else
                     s = plan_add(&p, key, t->dtype, 1, cshape, i, 1, 1, err);
             }
-            snprintf(key, pl + 16, "%.*s.bitmask", (int)pl, t->name);
+            snprintf(key, plen + 16, "%.*s.bitmask", (int)plen, t->name);
             if (!s)
                 s = plan_add(&p, key, SP_U8, 2, bshape, i, 2, comp[i], err);
             if (!s && comp[i] == 1) {
-                snprintf(key, pl + 16, "%.*s.row_offsets", (int)pl, t->name);
+                snprintf(key, plen + 16, "%.*s.row_offsets", (int)plen, t->name);
                 s = plan_add(&p, key, SP_I64, 1, &R, i, 3, 1, err);
             }
             free(key);
@@ -1053,12 +983,12 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
                 info.m = 4;
                 info.nnz = (uint64_t)(R * C / 2);
             }
-            uint64_t vals = (comp[i] == 2 ? (uint64_t)(R * C / 2) : nnz[i]) * es;
+            uint64_t vals = (comp[i] == 2 ? (uint64_t)(R * C / 2) : nnz) * es;
             info.stored_bytes = info.raw_bytes =
                 vals + (uint64_t)R * (uint64_t)((C + 7) / 8) + (comp[i] == 1 ? (uint64_t)R * 8 : 0) + 16;
         }
         if (!s)
-            s = report_add(report, t, &info, err);
+            s = sp__export_report_add(report, t, &info, err);
     }
     if (s)
         goto out;
@@ -1081,25 +1011,42 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
         p.v[i].shard = nshards - 1;
         acc += p.v[i].nbytes;
     }
-    if (!ct_mode) {
-        s = write_shard(ck, &p, 0, path, progress, pctx, &done, total, &written, err);
-        goto out;
-    }
-    s = sp_outdir_open(&od, path, err);
-    if (s)
-        goto out;
+    /* the files: headers now, every item's bytes by the output plan */
     char fp[4096], fname[64];
+    if (ct_mode && (s = sp_outdir_open(&od, path, err)))
+        goto out;
+    sp_outplan_ops po = {&w, ctw_prepare, ctw_emit, ctw_finish};
+    if ((s = sp_outplan_new(&pl, &po, nt, err)))
+        goto out;
     cJSON *wm = nshards > 1 ? cJSON_CreateObject() : NULL;
     for (size_t k = 0; k < nshards && !s; k++) {
         if (nshards == 1)
             snprintf(fname, sizeof fname, "model.safetensors");
         else
             snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", k + 1, nshards);
-        s = write_shard(ck, &p, k, sp_outdir_file(&od, fname, fp, sizeof fp), progress, pctx, &done,
-                        total, &written, err);
-        for (size_t i = 0; i < p.n && wm; i++)
-            if (p.v[i].shard == k)
-                cJSON_AddStringToObject(wm, p.v[i].key, fname);
+        unsigned char *hdr = NULL;
+        size_t hlen = 0, f = 0;
+        s = shard_header(&p, k, &hdr, &hlen, err);
+        if (!s)
+            s = sp_outplan_file(pl, ct_mode ? sp_outdir_file(&od, fname, fp, sizeof fp) : path, &f, err);
+        if (!s)
+            s = sp_outplan_put(pl, f, 0, hdr, hlen, err);
+        free(hdr);
+        written += hlen;
+        if (!s)
+            s = shard_pieces(&w, pl, f, k, err);
+        for (size_t i = 0; i < p.n; i++)
+            if (p.v[i].shard == k) {
+                written += p.v[i].nbytes;
+                if (wm)
+                    cJSON_AddStringToObject(wm, p.v[i].key, fname);
+            }
+    }
+    if (!s)
+        s = sp_outplan_run(pl, threads, phase_progress, &ph, err);
+    if (!s && !ct_mode) {
+        cJSON_Delete(wm);
+        goto out;
     }
     if (!s && wm) {
         cJSON *idx = cJSON_CreateObject();
@@ -1143,22 +1090,25 @@ static sp_status st_export(sp_ckpt *ck, const char *path, int ct_mode, const sp_
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, "compression_config");
         cJSON *q = cJSON_AddObjectToObject(cfg, "quantization_config");
-        const char *fmt = ct == 2 ? "sparse-24-bitmask" : ct == 1 ? "sparse-bitmask" : "dense";
+        const char *fmt = cp.format == SP__CT_24        ? "sparse-24-bitmask"
+                          : cp.format == SP__CT_BITMASK ? "sparse-bitmask"
+                                                        : "dense";
         /* the fields compressed-tensors' SparsityCompressionConfig writes,
          * keys in its (sorted) order */
         cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
         cJSON *sc = cJSON_AddObjectToObject(q, "sparsity_config");
         cJSON_AddStringToObject(q, "version", "0.9.0");
         cJSON_AddStringToObject(sc, "format", fmt);
-        double gs = params_all ? (double)zeros_all / (double)params_all : 0;
+        double gs = cp.params_all ? (double)cp.zeros_all / (double)cp.params_all : 0;
         cJSON_AddNumberToObject(sc, "global_sparsity", gs);
         cJSON *ig = cJSON_AddArrayToObject(sc, "ignore");
         cJSON_AddFalseToObject(sc, "registry_requires_subclass");
-        cJSON_AddStringToObject(sc, "sparsity_structure", ct == 2 || model24 ? "2:4" : "unstructured");
+        cJSON_AddStringToObject(sc, "sparsity_structure",
+                                cp.format == SP__CT_24 || cp.model24 ? "2:4" : "unstructured");
         cJSON *tg = cJSON_AddArrayToObject(sc, "targets");
         for (size_t i = 0; i < nt; i++) {
             const sp_tensor *t = sp_ckpt_tensor(ck, i);
-            if (!is_candidate(t))
+            if (!sp__ct_candidate(t))
                 continue;
             char *mod = strndup(t->name, strlen(t->name) - strlen(".weight"));
             if (mod)
@@ -1194,11 +1144,25 @@ out:
     }
     cJSON_Delete(cfg);
     free(js);
+    sp_outplan_free(pl);
+    for (size_t i = 0; i < nt; i++) {
+        if (w.owned)
+            free(w.owned[i]);
+        if (w.prefix)
+            free(w.prefix[i]);
+    }
+    /* shared storages stay loaded until every tensor over them is done */
+    for (size_t i = 0; w.shared && i < ns; i++)
+        if (w.shared[i])
+            sp_ckpt_storage_release(ck, i);
+    free(w.prefix);
+    free(w.data);
+    free(w.owned);
+    free((void *)w.shared);
+    sp__ct_plan_release(&cp);
+    sp__xstat_release(xs, nt);
+    free(xs);
     plan_free(&p);
-    free(comp);
-    free(pruned);
-    free(target);
-    free(nnz);
     return s;
 }
 
@@ -1209,101 +1173,11 @@ sp_status sp_ct_export(sp_ckpt *ck, const char *out_dir, const sp_ct_options *op
     return st_export(ck, out_dir, 1, opt, progress, pctx, report, err);
 }
 
-sp_status sp_dense_safetensors_export(sp_ckpt *ck, const char *path, sp_export_report *report,
-                                      sp_error *err)
+sp_status sp_dense_safetensors_export(sp_ckpt *ck, const char *path, int threads,
+                                      sp_progress_fn progress, void *pctx,
+                                      sp_export_report *report, sp_error *err)
 {
-    return st_export(ck, path, 0, NULL, NULL, NULL, report, err);
+    sp_ct_options o = {.threads = threads};
+    return st_export(ck, path, 0, &o, progress, pctx, report, err);
 }
 
-/* ------------------------------------------------------------------ */
-/* .spz export of a whole checkpoint                                   */
-
-static bool same_view(const sp_tensor *a, const sp_tensor *b)
-{
-    if (a->storage != b->storage || a->offset != b->offset || a->dtype != b->dtype ||
-        a->ndim != b->ndim)
-        return false;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d] || (a->shape[d] > 1 && a->stride[d] != b->stride[d]))
-            return false;
-    return true;
-}
-
-sp_status sp_spz_export(sp_ckpt *ck, const char *path, const sp_spz_options *opt,
-                        sp_progress_fn progress, void *pctx, sp_export_report *report,
-                        sp_error *err)
-{
-    sp_spz_writer *w = NULL;
-    char meta[1024];
-    snprintf(meta, sizeof meta, "{\"producer\":\"sparsify\",\"source_format\":\"%s\"}",
-             sp_format_name(sp_ckpt_format(ck)));
-    size_t nt = sp_ckpt_num_tensors(ck);
-    uint64_t total = 0, done = 0;
-    for (size_t i = 0; i < nt; i++) {
-        const sp_tensor *t = sp_ckpt_tensor(ck, i);
-        total += (uint64_t)t->numel * sp_dtype_size(t->dtype);
-    }
-    if (report) {
-        memset(report, 0, sizeof *report);
-        snprintf(report->format, sizeof report->format, "spz");
-    }
-    sp_status s = sp_spz_writer_new(&w, path, opt, meta, err);
-    for (size_t i = 0; i < nt && !s; i++) {
-        const sp_tensor *t = sp_ckpt_tensor(ck, i);
-        sp_spz_tensor_info info;
-        memset(&info, 0, sizeof info);
-        long tied = -1;
-        for (size_t j = 0; j < i && t->numel > 0; j++)
-            if (same_view(sp_ckpt_tensor(ck, j), t)) {
-                tied = (long)j;
-                break;
-            }
-        if (tied >= 0) {
-            s = sp_spz_writer_add_alias(w, t->name, sp_ckpt_tensor(ck, (size_t)tied)->name, err);
-            info.encoding = SP_SPZ_ALIAS;
-            info.numel = (uint64_t)t->numel;
-            info.dense_bytes = (uint64_t)t->numel * sp_dtype_size(t->dtype);
-        } else {
-            const void *data;
-            void *owned;
-            s = sp_ckpt_tensor_dense(ck, i, &data, &owned, err);
-            if (s)
-                break;
-            sp_tensor_data td;
-            memset(&td, 0, sizeof td);
-            td.name = t->name;
-            td.dtype = t->dtype;
-            td.ndim = t->ndim;
-            memcpy(td.shape, t->shape, sizeof td.shape);
-            td.data = data;
-            s = sp_spz_writer_add(w, &td, &info, err);
-            free(owned);
-            /* keep the storage while a later tensor may share it */
-            bool later = false;
-            for (size_t j = i + 1; j < nt && !later; j++)
-                later = sp_ckpt_tensor(ck, j)->storage == t->storage;
-            if (!later)
-                sp_ckpt_storage_release(ck, t->storage);
-        }
-        if (!s)
-            s = report_add(report, t, &info, err);
-        done += (uint64_t)t->numel * sp_dtype_size(t->dtype);
-        if (progress && !s)
-            progress(pctx, done, total);
-    }
-    uint64_t size = 0;
-    if (!s)
-        s = sp_spz_writer_finish(w, &size, err);
-    sp_spz_writer_free(w);
-    if (report) {
-        report->output_bytes = size;
-        if (s)
-            sp_export_report_release(report);
-        else {
-            report->dense_bytes = 0;
-            for (size_t i = 0; i < report->nentries; i++)
-                report->dense_bytes += report->entries[i].info.dense_bytes;
-        }
-    }
-    return s;
-}

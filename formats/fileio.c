@@ -517,6 +517,51 @@ sp_status sp_outfile_pwrite(sp_outfile *of, const void *buf, size_t len, uint64_
     return SP_OK;
 }
 
+sp_status sp_outfile_copy(sp_outfile *of, const sp_mapfile *src, uint64_t src_off,
+                          uint64_t out_off, uint64_t len, sp_error *err)
+{
+    if (len == 0)
+        return SP_OK;
+    if (src_off > src->size || len > src->size - src_off)
+        return sp_error_set(err, SP_ERR_IO, "'%s': copy past the end of the input", of->path);
+    bool kcopy = src->fd >= 0 && !src->borrowed &&
+                 !__atomic_load_n(&of->no_kcopy, __ATOMIC_RELAXED);
+    while (kcopy && len > 0) {
+        loff_t in = (loff_t)src_off, out = (loff_t)out_off;
+        size_t chunk = len > ((uint64_t)1 << 30) ? (size_t)1 << 30 : (size_t)len;
+        ssize_t n = copy_file_range(src->fd, &in, of->fd, &out, chunk, 0);
+        if (n > 0) {
+            src_off += (uint64_t)n;
+            out_off += (uint64_t)n;
+            len -= (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            return sp_error_set(err, SP_ERR_IO, "input of '%s' ended early (changed while read?)",
+                                of->path);
+        if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+            errno == EPERM || errno == ETXTBSY || errno == EBADF) {
+            __atomic_store_n(&of->no_kcopy, 1, __ATOMIC_RELAXED);
+            break;
+        }
+        return sp_error_set(err, SP_ERR_IO, "cannot write '%s': %s", of->path, strerror(errno));
+    }
+    const uint64_t step = (uint64_t)16 << 20;
+    while (len > 0) {
+        uint64_t n = len > step ? step : len;
+        sp_status s = sp_outfile_pwrite(of, src->data + src_off, (size_t)n, out_off, err);
+        if (s)
+            return s;
+        sp_mapfile_drop(src, src_off, n);
+        src_off += n;
+        out_off += n;
+        len -= n;
+    }
+    return SP_OK;
+}
+
 sp_status sp_outfile_commit(sp_outfile *of, sp_error *err)
 {
     sp_status st = SP_OK;

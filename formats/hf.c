@@ -163,14 +163,15 @@ static bool plain_file_name(const char *s)
     return *s && !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..");
 }
 
-static sp_status hf_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
-                            sp_error *err);
+static sp_status hf_rewrite_par(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
+                                sp_error *err);
 
 static const sp_ckpt_backend hf_backend = {
     .name = "hf-folder",
     .storage_data = sp_st_storage_data,
     .storage_release = sp_st_storage_release,
-    .rewrite = hf_rewrite,
+    .storage_file = sp_st_storage_file,
+    .rewrite_par = hf_rewrite_par,
     .close = sp_st_close,
 };
 
@@ -378,8 +379,27 @@ static sp_status copy_file(const char *src, const char *dst, sp_error *err)
         close(in);
         return s;
     }
+    char *buf = NULL;
+    /* in the kernel where the file system allows (no user-space copy) */
+    for (;;) {
+        ssize_t n = copy_file_range(in, NULL, outfd, NULL, (size_t)1 << 30, 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            goto out; /* done */
+        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
+            errno != EPERM && errno != ETXTBSY && errno != EBADF) {
+            s = sp_error_set(err, SP_ERR_IO, "cannot copy '%s' to '%s': %s", src, dst, strerror(errno));
+            goto out;
+        }
+        /* nothing was copied by the failing call; the file offsets say how
+         * far earlier calls got, and read/write go on from there */
+        break;
+    }
     enum { BUF = 1 << 20 };
-    char *buf = malloc(BUF);
+    buf = malloc(BUF);
     if (!buf) {
         s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
         goto out;
@@ -443,16 +463,52 @@ static sp_status copy_tree(const char *src, const char *dst, int depth, sp_error
     return s;
 }
 
-static sp_status hf_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
-                            sp_error *err)
+/* Copy the folder entry name of dir (a file or a folder tree; symlinks
+ * followed, dangling ones skipped) to dst. */
+static sp_status copy_entry(const char *dir, const char *name, const char *dst, sp_error *err)
+{
+    char *src = join(dir, name);
+    struct stat st;
+    sp_status s = SP_OK;
+    if (!src)
+        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    else if (stat(src, &st) != 0)
+        s = SP_OK; /* dangling symlink */
+    else if (S_ISDIR(st.st_mode)) {
+        if (mkdir(dst, 0755) != 0)
+            s = sp_error_set(err, SP_ERR_IO, "cannot create '%s': %s", dst, strerror(errno));
+        else
+            s = copy_tree(src, dst, 1, err);
+    } else if (S_ISREG(st.st_mode))
+        s = copy_file(src, dst, err);
+    free(src);
+    return s;
+}
+
+/* The folder in parallel: the other entries copied first (by the kernel),
+ * then every shard through one parallel run (sp_st_rewrite_par), so the
+ * threads work across shard boundaries. */
+static sp_status hf_rewrite_par(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
+                                sp_error *err)
 {
     sp_st_impl *im = ck->impl;
     sp_outdir od;
     namelist l = {0};
     char buf[PATH_MAX];
-    sp_status s = sp_outdir_open(&od, out_path, err);
-    if (s)
+    size_t *shards = malloc((im->nshards ? im->nshards : 1) * sizeof *shards);
+    char **paths = calloc(im->nshards ? im->nshards : 1, sizeof *paths);
+    size_t nsh = 0;
+    sp_status s = SP_OK;
+    if (!shards || !paths) {
+        free(shards);
+        free(paths);
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    }
+    if ((s = sp_outdir_open(&od, out_path, err))) {
+        free(shards);
+        free(paths);
         return s;
+    }
     if ((s = list_dir(ck->path, &l, err)))
         goto out;
     for (size_t i = 0; i < l.n && !s; i++) {
@@ -462,28 +518,23 @@ static sp_status hf_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn,
             if (!strcmp(im->shards[k].name, l.v[i]))
                 shard = k;
         if (shard < im->nshards) {
-            s = sp_st_shard_rewrite(ck, im, shard, dst, fn, ctx, err);
+            shards[nsh] = shard;
+            if (!(paths[nsh++] = strdup(dst)))
+                s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
             continue;
         }
-        char *src = join(ck->path, l.v[i]);
-        struct stat st;
-        if (!src)
-            s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-        else if (stat(src, &st) != 0)
-            s = SP_OK; /* dangling symlink */
-        else if (S_ISDIR(st.st_mode)) {
-            if (mkdir(dst, 0755) != 0)
-                s = sp_error_set(err, SP_ERR_IO, "cannot create '%s': %s", dst, strerror(errno));
-            else
-                s = copy_tree(src, dst, 1, err);
-        } else if (S_ISREG(st.st_mode))
-            s = copy_file(src, dst, err);
-        free(src);
+        s = copy_entry(ck->path, l.v[i], dst, err);
     }
+    if (!s)
+        s = sp_st_rewrite_par(ck, im, shards, (const char *const *)paths, nsh, ops, err);
     if (!s)
         s = sp_outdir_commit(&od, err);
 out:
     nl_free(&l);
+    for (size_t k = 0; k < nsh; k++)
+        free(paths[k]);
+    free(paths);
+    free(shards);
     if (s)
         sp_outdir_abort(&od);
     return s;

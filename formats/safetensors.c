@@ -28,12 +28,13 @@
  * region; no two tensors overlapping; no duplicate names. Each tensor becomes
  * one storage (key = tensor name), in header order, mapped from the file.
  *
- * Rewriting copies the 8 + N header bytes unchanged and every tensor's bytes
- * (or the callback's replacement) at its original offset, so a file whose
- * tensors are untouched comes out byte-identical.
+ * Rewriting (sp_st_rewrite_par) copies the 8 + N header bytes unchanged and
+ * every tensor's bytes (or the transform's replacement) at its original
+ * offset, so a file whose tensors are untouched comes out byte-identical.
  */
 #include "formats/safetensors_internal.h"
 #include "formats/checked.h"
+#include "formats/outplan.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -369,6 +370,17 @@ sp_status sp_st_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error 
     return SP_OK;
 }
 
+bool sp_st_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off)
+{
+    const sp_st_impl *im = ck->impl;
+    if (i >= im->nslots)
+        return false;
+    const sp_st_shard *sh = &im->shards[im->slots[i].shard];
+    *mf = &sh->mf;
+    *off = sh->data_start + im->slots[i].begin;
+    return true;
+}
+
 void sp_st_storage_release(sp_ckpt *ck, size_t i)
 {
     sp_st_impl *im = ck->impl;
@@ -395,106 +407,117 @@ void sp_st_close(sp_ckpt *ck)
     ck->impl = NULL;
 }
 
-/* Copy [off, off+len) of a mapped file to of, dropping the pages behind us. */
-static sp_status copy_range(sp_outfile *of, const sp_mapfile *mf, uint64_t off, uint64_t len,
-                            sp_error *err)
+/* ---- parallel rewrite (sp_ckpt_rewrite_par) ----
+ *
+ * The output of a shard has the input's layout: its header, gaps and
+ * untouched storages are copied pieces, every touched storage a generated
+ * piece (formats/outplan.h) whose group is the storage: prepare loads it
+ * and runs ops->prepare, each chunk is ops->emit (the chunk's input pages
+ * dropped after), finish runs ops->finish and releases the storage. */
+
+typedef struct rwpar {
+    sp_ckpt *ck;
+    sp_st_impl *im;
+    const sp_rewrite_ops *ops;
+    const void **orig; /* per storage, from prepare */
+} rwpar;
+
+static sp_status rw_prepare(void *ctx, size_t storage, sp_error *err)
 {
-    const uint64_t chunk = (uint64_t)64 << 20;
-    while (len > 0) {
-        uint64_t n = len > chunk ? chunk : len;
-        sp_status s = sp_outfile_write(of, mf->data + off, (size_t)n, err);
-        if (s)
-            return s;
-        sp_mapfile_drop(mf, off, n);
-        off += n;
-        len -= n;
-    }
-    return SP_OK;
+    rwpar *r = ctx;
+    sp_status s = sp_ckpt_storage_data(r->ck, storage, &r->orig[storage], err);
+    if (!s && r->ops->prepare)
+        s = r->ops->prepare(r->ops->ctx, storage, r->orig[storage], err);
+    return s;
 }
 
-sp_status sp_st_shard_rewrite(sp_ckpt *ck, sp_st_impl *im, size_t shard, const char *out_path,
-                              sp_rewrite_fn fn, void *ctx, sp_error *err)
+static sp_status rw_emit(void *ctx, size_t storage, uint64_t tag, uint64_t off, uint64_t len,
+                         void *out, sp_error *err)
 {
-    const sp_st_shard *sh = &im->shards[shard];
-    sp_outfile of;
+    rwpar *r = ctx;
+    const sp_st_shard *sh = &r->im->shards[r->im->slots[storage].shard];
+    const unsigned char *at = sh->mf.data ? sh->mf.data + sh->data_start + r->im->slots[storage].begin : NULL;
+    (void)tag;
+    sp_status s = r->ops->emit(r->ops->ctx, storage, r->orig[storage], off, len, out, err);
+    /* the chunk's input pages are done with (those it shares with a
+     * neighbour stay until the storage is released) */
+    if (!s && at && (const unsigned char *)r->orig[storage] == at)
+        sp_mapfile_drop(&sh->mf, (uint64_t)(at - sh->mf.data) + off, len);
+    return s;
+}
+
+static sp_status rw_finish(void *ctx, size_t storage, sp_error *err)
+{
+    rwpar *r = ctx;
+    sp_status s = r->ops->finish ? r->ops->finish(r->ops->ctx, storage, err) : SP_OK;
+    sp_ckpt_storage_release(r->ck, storage);
+    return s;
+}
+
+/* Shard im->shards[shard] into file f of the plan: copied and generated
+ * pieces in file order. */
+static sp_status plan_shard(rwpar *r, sp_outplan *pl, size_t f, size_t shard, sp_error *err)
+{
+    const sp_st_shard *sh = &r->im->shards[shard];
     size_t *ix = NULL, cnt = 0;
-    unsigned char *scratch = NULL, *abuf = NULL;
-    sp_status s = sp_outfile_open(&of, out_path, err);
-    if (s)
-        return s;
-    if ((s = sorted_storages(ck, im, shard, &ix, &cnt, err)))
-        goto out;
-    uint64_t maxb = 1;
-    for (size_t k = 0; k < cnt; k++)
-        if (ck->storages[ix[k]].nbytes > maxb)
-            maxb = ck->storages[ix[k]].nbytes;
-    if (fn && !(scratch = malloc((size_t)maxb))) {
-        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory (%llu bytes for one tensor)",
-                         (unsigned long long)maxb);
-        goto out;
-    }
-    /* header, unchanged */
-    if ((s = copy_range(&of, &sh->mf, 0, sh->data_start, err)))
-        goto out;
-    uint64_t pos = 0; /* relative to the data region */
-    for (size_t k = 0; k < cnt; k++) {
+    sp_status s = sorted_storages(r->ck, r->im, shard, &ix, &cnt, err);
+    uint64_t pos = 0;
+    for (size_t k = 0; k < cnt && !s; k++) {
         size_t i = ix[k];
-        uint64_t b = im->slots[i].begin, nb = ck->storages[i].nbytes;
-        if (b > pos && (s = copy_range(&of, &sh->mf, sh->data_start + pos, b - pos, err)))
-            goto out;
-        const unsigned char *orig = sh->mf.data + sh->data_start + b;
-        bool changed = false;
-        size_t es = sp_dtype_size(ck->storages[i].dtype);
-        if (fn && nb && es > 1 && (uintptr_t)orig % es) {
-            /* fn gets element-aligned bytes, as from sp_ckpt_storage_data */
-            if (!abuf && !(abuf = malloc((size_t)maxb))) {
-                s = sp_error_set(err, SP_ERR_NOMEM, "out of memory (%llu bytes for one tensor)",
-                                 (unsigned long long)maxb);
-                goto out;
-            }
-            memcpy(abuf, orig, (size_t)nb);
-            orig = abuf;
+        uint64_t b = sh->data_start + r->im->slots[i].begin, nb = r->ck->storages[i].nbytes;
+        if (nb && r->ops->touches(r->ops->ctx, i)) {
+            uint64_t unit = r->ops->chunk_unit ? r->ops->chunk_unit(r->ops->ctx, i) : 0;
+            s = sp_outplan_copy(pl, f, pos, &sh->mf, pos, b - pos, err);
+            if (!s)
+                s = sp_outplan_gen(pl, f, b, i, 0, nb, unit, err);
+            pos = b + nb;
+        } else if (b + nb > pos) {
+            s = sp_outplan_copy(pl, f, pos, &sh->mf, pos, b + nb - pos, err);
+            pos = b + nb;
         }
-        if (fn) {
-            s = fn(ctx, ck, i, orig, scratch, &changed, err);
-            if (s)
-                goto out;
-        }
-        if (changed)
-            s = sp_outfile_write(&of, scratch, (size_t)nb, err);
-        else
-            s = copy_range(&of, &sh->mf, sh->data_start + b, nb, err);
-        if (s)
-            goto out;
-        sp_mapfile_drop(&sh->mf, sh->data_start + b, nb);
-        pos = b + nb;
     }
-    uint64_t data_len = sh->mf.size - sh->data_start;
-    if (pos < data_len && (s = copy_range(&of, &sh->mf, sh->data_start + pos, data_len - pos, err)))
-        goto out;
-    s = sp_outfile_commit(&of, err);
-out:
-    if (s)
-        sp_outfile_abort(&of);
-    free(scratch);
-    free(abuf);
+    if (!s && pos < sh->mf.size)
+        s = sp_outplan_copy(pl, f, pos, &sh->mf, pos, sh->mf.size - pos, err);
     free(ix);
+    return s;
+}
+
+sp_status sp_st_rewrite_par(sp_ckpt *ck, sp_st_impl *im, const size_t *shards,
+                            const char *const *out_paths, size_t nout, const sp_rewrite_ops *ops,
+                            sp_error *err)
+{
+    rwpar r = {ck, im, ops, calloc(ck->nstorages ? ck->nstorages : 1, sizeof(void *))};
+    sp_outplan *pl = NULL;
+    sp_outplan_ops po = {&r, rw_prepare, rw_emit, rw_finish};
+    sp_status s = r.orig ? sp_outplan_new(&pl, &po, ck->nstorages, err)
+                         : sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    for (size_t o = 0; o < nout && !s; o++) {
+        size_t f;
+        if (!(s = sp_outplan_file(pl, out_paths[o], &f, err)))
+            s = plan_shard(&r, pl, f, shards[o], err);
+    }
+    if (!s)
+        s = sp_outplan_run(pl, ops->threads, ops->progress, ops->progress_ctx, err);
+    sp_outplan_free(pl);
+    free(r.orig);
     return s;
 }
 
 /* ---- single file backend ---- */
 
-static sp_status st_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn, void *ctx,
-                            sp_error *err)
+static sp_status st_rewrite_par(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
+                                sp_error *err)
 {
-    return sp_st_shard_rewrite(ck, ck->impl, 0, out_path, fn, ctx, err);
+    size_t shard = 0;
+    return sp_st_rewrite_par(ck, ck->impl, &shard, &out_path, 1, ops, err);
 }
 
 static const sp_ckpt_backend st_backend = {
     .name = "safetensors",
     .storage_data = sp_st_storage_data,
     .storage_release = sp_st_storage_release,
-    .rewrite = st_rewrite,
+    .storage_file = sp_st_storage_file,
+    .rewrite_par = st_rewrite_par,
     .close = sp_st_close,
 };
 

@@ -44,11 +44,11 @@ sp_status sp_st_add_shard(sp_st_impl *im, const char *path, const char *name, si
 /* Map shard `shard`, validate its header and append its tensors/storages to ck
  * (one storage per tensor, header order). Errors name shard's path. */
 sp_status sp_st_shard_load(sp_ckpt *ck, sp_st_impl *im, size_t shard, sp_error *err);
-/* Rewrite one shard into out_path (atomic): header copied byte for byte, each
- * of the shard's storages copied or replaced by fn (see sp_ckpt_rewrite),
- * any gap or trailing byte copied. Memory: one storage. */
-sp_status sp_st_shard_rewrite(sp_ckpt *ck, sp_st_impl *im, size_t shard, const char *out_path,
-                              sp_rewrite_fn fn, void *ctx, sp_error *err);
+/* sp_ckpt_rewrite_par for shards shards[0..nout) of im, into out_paths
+ * (atomic each; committed only when all are complete). */
+sp_status sp_st_rewrite_par(sp_ckpt *ck, sp_st_impl *im, const size_t *shards,
+                            const char *const *out_paths, size_t nout, const sp_rewrite_ops *ops,
+                            sp_error *err);
 /* Fails with SP_ERR_FORMAT when two tensors of ck share a name. */
 sp_status sp_st_check_unique(const sp_ckpt *ck, sp_error *err);
 
@@ -62,6 +62,7 @@ sp_status sp_hf_index_parse(const char *dir, const void *json, size_t len, size_
 /* Backend callbacks shared by both formats. */
 sp_status sp_st_storage_data(sp_ckpt *ck, size_t i, const void **data, sp_error *err);
 void sp_st_storage_release(sp_ckpt *ck, size_t i);
+bool sp_st_storage_file(const sp_ckpt *ck, size_t i, const sp_mapfile **mf, uint64_t *off);
 void sp_st_close(sp_ckpt *ck);
 
 #endif

@@ -5,6 +5,10 @@
  */
 #include "sparsify/ckpt.h"
 
+#include "formats/jobs.h"
+#include "formats/scan.h"
+
+#include <stdlib.h>
 #include <string.h>
 
 /* Zero test on raw bits: floats ignore the sign bit (+0 and -0 are zero). */
@@ -90,9 +94,38 @@ static int geometry(const sp_tensor *t, int64_t *shape, int64_t *stride, int *no
     return nd;
 }
 
+/* A contiguous view whose 2:4 groups run along memory (every rank but a
+ * conv's with a kernel larger than 1x1): the scanning ukernels. */
+static bool stats_fast(const sp_tensor *t, const void *first, bool check_24, sp_view_stats *out)
+{
+    size_t es = sp_dtype_size(t->dtype);
+    uint64_t zm = sp_scan_zmask(t->dtype);
+    if (!zm || !sp_tensor_is_contiguous(t) || (t->ndim == 4 && t->shape[2] * t->shape[3] != 1))
+        return false;
+    const sp_scan_ukernels *uk = sp_scan_ukernels_get();
+    size_t n = (size_t)t->numel;
+    out->is_24 = true;
+    if (n == 0) {
+        out->zeros = 0;
+        return true;
+    }
+    int64_t cols = 1;
+    for (int d = t->ndim >= 2 ? 1 : 0; d < t->ndim; d++)
+        cols *= t->shape[d];
+    if (check_24 && cols % 4 == 0)
+        out->zeros = uk->zeros24(first, n, es, zm, &out->is_24);
+    else {
+        out->zeros = uk->zeros(first, n, es, zm);
+        out->is_24 = !check_24;
+    }
+    return true;
+}
+
 void sp_tensor_view_stats(const sp_tensor *t, const void *first, bool check_24,
                           sp_view_stats *out)
 {
+    if (stats_fast(t, first, check_24, out))
+        return;
     zspec z = zspec_for(t->dtype);
     int64_t shape[SP_MAX_DIMS], stride[SP_MAX_DIMS], cols;
     int nouter, nd = geometry(t, shape, stride, &nouter, &cols);
@@ -143,4 +176,57 @@ void sp_tensor_view_stats(const sp_tensor *t, const void *first, bool check_24,
     out->zeros = zeros;
     if (check_24)
         out->is_24 = ok;
+}
+
+/* ---- every tensor of a checkpoint, storage by storage, in parallel ---- */
+
+typedef struct stats_run {
+    sp_ckpt *ck;
+    size_t *order, *start, *storages;
+    sp_view_stats *out;
+} stats_run;
+
+static sp_status stats_job(void *ctx, sp_jobs *jr, size_t jn, int worker, sp_error *err)
+{
+    stats_run *r = ctx;
+    size_t s = r->storages[jn];
+    const void *data;
+    (void)worker;
+    sp_status st = sp_ckpt_storage_data(r->ck, s, &data, err);
+    if (st)
+        return st;
+    for (size_t k = r->start[s]; k < r->start[s + 1]; k++) {
+        const sp_tensor *t = sp_ckpt_tensor(r->ck, r->order[k]);
+        const unsigned char *base = (const unsigned char *)data + (size_t)t->offset * sp_dtype_size(t->dtype);
+        sp_tensor_view_stats(t, base, sp_dtype_is_float(t->dtype), &r->out[r->order[k]]);
+    }
+    sp_ckpt_storage_release(r->ck, s);
+    sp_jobs_progress(jr, sp_ckpt_storage(r->ck, s)->nbytes);
+    return SP_OK;
+}
+
+sp_status sp_ckpt_view_stats(sp_ckpt *ck, int threads, sp_progress_fn progress, void *pctx,
+                             sp_view_stats *out, sp_error *err)
+{
+    stats_run r = {ck, NULL, NULL, NULL, out};
+    size_t ns = sp_ckpt_num_storages(ck), n = 0;
+    sp_status s = sp_ckpt_tensors_by_storage(ck, &r.order, &r.start, err);
+    if (s)
+        return s;
+    uint64_t total = 0;
+    if (!(r.storages = malloc((ns ? ns : 1) * sizeof *r.storages))) {
+        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < ns; i++)
+        if (r.start[i + 1] > r.start[i]) {
+            r.storages[n++] = i;
+            total += sp_ckpt_storage(ck, i)->nbytes;
+        }
+    s = sp_jobs_run(n, threads, stats_job, &r, progress, pctx, total, err);
+out:
+    free(r.order);
+    free(r.start);
+    free(r.storages);
+    return s;
 }

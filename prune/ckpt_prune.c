@@ -8,9 +8,11 @@
 
 #include "prune/internal.h"
 #include "formats/checked.h"
+#include "formats/jobs.h"
 #include "sparsify/spz.h" /* sp_ckpt_tensor_dense */
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,16 @@ typedef struct target {
     size_t gslot;  /* index within its global rule */
 } target;
 
+/* How one storage is rewritten (see "the rewrite" below). */
+typedef struct splan {
+    size_t first;        /* its first target (index in targets), or SIZE_MAX */
+    bool fused;          /* one distinct target with a contiguous view */
+    uint64_t off, len;   /* fused: the target's bytes within the storage */
+    sp__tplan tp;        /* fused: the plan, from prepare */
+    unsigned char *whole; /* otherwise: the storage's new bytes */
+    _Atomic uint64_t zeros_before, zeros_after; /* fused: summed over chunks */
+} splan;
+
 typedef struct job {
     sp_ckpt *ck;
     const sp_prune_rule *rules;
@@ -32,11 +44,14 @@ typedef struct job {
     size_t **by_name; /* per rule with tensors: its entries sorted by name */
     target *targets;
     size_t ntargets;
-    sp_global **globals; /* per rule, NULL unless global */
+    sp_global **globals; /* per rule, NULL unless global (and not below) */
+    sp__gmag **gmags;    /* per rule: global magnitudes of f32/f16/bf16 */
     sp_prune_report *rep;
     sp_progress_fn progress;
     void *pctx;
     uint64_t done, total; /* progress, bytes */
+    splan *plans;         /* per storage */
+    int threads;
     sp_ckpt *norms;       /* activation norms for wanda rules, or NULL */
 } job;
 
@@ -51,12 +66,6 @@ void sp_prune_report_release(sp_prune_report *r)
     memset(r, 0, sizeof *r);
 }
 
-static void progress_add(job *j, uint64_t bytes)
-{
-    j->done += bytes;
-    if (j->progress)
-        j->progress(j->pctx, j->done, j->total);
-}
 
 static bool same_view(const sp_tensor *a, const sp_tensor *b)
 {
@@ -459,55 +468,185 @@ static sp_status check_norms(job *j, sp_error *err)
     return SP_OK;
 }
 
+/* ---- visiting targets storage by storage, on several threads ----
+ * One job per storage that holds a wanted target (a storage is loaded by
+ * one thread only); fn sees each wanted target's view, contiguous. */
+typedef struct visit {
+    job *j;
+    bool (*want)(const job *j, const target *tg, const void *arg);
+    sp_status (*fn)(job *j, target *tg, const sp_tensor *t, const void *view, int worker,
+                    void *arg, sp_error *err);
+    void *arg;
+    size_t *storages; /* in file order */
+    size_t *first;    /* per storage job: its first target */
+} visit;
+
+static sp_status visit_job(void *ctx, sp_jobs *jr, size_t jn, int worker, sp_error *err)
+{
+    visit *v = ctx;
+    job *j = v->j;
+    size_t storage = v->storages[jn];
+    const void *sd;
+    sp_status s = sp_ckpt_storage_data(j->ck, storage, &sd, err);
+    for (size_t k = v->first[jn]; !s && k < j->ntargets; k++) {
+        target *tg = &j->targets[k];
+        const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
+        if (t->storage != storage || !v->want(j, tg, v->arg))
+            continue;
+        void *owned = NULL;
+        const void *p = view_gather(t, sd, &owned);
+        if (!p) {
+            s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+            break;
+        }
+        s = v->fn(j, tg, t, p, worker, v->arg, err);
+        free(owned);
+        if (s)
+            sp_error_prefix(err, "tensor '%s'", t->name);
+        else
+            sp_jobs_progress(jr, (uint64_t)t->numel * sp_dtype_size(t->dtype));
+    }
+    sp_ckpt_storage_release(j->ck, storage);
+    return s;
+}
+
+static void phase_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    job *j = ctx;
+    (void)total;
+    if (j->progress)
+        j->progress(j->pctx, j->done + done, j->total);
+}
+
+static sp_status each_target(job *j, int threads,
+                             bool (*want)(const job *j, const target *tg, const void *arg),
+                             sp_status (*fn)(job *j, target *tg, const sp_tensor *t,
+                                             const void *view, int worker, void *arg,
+                                             sp_error *err),
+                             void *arg, sp_error *err)
+{
+    size_t ns = sp_ckpt_num_storages(j->ck), n = 0;
+    visit v = {j, want, fn, arg, NULL, NULL};
+    size_t *seen = malloc((ns ? ns : 1) * sizeof *seen);
+    v.storages = malloc((j->ntargets ? j->ntargets : 1) * sizeof *v.storages);
+    v.first = malloc((j->ntargets ? j->ntargets : 1) * sizeof *v.first);
+    if (!seen || !v.storages || !v.first) {
+        free(seen);
+        free(v.storages);
+        free(v.first);
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < ns; i++)
+        seen[i] = SIZE_MAX;
+    uint64_t bytes = 0;
+    for (size_t k = 0; k < j->ntargets; k++) {
+        if (!want(j, &j->targets[k], arg))
+            continue;
+        const sp_tensor *t = sp_ckpt_tensor(j->ck, j->targets[k].tensor);
+        bytes += (uint64_t)t->numel * sp_dtype_size(t->dtype);
+        if (seen[t->storage] != SIZE_MAX)
+            continue;
+        seen[t->storage] = n;
+        v.storages[n] = t->storage;
+        v.first[n++] = k;
+    }
+    sp_status s = sp_jobs_run(n, threads, visit_job, &v, phase_progress, j, bytes, err);
+    if (!s)
+        j->done += bytes;
+    free(seen);
+    free(v.storages);
+    free(v.first);
+    return s;
+}
+
+static bool want_any(const job *j, const target *tg, const void *arg)
+{
+    (void)j;
+    (void)tg;
+    (void)arg;
+    return true;
+}
+
+/* ---- global scope ---- */
+
+typedef struct gpass {
+    size_t rule;
+    int pass;
+} gpass;
+
+static bool want_global(const job *j, const target *tg, const void *arg)
+{
+    const gpass *g = arg;
+    return tg->rule == g->rule && !tg->dup;
+}
+
+/* f32/f16/bf16 magnitudes: sp__gmag, any thread */
+static sp_status gmag_fn(job *j, target *tg, const sp_tensor *t, const void *view, int worker,
+                         void *arg, sp_error *err)
+{
+    const gpass *g = arg;
+    sp__gmag *gm = j->gmags[g->rule];
+    return g->pass == 1 ? sp__gmag_pass1(gm, tg->gslot, worker, t->dtype, view, (size_t)t->numel, err)
+                        : sp__gmag_pass2(gm, tg->gslot, worker, t->dtype, view, (size_t)t->numel, err);
+}
+
+/* anything else: sp_global_add, one thread */
+static sp_status global_fn(job *j, target *tg, const sp_tensor *t, const void *view, int worker,
+                           void *arg, sp_error *err)
+{
+    const gpass *g = arg;
+    (void)worker;
+    float *scores = NULL;
+    sp_status s = target_scores(j, &j->rules[g->rule], t, view, &scores, err);
+    if (!s)
+        s = sp_global_add(j->globals[g->rule], g->pass, tg->gslot, t->dtype, view, scores, t->ndim,
+                          t->shape, err);
+    free(scores);
+    return s;
+}
+
 static sp_status run_globals(job *j, sp_error *err)
 {
     sp_status s = SP_OK;
     j->globals = calloc(j->nrules, sizeof *j->globals);
-    if (!j->globals)
+    j->gmags = calloc(j->nrules, sizeof *j->gmags);
+    if (!j->globals || !j->gmags)
         return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    const int nt = sp_threads_default(j->threads);
     for (size_t r = 0; r < j->nrules; r++) {
         const sp_prune_rule *rule = &j->rules[r];
         if (!rule->global)
             continue;
         size_t count = 0;
+        /* magnitudes of f32/f16/bf16: the exact histogram passes */
+        bool mag = rule->pattern.kind == SP_PATTERN_UNSTRUCTURED && rule->score == SP_SCORE_MAGNITUDE;
         double sparsity = rule->sparsity;
         for (size_t k = 0; k < j->ntargets; k++)
-            if (j->targets[k].rule == r && !j->targets[k].dup)
+            if (j->targets[k].rule == r && !j->targets[k].dup) {
                 j->targets[k].gslot = count++;
+                sp_dtype dt = sp_ckpt_tensor(j->ck, j->targets[k].tensor)->dtype;
+                mag = mag && (dt == SP_F32 || dt == SP_F16 || dt == SP_BF16);
+            }
         if (count == 0)
             continue;
-        s = sp_global_new(&j->globals[r], &rule->pattern, sparsity, rule->bscore, count, err);
+        if (mag) {
+            if ((s = sp__gmag_new(&j->gmags[r], sparsity, count, nt, err)))
+                return s;
+        } else if ((s = sp_global_new(&j->globals[r], &rule->pattern, sparsity, rule->bscore, count,
+                                      err))) {
+            return s;
+        }
+        for (int pass = 1; pass <= 2 && !s; pass++) {
+            gpass g = {r, pass};
+            s = each_target(j, mag ? nt : 1, want_global, mag ? gmag_fn : global_fn, &g, err);
+            if (!s && mag)
+                s = pass == 1 ? sp__gmag_end1(j->gmags[r], err) : sp__gmag_end2(j->gmags[r], err);
+        }
+        /* from here on the selection is only read, from any thread */
+        if (!s && !mag)
+            s = sp__global_finish(j->globals[r], err);
         if (s)
             return s;
-        for (int pass = 1; pass <= 2; pass++) {
-            for (size_t k = 0; k < j->ntargets; k++) {
-                target *tg = &j->targets[k];
-                if (tg->rule != r || tg->dup)
-                    continue;
-                const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
-                const void *sd;
-                void *owned = NULL;
-                s = sp_ckpt_storage_data(j->ck, t->storage, &sd, err);
-                if (s)
-                    return s;
-                const void *p = view_gather(t, sd, &owned);
-                if (!p)
-                    return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-                float *scores = NULL;
-                s = target_scores(j, rule, t, p, &scores, err);
-                if (!s)
-                    s = sp_global_add(j->globals[r], pass, tg->gslot, t->dtype, p, scores,
-                                      t->ndim, t->shape, err);
-                free(scores);
-                free(owned);
-                sp_ckpt_storage_release(j->ck, t->storage);
-                if (s) {
-                    sp_error_prefix(err, "tensor '%s'", t->name);
-                    return s;
-                }
-                progress_add(j, (uint64_t)t->numel * sp_dtype_size(t->dtype));
-            }
-        }
     }
     return SP_OK;
 }
@@ -529,7 +668,13 @@ static sp_status target_mask(job *j, const target *tg, const void *storage, uint
     }
     if ((s = target_scores(j, rule, t, p, &scores, err)))
         goto out; /* the message names the tensor */
-    if (rule->global && j->globals[tg->rule])
+    if (rule->global && j->gmags[tg->rule]) {
+        sp__tplan tp;
+        s = sp__tplan_gmag(&tp, j->gmags[tg->rule], tg->gslot, p, t->dtype, t->ndim, t->shape, err);
+        if (!s)
+            sp__tplan_mask(&tp, p, *mask);
+        sp__tplan_release(&tp);
+    } else if (rule->global && j->globals[tg->rule])
         s = sp_global_mask(j->globals[tg->rule], tg->gslot, *mask, t->dtype, p, scores, t->ndim,
                            t->shape, err);
     else if (scores && rule->pattern.kind == SP_PATTERN_UNSTRUCTURED &&
@@ -550,72 +695,72 @@ out:
     return s;
 }
 
-/* The common case, fused: a storage with one distinct target whose view is
- * contiguous. The target's bytes are pruned straight from orig into out in
- * one streaming step (select, write, count); the storage's other bytes are
- * copied. No mask is built for f32 unstructured/N:M and nothing is compared
- * afterwards: the pruner says whether a byte changed. */
-static sp_status fused_storage(job *j, size_t first, const void *orig, void *out, uint64_t nb,
-                               bool *changed, sp_error *err)
+/* ---- the rewrite: sp_ckpt_rewrite_par callbacks ----
+ *
+ * A storage with one distinct target whose view is contiguous (every
+ * weight of a safetensors file or a Hugging Face folder, most torch
+ * storages) is "fused": prepare plans the target (prune/tensor.c: a
+ * histogram cut, N:M, blocks or a mask), and each chunk is pruned straight
+ * from the input into the output, the storage's other bytes copied. Any
+ * other touched storage (several targets, strided views) is computed whole
+ * in prepare, and its chunks are copied from that. */
+
+static bool rw_touches(void *ctx, size_t storage)
 {
-    const target *tg = &j->targets[first];
-    const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
-    const sp_prune_rule *rule = &j->rules[tg->rule];
-    const size_t es = sp_dtype_size(t->dtype);
-    const size_t off = (size_t)t->offset * es, len = (size_t)t->numel * es;
-    const unsigned char *src = (const unsigned char *)orig + off;
-    unsigned char *dst = (unsigned char *)out + off;
-    sp__prune_stats ps;
-    sp_status s;
-    if (off)
-        memcpy(out, orig, off);
-    if (off + len < nb)
-        memcpy(dst + len, src + len, (size_t)nb - off - len);
-    if (rule->global && j->globals[tg->rule])
-        s = sp__global_apply(j->globals[tg->rule], tg->gslot, dst, src, t->dtype, t->ndim,
-                             t->shape, &ps, err);
-    else
-        s = sp__prune_tensor(dst, src, t->dtype, t->ndim, t->shape, &rule->pattern,
-                             tg->sparsity, rule->bscore, &ps, err);
-    if (s) {
-        sp_error_prefix(err, "tensor '%s'", t->name);
-        return s;
-    }
-    /* the target and its tied copies (same view) */
-    for (size_t k = first; k < j->ntargets; k++) {
-        const target *o = &j->targets[k];
-        if (sp_ckpt_tensor(j->ck, o->tensor)->storage != t->storage)
-            continue;
-        sp_prune_entry *e = &j->rep->entries[o->entry];
-        e->zeros_before = ps.zeros_before;
-        e->zeros_after = ps.zeros_after;
-    }
-    *changed = ps.changed;
-    return SP_OK;
+    job *j = ctx;
+    return j->plans[storage].first != SIZE_MAX;
 }
 
-static sp_status prune_storage(job *j, sp_ckpt *ck, size_t storage, const void *orig, void *out,
-                               bool *changed, sp_error *err)
+static uint64_t rw_chunk_unit(void *ctx, size_t storage)
 {
-    size_t first = SIZE_MAX, nprimary = 0;
-    for (size_t k = 0; k < j->ntargets; k++) {
-        if (sp_ckpt_tensor(ck, j->targets[k].tensor)->storage != storage)
-            continue;
-        if (first == SIZE_MAX)
-            first = k;
-        nprimary += !j->targets[k].dup;
+    job *j = ctx;
+    const splan *sp = &j->plans[storage];
+    if (!sp->fused)
+        return 0;
+    const target *tg = &j->targets[sp->first];
+    const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
+    const sp_pattern *pat = &j->rules[tg->rule].pattern;
+    uint64_t es = sp_dtype_size(t->dtype), unit = es;
+    sp_wgeom g;
+    sp_wgeom_init(&g, t->ndim, t->shape);
+    if (!j->rules[tg->rule].global && pat->kind == SP_PATTERN_NM)
+        unit = (uint64_t)g.cols * es;
+    else if (!j->rules[tg->rule].global && pat->kind == SP_PATTERN_BLOCK)
+        unit = (uint64_t)(pat->r < g.rows ? pat->r : g.rows) * (uint64_t)g.cols * es;
+    /* chunks are cut from the storage's start: they must fall on units */
+    return unit && sp->off % unit == 0 ? unit : 0;
+}
+
+static sp_status rw_prepare(void *ctx, size_t storage, const void *orig, sp_error *err)
+{
+    job *j = ctx;
+    splan *sp = &j->plans[storage];
+    sp_ckpt *ck = j->ck;
+    sp_status s = SP_OK;
+    if (sp->fused) {
+        const target *tg = &j->targets[sp->first];
+        const sp_tensor *t = sp_ckpt_tensor(ck, tg->tensor);
+        const sp_prune_rule *rule = &j->rules[tg->rule];
+        const unsigned char *src = (const unsigned char *)orig + sp->off;
+        if (rule->global && j->gmags[tg->rule])
+            s = sp__tplan_gmag(&sp->tp, j->gmags[tg->rule], tg->gslot, src, t->dtype, t->ndim,
+                               t->shape, err);
+        else if (rule->global && j->globals[tg->rule])
+            s = sp__tplan_global(&sp->tp, j->globals[tg->rule], tg->gslot, src, t->dtype, t->ndim,
+                                 t->shape, err);
+        else
+            s = sp__tplan_init(&sp->tp, src, t->dtype, t->ndim, t->shape, &rule->pattern,
+                               tg->sparsity, rule->bscore, err);
+        if (s)
+            sp_error_prefix(err, "tensor '%s'", t->name);
+        return s;
     }
-    if (first == SIZE_MAX)
-        return SP_OK;
-    /* (magnitudes only: the fused pruner computes no other scores) */
-    if (nprimary == 1 && !j->targets[first].dup &&
-        j->rules[j->targets[first].rule].score == SP_SCORE_MAGNITUDE &&
-        sp_tensor_is_contiguous(sp_ckpt_tensor(ck, j->targets[first].tensor)))
-        return fused_storage(j, first, orig, out, sp_ckpt_storage(ck, storage)->nbytes, changed,
-                             err);
-    /* general case: several targets on one storage, or strided views */
-    memcpy(out, orig, sp_ckpt_storage(ck, storage)->nbytes);
-    for (size_t k = first; k < j->ntargets; k++) {
+    /* several targets, or strided views: the whole storage, here */
+    uint64_t nb = sp_ckpt_storage(ck, storage)->nbytes;
+    if (!(sp->whole = malloc((size_t)nb ? (size_t)nb : 1)))
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory (%llu bytes)", (unsigned long long)nb);
+    memcpy(sp->whole, orig, (size_t)nb);
+    for (size_t k = sp->first; k < j->ntargets && !s; k++) {
         target *tg = &j->targets[k];
         const sp_tensor *t = sp_ckpt_tensor(ck, tg->tensor);
         if (t->storage != storage)
@@ -624,64 +769,154 @@ static sp_status prune_storage(job *j, sp_ckpt *ck, size_t storage, const void *
         e->zeros_before = view_zeros(t, orig);
         if (!tg->dup) {
             uint8_t *mask;
-            sp_status s = target_mask(j, tg, out, &mask, err);
-            if (s)
-                return s;
-            view_apply(t, out, mask);
+            if ((s = target_mask(j, tg, sp->whole, &mask, err)))
+                break;
+            view_apply(t, sp->whole, mask);
             free(mask);
         }
-        e->zeros_after = view_zeros(t, out);
+        e->zeros_after = view_zeros(t, sp->whole);
     }
-    *changed = memcmp(out, orig, sp_ckpt_storage(ck, storage)->nbytes) != 0;
-    return SP_OK;
-}
-
-static sp_status rewrite_cb(void *ctx, sp_ckpt *ck, size_t storage, const void *orig, void *out,
-                            bool *changed, sp_error *err)
-{
-    job *j = ctx;
-    sp_status s = prune_storage(j, ck, storage, orig, out, changed, err);
-    if (!s)
-        progress_add(j, sp_ckpt_storage(ck, storage)->nbytes);
     return s;
 }
 
+static sp_status rw_emit(void *ctx, size_t storage, const void *orig, uint64_t off, uint64_t len,
+                         void *out, sp_error *err)
+{
+    job *j = ctx;
+    splan *sp = &j->plans[storage];
+    if (!sp->fused) {
+        memcpy(out, sp->whole + off, (size_t)len);
+        return SP_OK;
+    }
+    const unsigned char *in = orig;
+    unsigned char *o = out;
+    /* the target's part of [off, off + len); the rest is copied */
+    uint64_t a = off > sp->off ? off : sp->off;
+    uint64_t b = off + len < sp->off + sp->len ? off + len : sp->off + sp->len;
+    if (a >= b) {
+        memcpy(o, in + off, (size_t)len);
+        return SP_OK;
+    }
+    if (a > off)
+        memcpy(o, in + off, (size_t)(a - off));
+    if (b < off + len)
+        memcpy(o + (b - off), in + b, (size_t)(off + len - b));
+    const size_t es = sp->tp.es;
+    sp__prune_stats ps = {0};
+    sp_status s = sp__tplan_apply(&sp->tp, o + (a - off), in + a, (size_t)((a - sp->off) / es),
+                                  (size_t)((b - sp->off) / es), &ps, err);
+    if (s) {
+        sp_error_prefix(err, "tensor '%s'",
+                        sp_ckpt_tensor(j->ck, j->targets[sp->first].tensor)->name);
+        return s;
+    }
+    atomic_fetch_add(&sp->zeros_before, ps.zeros_before);
+    atomic_fetch_add(&sp->zeros_after, ps.zeros_after);
+    return SP_OK;
+}
+
+static sp_status rw_finish(void *ctx, size_t storage, sp_error *err)
+{
+    job *j = ctx;
+    splan *sp = &j->plans[storage];
+    (void)err;
+    if (sp->fused) {
+        /* the target and its tied copies (same view) */
+        for (size_t k = sp->first; k < j->ntargets; k++) {
+            const target *o = &j->targets[k];
+            if (sp_ckpt_tensor(j->ck, o->tensor)->storage != storage)
+                continue;
+            sp_prune_entry *e = &j->rep->entries[o->entry];
+            e->zeros_before = atomic_load(&sp->zeros_before);
+            e->zeros_after = atomic_load(&sp->zeros_after);
+        }
+        sp__tplan_release(&sp->tp);
+    }
+    free(sp->whole);
+    sp->whole = NULL;
+    return SP_OK;
+}
+
+/* Which storages are touched, and how (see above). */
+static sp_status plan_storages(job *j, sp_error *err)
+{
+    sp_ckpt *ck = j->ck;
+    size_t ns = sp_ckpt_num_storages(ck);
+    j->plans = calloc(ns ? ns : 1, sizeof *j->plans);
+    if (!j->plans)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    for (size_t s = 0; s < ns; s++)
+        j->plans[s].first = SIZE_MAX;
+    size_t *nprimary = calloc(ns ? ns : 1, sizeof *nprimary);
+    if (!nprimary)
+        return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < j->ntargets; k++) {
+        size_t s = sp_ckpt_tensor(ck, j->targets[k].tensor)->storage;
+        if (j->plans[s].first == SIZE_MAX)
+            j->plans[s].first = k;
+        nprimary[s] += !j->targets[k].dup;
+    }
+    for (size_t s = 0; s < ns; s++) {
+        splan *sp = &j->plans[s];
+        if (sp->first == SIZE_MAX)
+            continue;
+        const sp_tensor *t = sp_ckpt_tensor(ck, j->targets[sp->first].tensor);
+        /* (magnitudes only: the plans compute no other scores) */
+        sp->fused = nprimary[s] == 1 && !j->targets[sp->first].dup && sp_tensor_is_contiguous(t) &&
+                    j->rules[j->targets[sp->first].rule].score == SP_SCORE_MAGNITUDE;
+        sp->off = (uint64_t)t->offset * sp_dtype_size(t->dtype);
+        sp->len = (uint64_t)t->numel * sp_dtype_size(t->dtype);
+        atomic_init(&sp->zeros_before, 0);
+        atomic_init(&sp->zeros_after, 0);
+    }
+    free(nprimary);
+    return SP_OK;
+}
+
+/* The rewrite's progress on top of what the global passes did. */
+static void rw_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    job *j = ctx;
+    if (j->progress)
+        j->progress(j->pctx, j->done + done, j->done + total);
+}
+
 /* Dry run: the zeros each target has now. */
+static sp_status zeros_fn(job *j, target *tg, const sp_tensor *t, const void *view, int worker,
+                          void *arg, sp_error *err)
+{
+    sp_prune_entry *e = &j->rep->entries[tg->entry];
+    (void)worker;
+    (void)arg;
+    (void)err;
+    e->zeros_before = e->zeros_after = sp_count_zeros(t->dtype, view, (size_t)t->numel);
+    return SP_OK;
+}
+
 static sp_status count_zeros(job *j, sp_error *err)
 {
-    for (size_t k = 0; k < j->ntargets; k++) {
-        const target *tg = &j->targets[k];
-        const sp_tensor *t = sp_ckpt_tensor(j->ck, tg->tensor);
-        const void *sd;
-        sp_status s = sp_ckpt_storage_data(j->ck, t->storage, &sd, err);
-        if (s)
-            return s;
-        void *owned;
-        const void *p = view_gather(t, sd, &owned);
-        if (!p) {
-            sp_ckpt_storage_release(j->ck, t->storage);
-            return sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-        }
-        sp_prune_entry *e = &j->rep->entries[tg->entry];
-        e->zeros_before = e->zeros_after = sp_count_zeros(t->dtype, p, (size_t)t->numel);
-        free(owned);
-        /* keep the storage while a later target shares it */
-        if (k + 1 == j->ntargets || sp_ckpt_tensor(j->ck, j->targets[k + 1].tensor)->storage != t->storage)
-            sp_ckpt_storage_release(j->ck, t->storage);
-        progress_add(j, (uint64_t)t->numel * sp_dtype_size(t->dtype));
-    }
-    return SP_OK;
+    return each_target(j, j->threads, want_any, zeros_fn, NULL, err);
 }
 
 static void job_release(job *j)
 {
+    if (j->plans)
+        for (size_t s = 0; s < sp_ckpt_num_storages(j->ck); s++) {
+            sp__tplan_release(&j->plans[s].tp);
+            free(j->plans[s].whole);
+        }
+    free(j->plans);
     for (size_t r = 0; j->by_name && r < j->nrules; r++)
         free(j->by_name[r]);
     free(j->by_name);
     if (j->globals)
         for (size_t r = 0; r < j->nrules; r++)
             sp_global_free(j->globals[r]);
+    if (j->gmags)
+        for (size_t r = 0; r < j->nrules; r++)
+            sp__gmag_free(j->gmags[r]);
     free(j->globals);
+    free(j->gmags);
     free(j->targets);
 }
 
@@ -694,6 +929,7 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
     if (opt) {
         j.progress = opt->progress;
         j.pctx = opt->progress_ctx;
+        j.threads = opt->threads;
         j.norms = opt->norms;
     }
     memset(rep, 0, sizeof *rep);
@@ -714,7 +950,21 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
     if (!s && !dry)
         s = run_globals(&j, err);
     if (!s && !dry)
-        s = sp_ckpt_rewrite(ck, out_path, rewrite_cb, &j, err);
+        s = plan_storages(&j, err);
+    if (!s && !dry) {
+        sp_rewrite_ops ops = {
+            .ctx = &j,
+            .touches = rw_touches,
+            .chunk_unit = rw_chunk_unit,
+            .prepare = rw_prepare,
+            .emit = rw_emit,
+            .finish = rw_finish,
+            .threads = j.threads,
+            .progress = rw_progress,
+            .progress_ctx = &j,
+        };
+        s = sp_ckpt_rewrite_par(ck, out_path, &ops, err);
+    }
     if (!s)
         for (size_t i = 0; i < rep->n; i++) {
             rep->zeros_before += rep->entries[i].zeros_before;
@@ -726,36 +976,42 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
     return s;
 }
 
+static sp_status check_fn(job *j, target *tg, const sp_tensor *t, const void *view, int worker,
+                          void *arg, sp_error *err)
+{
+    sp_prune_entry *e = &j->rep->entries[tg->entry];
+    double measured = 0;
+    (void)worker;
+    (void)arg;
+    (void)err;
+    e->zeros_before = e->zeros_after = sp_count_zeros(t->dtype, view, (size_t)t->numel);
+    e->ok = sp_mask_check(t->dtype, view, t->ndim, t->shape, &j->rules[tg->rule].pattern,
+                          tg->sparsity, &measured, e->violation, sizeof e->violation);
+    return SP_OK;
+}
+
 sp_status sp_prune_check(sp_ckpt *ck, const sp_prune_rule *rules, size_t nrules,
-                         sp_prune_report *rep, sp_error *err)
+                         const sp_prune_options *opt, sp_prune_report *rep, sp_error *err)
 {
     job j = {.ck = ck, .rules = rules, .nrules = nrules, .rep = rep};
+    if (opt) {
+        j.progress = opt->progress;
+        j.pctx = opt->progress_ctx;
+        j.threads = opt->threads;
+    }
     memset(rep, 0, sizeof *rep);
     sp_status s = resolve(&j, err);
-    bool all_ok = true;
     for (size_t k = 0; !s && k < j.ntargets; k++) {
-        target *tg = &j.targets[k];
-        const sp_tensor *t = sp_ckpt_tensor(ck, tg->tensor);
-        sp_prune_entry *e = &rep->entries[tg->entry];
-        const void *sd;
-        void *owned = NULL;
-        s = sp_ckpt_storage_data(ck, t->storage, &sd, err);
-        if (s)
-            break;
-        const void *p = view_gather(t, sd, &owned);
-        if (!p) {
-            s = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
-            break;
-        }
-        double measured = 0;
-        e->zeros_before = e->zeros_after = sp_count_zeros(t->dtype, p, (size_t)t->numel);
-        e->ok = sp_mask_check(t->dtype, p, t->ndim, t->shape, &rules[tg->rule].pattern,
-                              tg->sparsity, &measured, e->violation, sizeof e->violation);
-        all_ok = all_ok && e->ok;
-        free(owned);
-        sp_ckpt_storage_release(ck, t->storage);
-        rep->zeros_before += e->zeros_before;
-        rep->zeros_after += e->zeros_after;
+        const sp_tensor *t = sp_ckpt_tensor(ck, j.targets[k].tensor);
+        j.total += (uint64_t)t->numel * sp_dtype_size(t->dtype);
+    }
+    if (!s)
+        s = each_target(&j, j.threads, want_any, check_fn, NULL, err);
+    bool all_ok = true;
+    for (size_t k = 0; !s && k < rep->n; k++) {
+        all_ok = all_ok && rep->entries[k].ok;
+        rep->zeros_before += rep->entries[k].zeros_before;
+        rep->zeros_after += rep->entries[k].zeros_after;
     }
     job_release(&j);
     if (s) {

@@ -145,6 +145,12 @@ static sp_status finish_pass2(sp_global *g, sp_error *err)
 #define GB_OFF ((1u << 19) + (896u << 8))
 #define NB16 65536u
 
+/* f32 cut: element i is pruned iff (|bits| of w[i]) < (i < split ? lo : hi). */
+typedef struct cut32 {
+    size_t split;
+    uint32_t lo, hi; /* exclusive bounds on the absolute bit pattern, <= 2^31 */
+} cut32;
+
 static inline uint64_t key_f32(uint32_t a)
 {
     if (!a)
@@ -172,7 +178,7 @@ static sp_status add_f32(sp_global *g, int pass, size_t tensor, const uint32_t *
 {
     const int nt = n > PAR_MIN ? sp__nthreads() : 1;
     const size_t nc = (size_t)nt;
-    int nan = 0, inf = 0, nomem = 0;
+    int nan = 0, nomem = 0;
     if (pass == 1) {
         uint32_t *hist = calloc(nc * NB16, sizeof(uint32_t));
         if (!hist)
@@ -199,11 +205,8 @@ static sp_status add_f32(sp_global *g, int pass, size_t tensor, const uint32_t *
         }
         if (bad) {
             free(hist);
-            for (size_t i = 0; i < n; i++) {
-                uint32_t a = w[i] & 0x7fffffffu;
-                nan |= a > 0x7f800000u;
-                inf |= a == 0x7f800000u;
-            }
+            for (size_t i = 0; i < n && !nan; i++)
+                nan |= (w[i] & 0x7fffffffu) > 0x7f800000u;
             return sp_error_set(err, SP_ERR_INVALID_ARG, "contains %s", nan ? "NaN" : "Inf");
         }
         /* normal floats: bucket = (a >> 15) + GB_OFF */
@@ -302,24 +305,24 @@ static uint32_t first_ge(uint64_t K)
 }
 
 /* The cut of tensor `tensor` (n elements) under the final threshold. */
-static void cut_f32(const sp_global *g, size_t tensor, size_t n, sp__cut32 *c)
+static void cut_f32(const sp_global *g, size_t tensor, size_t n, cut32 *c)
 {
     if (g->k == 0) {
-        *c = (sp__cut32){n, 0, 0};
+        *c = (cut32){n, 0, 0};
         return;
     }
     if (g->k >= g->total) {
-        *c = (sp__cut32){n, 0x80000000u, 0x80000000u};
+        *c = (cut32){n, 0x80000000u, 0x80000000u};
         return;
     }
     const cand t = g->thr;
     uint32_t le = first_ge(t.key + 1), lt = first_ge(t.key);
     if (tensor < t.tensor)
-        *c = (sp__cut32){n, le, le};
+        *c = (cut32){n, le, le};
     else if (tensor > t.tensor)
-        *c = (sp__cut32){n, lt, lt};
+        *c = (cut32){n, lt, lt};
     else
-        *c = (sp__cut32){(size_t)t.index + 1, le, lt};
+        *c = (cut32){(size_t)t.index + 1, le, lt};
 }
 
 static sp_status tensor_keys(sp_global *g, size_t tensor, uint64_t **keys, size_t *nunits,
@@ -429,7 +432,7 @@ sp_status sp_global_mask(sp_global *g, size_t tensor, uint8_t *mask, sp_dtype dt
             return sp_error_set(err, SP_ERR_INVALID_ARG,
                                 "global selection: tensor %zu has %zu units, %zu in pass 1",
                                 tensor, numel, g->units[tensor]);
-        sp__cut32 c;
+        cut32 c;
         cut_f32(g, tensor, numel, &c);
         const uint32_t *w = data;
         const int nt = numel > PAR_MIN ? sp__nthreads() : 1;
@@ -474,40 +477,27 @@ sp_status sp_global_mask(sp_global *g, size_t tensor, uint8_t *mask, sp_dtype dt
     return SP_OK;
 }
 
-sp_status sp__global_apply(sp_global *g, size_t tensor, void *dst, const void *src,
-                           sp_dtype dtype, int ndim, const int64_t *shape, sp__prune_stats *st,
-                           sp_error *err)
+sp_status sp__global_finish(sp_global *g, sp_error *err)
 {
-    memset(st, 0, sizeof *st);
-    size_t numel = 1;
-    for (int d = 0; d < ndim; d++)
-        numel *= (size_t)shape[d];
-    if (tensor < g->ntensors && g->state >= 2 && fast_f32(g, dtype, NULL, numel)) {
-        sp_status s;
-        if (g->state == 2 && (s = finish_pass2(g, err)))
-            return s;
-        if (numel != g->units[tensor])
-            return sp_error_set(err, SP_ERR_INVALID_ARG,
-                                "global selection: tensor %zu has %zu units, %zu in pass 1",
-                                tensor, numel, g->units[tensor]);
-        sp__cut32 c;
-        cut_f32(g, tensor, numel, &c);
-        const uint32_t *w = src;
-        size_t zb = 0;
-        const int nt = numel > PAR_MIN ? sp__nthreads() : 1;
-#pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static) reduction(+ : zb)
-        for (size_t i = 0; i < numel; i++)
-            zb += (w[i] & 0x7fffffffu) == 0;
-        st->zeros_before = zb;
-        sp__apply_cut32(dst, src, numel, &c, st);
-        return SP_OK;
-    }
-    uint8_t *mask = malloc(numel ? numel : 1);
-    if (!mask)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory (%zu elements)", numel);
-    sp_status s = sp_global_mask(g, tensor, mask, dtype, src, NULL, ndim, shape, err);
-    if (!s)
-        sp__apply_mask(dst, src, dtype, numel, mask, st);
-    free(mask);
-    return s;
+    if (g->state == 1)
+        return sp_error_set(err, SP_ERR_INVALID_ARG, "global selection: pass 2 has not run");
+    return g->state == 2 ? finish_pass2(g, err) : SP_OK;
+}
+
+sp_status sp__global_cut(sp_global *g, size_t tensor, const void *data, sp_dtype dtype,
+                         size_t numel, uint64_t *split, uint64_t *lo, uint64_t *hi, sp_error *err)
+{
+    (void)data;
+    if (tensor >= g->ntensors || g->state != 3 || !fast_f32(g, dtype, NULL, numel))
+        return SP_ERR_UNSUPPORTED;
+    if (numel != g->units[tensor])
+        return sp_error_set(err, SP_ERR_INVALID_ARG,
+                            "global selection: tensor %zu has %zu units, %zu in pass 1", tensor,
+                            numel, g->units[tensor]);
+    cut32 c;
+    cut_f32(g, tensor, numel, &c);
+    *split = c.split;
+    *lo = c.lo;
+    *hi = c.hi;
+    return SP_OK;
 }

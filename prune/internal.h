@@ -48,39 +48,123 @@ size_t sp__round_count(double s, size_t n);
  * 2. Results never depend on it. */
 int sp__nthreads(void);
 
-/* ---- fused select + apply (the checkpoint pruner's hot path) ---- */
+/* Clamp-checked arguments of a selection (dtype floating, sparsity in
+ * [0, 1] unless N:M, sane block/N:M sizes). */
+sp_status sp__check_select_args(sp_dtype dtype, const sp_pattern *pattern, double sparsity,
+                                sp_error *err);
 
-/* What a fused prune did to one tensor. */
+/* keep[i] = 0 for the k units with the smallest (key, index), else 1: the
+ * radix select of mask.c. */
+sp_status sp__select_units64(uint8_t *keep, const uint64_t *keys, size_t n, size_t k,
+                             sp_error *err);
+
+typedef struct sp__gmag sp__gmag; /* global magnitude selection, below */
+
+/* ---- pruning one tensor in pieces (prune/tensor.c) ---- */
+
+/* What pruning one piece did. */
 typedef struct sp__prune_stats {
     uint64_t zeros_before, zeros_after; /* +0 and -0 */
     bool changed;                       /* some byte of dst differs from src */
 } sp__prune_stats;
 
-/* Per-layer prune of one dense row-major tensor: reads src and writes all of
- * dst (which may alias src): pruned elements +0.0, kept elements copied
- * bit-identical. Exactly the mask sp_mask_select computes (magnitudes, no
- * scores); streams the data instead of building key arrays where it can
- * (f32 unstructured: a histogram select, 3 passes; f32 N:M: 1 pass). Errors
- * as sp_mask_select. */
+enum { SP__TP_CUT = 1, SP__TP_NM = 2, SP__TP_BLOCK = 3, SP__TP_MASK = 4 };
+
+/* Below this many elements an unstructured selection builds a mask (its
+ * key array is small) instead of a histogram. */
+#define SP__CUT_MIN 4096
+
+/* A plan for pruning one dense row-major tensor by magnitude (tensor.c
+ * says how each mode works). Read-only once made: chunks may be applied
+ * from several threads at once. */
+typedef struct sp__tplan {
+    int mode;
+    sp_dtype dtype;
+    size_t es, numel;
+    int ndim;
+    int64_t shape[SP_MAX_DIMS];
+    sp_wgeom g;
+    const struct sp_mask_ukernels *uk;
+    uint64_t split, lo, hi; /* CUT: element i pruned iff key < (i < split ? lo : hi) */
+    int n, m;               /* NM */
+    int64_t R, C;           /* BLOCK */
+    uint8_t *bkeep;         /* BLOCK: keep byte per block, (matrix, block row, block col) */
+    uint8_t *mask;          /* MASK: keep byte per element */
+} sp__tplan;
+
+/* Plan a per-layer selection of src (all numel elements): exactly the mask
+ * sp_mask_select computes for magnitudes. Errors as sp_mask_select (NaN,
+ * Inf: "contains NaN"). Release with sp__tplan_release. */
+sp_status sp__tplan_init(sp__tplan *p, const void *src, sp_dtype dtype, int ndim,
+                         const int64_t *shape, const sp_pattern *pat, double sparsity,
+                         sp_block_score bscore, sp_error *err);
+/* Plan tensor `tensor` of a finished global magnitude selection. */
+sp_status sp__tplan_gmag(sp__tplan *p, const sp__gmag *g, size_t tensor, const void *src,
+                         sp_dtype dtype, int ndim, const int64_t *shape, sp_error *err);
+/* Plan tensor `tensor` of a finished global selection (sp__global_finish). */
+sp_status sp__tplan_global(sp__tplan *p, sp_global *g, size_t tensor, const void *src,
+                           sp_dtype dtype, int ndim, const int64_t *shape, sp_error *err);
+/* Chunks are multiples of this many elements (a row for N:M, a block row
+ * for blocks, else 1). */
+size_t sp__tplan_unit(const sp__tplan *p);
+/* Elements [e0, e1) (multiples of the unit, or e1 = numel): dst and src
+ * point at element e0 of the output and of the original tensor; dst may be
+ * src. Fills st. Errors: N:M finds NaN/Inf as it goes ("contains NaN"). */
+sp_status sp__tplan_apply(const sp__tplan *p, void *dst, const void *src, size_t e0, size_t e1,
+                          sp__prune_stats *st, sp_error *err);
+/* The keep-mask of a CUT plan (numel bytes). */
+void sp__tplan_mask(const sp__tplan *p, const void *src, uint8_t *mask);
+void sp__tplan_release(sp__tplan *p);
+
+/* A whole tensor in one piece (tests and small callers). */
 sp_status sp__prune_tensor(void *dst, const void *src, sp_dtype dtype, int ndim,
                            const int64_t *shape, const sp_pattern *p, double sparsity,
                            sp_block_score bscore, sp__prune_stats *st, sp_error *err);
 
-/* f32 cut: element i is pruned iff (|bits| of w[i]) < (i < split ? lo : hi). */
-typedef struct sp__cut32 {
-    size_t split;
-    uint32_t lo, hi; /* exclusive bounds on the absolute bit pattern, <= 2^31 */
-} sp__cut32;
-
-/* dst = src with the cut applied (f32); stats as above (zeros_before not
- * touched). dst may alias src. */
-void sp__apply_cut32(uint32_t *dst, const uint32_t *src, size_t n, const sp__cut32 *c,
-                     sp__prune_stats *st);
 /* dst = src with a per-element keep-mask applied; fills all of st. */
 void sp__apply_mask(void *dst, const void *src, sp_dtype dtype, size_t n, const uint8_t *mask,
                     sp__prune_stats *st);
 
-/* Global scope: dst = src pruned by g's threshold (as sp_global_mask). */
+/* h[k] += the number of elements of w[0, n) with 15-bit magnitude key k
+ * (h: 32768 counters; any n). Errors: SP_ERR_NOMEM. */
+sp_status sp__hist16(const uint16_t *w, size_t n, uint64_t *h, sp_error *err);
+/* Index of the need-th element (1-based, need <= their count) of w[0, n)
+ * (es 2 or 4 bytes) whose magnitude key is T. */
+size_t sp__nth_equal(const struct sp_mask_ukernels *uk, const void *w, size_t es, size_t n,
+                     uint32_t T, uint64_t need);
+
+/* ---- global magnitude selection (global_mag.c) ----
+ * The exact global threshold for unstructured magnitudes of f32, f16 and
+ * bf16 tensors: pass 1 and pass 2 take each tensor once, from any thread
+ * (worker: the caller's slot in [0, nworkers), for per-thread counts);
+ * end1/end2 run on one thread between the passes. Then sp__gmag_cut gives
+ * each tensor's cut in its own keys (read-only, any thread). Errors name
+ * what is wrong ("contains NaN"); the caller names the tensor. */
+sp_status sp__gmag_new(sp__gmag **out, double sparsity, size_t ntensors, int nworkers,
+                       sp_error *err);
+sp_status sp__gmag_pass1(sp__gmag *g, size_t i, int worker, sp_dtype dt, const void *data,
+                         size_t n, sp_error *err);
+sp_status sp__gmag_end1(sp__gmag *g, sp_error *err);
+sp_status sp__gmag_pass2(sp__gmag *g, size_t i, int worker, sp_dtype dt, const void *data,
+                         size_t n, sp_error *err);
+sp_status sp__gmag_end2(sp__gmag *g, sp_error *err);
+/* data: the tensor (scanned only for the one holding the last pruned tie) */
+sp_status sp__gmag_cut(const sp__gmag *g, size_t i, sp_dtype dt, const void *data, size_t n,
+                       uint64_t *split, uint64_t *lo, uint64_t *hi, sp_error *err);
+void sp__gmag_free(sp__gmag *g); /* accepts NULL */
+
+/* ---- global scope (global.c) ---- */
+
+/* Close pass 2: the threshold is final and g is only read from now on, so
+ * sp_global_mask and sp__global_cut may run on several threads at once. */
+sp_status sp__global_finish(sp_global *g, sp_error *err);
+/* The cut of tensor `tensor` when its selection has one (unstructured
+ * magnitudes of f32/f16/bf16): element i pruned iff key < (i < split ?
+ * lo : hi). SP_ERR_UNSUPPORTED (no message) when it has none. */
+sp_status sp__global_cut(sp_global *g, size_t tensor, const void *data, sp_dtype dtype,
+                         size_t numel, uint64_t *split, uint64_t *lo, uint64_t *hi, sp_error *err);
+
+/* Global scope in one call: dst = src pruned by g's threshold. */
 sp_status sp__global_apply(sp_global *g, size_t tensor, void *dst, const void *src,
                            sp_dtype dtype, int ndim, const int64_t *shape, sp__prune_stats *st,
                            sp_error *err);

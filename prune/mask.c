@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "prune/internal.h"
+#include "formats/scan.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -384,23 +385,19 @@ static size_t sp__nchunks(void)
 #undef KEY_T
 #undef SFX
 
-static sp_status select_cut_f32(const uint32_t *w, size_t n, double sparsity, sp__cut32 *cut,
-                                uint64_t *nzero, sp_error *err);
+sp_status sp__select_units64(uint8_t *keep, const uint64_t *keys, size_t n, size_t k,
+                             sp_error *err)
+{
+    return select_units_64(keep, keys, n, k, err);
+}
 
 sp_status sp_mask_select(uint8_t *mask, sp_dtype dtype, const void *data, const float *scores,
                          int ndim, const int64_t *shape, const sp_pattern *pattern,
                          double sparsity, sp_block_score bscore, sp_error *err)
 {
-    sp_status st = check_dtype(dtype, err);
+    sp_status st = sp__check_select_args(dtype, pattern, sparsity, err);
     if (st)
         return st;
-    if (pattern->kind != SP_PATTERN_NM && !(sparsity >= 0.0 && sparsity <= 1.0))
-        return sp_error_set(err, SP_ERR_INVALID_ARG, "sparsity %g is out of range [0, 1]", sparsity);
-    if (pattern->kind == SP_PATTERN_BLOCK && (pattern->r <= 0 || pattern->c <= 0))
-        return sp_error_set(err, SP_ERR_INVALID_ARG, "invalid block size");
-    if (pattern->kind == SP_PATTERN_NM && (pattern->m <= 0 || pattern->n < 0 || pattern->n > pattern->m))
-        return sp_error_set(err, SP_ERR_INVALID_ARG, "invalid N:M pattern %d:%d", pattern->n,
-                            pattern->m);
     sp_wgeom g;
     sp_wgeom_init(&g, ndim, shape);
     size_t numel = (size_t)(g.nmat * g.rows * g.cols);
@@ -408,19 +405,15 @@ sp_status sp_mask_select(uint8_t *mask, sp_dtype dtype, const void *data, const 
         return SP_OK;
     size_t nunits = sp__unit_count(ndim, shape, pattern);
     size_t nzero = 0;
-    if (pattern->kind == SP_PATTERN_UNSTRUCTURED && dtype == SP_F32 && !scores &&
-        numel <= UINT32_MAX) {
-        /* magnitudes of f32: histogram select on the bits, no key array */
-        sp__cut32 cut;
-        uint64_t nz;
-        if ((st = select_cut_f32(data, numel, sparsity, &cut, &nz, err)))
-            return st;
-        const uint32_t *w = data;
-        const int nt = numel > PAR_MIN ? sp__nthreads() : 1;
-#pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
-        for (size_t i = 0; i < numel; i++)
-            mask[i] = (w[i] & 0x7fffffffu) >= (i < cut.split ? cut.lo : cut.hi);
-        return SP_OK;
+    if (pattern->kind == SP_PATTERN_UNSTRUCTURED && !scores && dtype != SP_F64 &&
+        numel >= SP__CUT_MIN) {
+        /* magnitudes: a histogram select on the bits, no key array */
+        sp__tplan p;
+        st = sp__tplan_init(&p, data, dtype, ndim, shape, pattern, sparsity, bscore, err);
+        if (!st)
+            sp__tplan_mask(&p, data, mask);
+        sp__tplan_release(&p);
+        return st;
     }
     uint8_t *bkeep = NULL;
     void *keys = NULL;
@@ -500,17 +493,60 @@ void sp_mask_apply(void *data, sp_dtype dtype, size_t numel, const uint8_t *mask
 
 size_t sp_count_zeros(sp_dtype dtype, const void *data, size_t numel)
 {
+    uint64_t zm = sp_scan_zmask(dtype);
+    if (zm)
+        return (size_t)sp_scan_ukernels_get()->zeros(data, numel, sp_dtype_size(dtype), zm);
     size_t nz = 0;
-    if (dtype == SP_F32) {
-        const uint32_t *w = data;
-#pragma omp parallel for reduction(+ : nz) if (numel > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < numel; i++)
-            nz += (w[i] & 0x7fffffffu) == 0;
-        return nz;
-    }
     for (size_t i = 0; i < numel; i++)
         nz += sp_dtype_is_zero(dtype, data, i);
     return nz;
+}
+
+/* Bits [at, at + m) of a bitmask (m <= 57; bits holds 8 spare bytes). */
+static inline unsigned bits_count(const uint8_t *bits, size_t at, int m)
+{
+    uint64_t w;
+    memcpy(&w, bits + at / 8, 8);
+    w >>= at % 8;
+    return (unsigned)__builtin_popcountll(w & ((1ull << m) - 1));
+}
+
+/* N:M check of contiguous rows: each row's nonzeros as a bitmask (the
+ * scanning ukernel), then each group's bits counted. Returns false and
+ * fills buf at the first group with more than N nonzeros; *maxkept gets
+ * the most nonzeros N:M allows in the tensor. -1: not handled here. */
+static int nm_check_rows(sp_dtype dtype, const void *data, const sp_wgeom *g, int N, int M,
+                         size_t *maxkept, char *buf, size_t blen)
+{
+    uint64_t zm = sp_scan_zmask(dtype);
+    if (!zm || M > 57 || g->col_stride != 1 || g->row_stride != g->cols ||
+        !(g->nmat == 1 || g->mat_stride == g->rows * g->cols))
+        return -1;
+    const size_t cols = (size_t)g->cols, rows = (size_t)(g->nmat * g->rows), es = sp_dtype_size(dtype);
+    uint8_t *bits = malloc((cols + 7) / 8 + 8);
+    if (!bits)
+        return -1;
+    memset(bits, 0, (cols + 7) / 8 + 8);
+    const sp_scan_ukernels *uk = sp_scan_ukernels_get();
+    size_t kept = 0;
+    int ok = 1;
+    for (size_t r = 0; r < rows && ok; r++) {
+        uk->bitmask(bits, (const unsigned char *)data + r * cols * es, cols, es, zm);
+        for (size_t c0 = 0; c0 < cols; c0 += (size_t)M) {
+            int t = cols - c0 < (size_t)M ? (int)(cols - c0) : M;
+            unsigned nnz = bits_count(bits, c0, t);
+            kept += (size_t)(t < N ? t : N);
+            if ((int)nnz > N) {
+                snprintf(buf, blen, "row %zu group %zu has %u nonzeros (%d:%d allows %d)", r,
+                         c0 / (size_t)M, nnz, N, M, N);
+                ok = 0;
+                break;
+            }
+        }
+    }
+    free(bits);
+    *maxkept = kept;
+    return ok;
 }
 
 bool sp_mask_check(sp_dtype dtype, const void *data, int ndim, const int64_t *shape,
@@ -550,7 +586,10 @@ bool sp_mask_check(sp_dtype dtype, const void *data, int ndim, const int64_t *sh
     if (pattern->kind == SP_PATTERN_NM && numel) {
         const int64_t M = pattern->m, N = pattern->n;
         size_t maxkept = 0;
-        for (int64_t m = 0; m < g.nmat && ok; m++)
+        int fast = nm_check_rows(dtype, data, &g, pattern->n, pattern->m, &maxkept, buf, sizeof buf);
+        if (fast >= 0)
+            ok = fast;
+        for (int64_t m = 0; fast < 0 && m < g.nmat && ok; m++)
             for (int64_t r = 0; r < g.rows && ok; r++)
                 for (int64_t c0 = 0; c0 < g.cols; c0 += M) {
                     int64_t t = g.cols - c0 < M ? g.cols - c0 : M, nnz = 0;
@@ -589,191 +628,7 @@ bool sp_mask_check(sp_dtype dtype, const void *data, int ndim, const int64_t *sh
     return ok;
 }
 
-/* ---- fused select + apply ------------------------------------------------
- *
- * f32 magnitudes, unstructured: the order of |w| is the order of its bit
- * pattern a = bits & 0x7fffffff (zeros are a = 0, so they go first). Pass 1
- * counts a >> 15 into a 2^16-bin histogram per chunk (and the zeros); the
- * boundary bucket b holds the k-th smallest. Pass 2 gathers the indices of
- * bucket b (few: a bucket is 1/128 of an octave), in index order; a 2^15-bin
- * histogram of their low bits gives the exact threshold T and how many of
- * the elements equal to T are pruned, hence the index of the last one. Pass
- * 3 writes: pruned iff a < T, or a == T at or before that index. Chunks are
- * fixed per call and every step is a count, so the result is exact and does
- * not depend on the number of threads.
- */
-
-#define NB16 65536u
-
-static void nonfinite_scan_f32(const uint32_t *w, size_t n, int *nan, int *inf)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t a = w[i] & 0x7fffffffu;
-        *nan |= a > 0x7f800000u;
-        *inf |= a == 0x7f800000u;
-    }
-}
-
-static sp_status select_cut_f32(const uint32_t *w, size_t n, double sparsity, sp__cut32 *cut,
-                                uint64_t *nzero, sp_error *err)
-{
-    const int nt = n > PAR_MIN ? sp__nthreads() : 1;
-    const size_t nc = (size_t)nt;
-    uint32_t *cand = NULL;
-    sp_status st = SP_OK;
-    /* chunk c counts into hist[c] (and a second histogram, merged after:
-     * two independent increment chains run faster than one) */
-    uint32_t *hist = calloc((nc + 1) * NB16, sizeof(uint32_t));
-    if (!hist)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory selecting %zu elements", n);
-    size_t nz = 0;
-    int nomem = 0;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static, 1) reduction(+ : nz) \
-    reduction(| : nomem)
-    for (size_t c = 0; c < nc; c++) {
-        uint32_t *h = hist + c * NB16, *g = c ? calloc(NB16, sizeof(uint32_t)) : hist + nc * NB16;
-        if (!g) {
-            nomem = 1;
-            continue;
-        }
-        size_t z = 0, i = c * n / nc, e = (c + 1) * n / nc;
-        for (; i + 1 < e; i += 2) {
-            uint32_t a = w[i] & 0x7fffffffu, b = w[i + 1] & 0x7fffffffu;
-            h[a >> 15]++;
-            g[b >> 15]++;
-            z += (a == 0) + (b == 0);
-        }
-        if (i < e) {
-            uint32_t a = w[i] & 0x7fffffffu;
-            h[a >> 15]++;
-            z += a == 0;
-        }
-        for (size_t b = 0; b < NB16; b++)
-            h[b] += g[b];
-        if (c)
-            free(g);
-        nz += z;
-    }
-    if (nomem) {
-        free(hist);
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory selecting %zu elements", n);
-    }
-    /* a >= 0x7f800000 (Inf, NaN) lands in buckets 0xff00 and up */
-    size_t bad = 0;
-    for (size_t c = 0; c < nc; c++)
-        for (size_t b = 0x7f800000u >> 15; b < NB16; b++)
-            bad += hist[c * NB16 + b];
-    if (bad) {
-        int nan = 0, inf = 0;
-        nonfinite_scan_f32(w, n, &nan, &inf);
-        st = nonfinite_error(err, nan, inf, 0);
-        goto out;
-    }
-    *nzero = nz;
-    size_t k = sp__round_count(sparsity, n);
-    if (k < nz)
-        k = nz; /* elements that are already zero stay zero */
-    if (k == 0) {
-        *cut = (sp__cut32){n, 0, 0};
-        goto out;
-    }
-    if (k >= n) {
-        *cut = (sp__cut32){n, 0x80000000u, 0x80000000u};
-        goto out;
-    }
-    size_t cum = 0, b = 0;
-    for (;; b++) {
-        size_t hb = 0;
-        for (size_t c = 0; c < nc; c++)
-            hb += hist[c * NB16 + b];
-        if (cum + hb >= k)
-            break;
-        cum += hb;
-    }
-    size_t need = k - cum, cnt = 0, off[64];
-    for (size_t c = 0; c < nc; c++) {
-        off[c < 64 ? c : 63] = cnt;
-        cnt += hist[c * NB16 + b];
-    }
-    cand = malloc(cnt * sizeof(uint32_t));
-    if (!cand) {
-        st = sp_error_set(err, SP_ERR_NOMEM, "out of memory selecting %zu elements", n);
-        goto out;
-    }
-    if (nc > 64) { /* never with sane thread counts; stay correct anyway */
-        size_t j = 0;
-        for (size_t i = 0; i < n; i++)
-            if (((w[i] & 0x7fffffffu) >> 15) == b)
-                cand[j++] = (uint32_t)i;
-    } else {
-        const uint32_t bb = (uint32_t)b;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static, 1)
-        for (size_t c = 0; c < nc; c++) {
-            size_t j = off[c];
-            for (size_t i = c * n / nc, e = (c + 1) * n / nc; i < e; i++)
-                if (((w[i] & 0x7fffffffu) >> 15) == bb)
-                    cand[j++] = (uint32_t)i;
-        }
-    }
-    /* exact threshold among the candidates: histogram of the low 15 bits */
-    uint32_t *h2 = hist;
-    memset(h2, 0, (1u << 15) * sizeof(uint32_t));
-    for (size_t j = 0; j < cnt; j++)
-        h2[w[cand[j]] & 0x7fffu]++;
-    size_t cum2 = 0, t = 0;
-    while (cum2 + h2[t] < need)
-        cum2 += h2[t++];
-    size_t need2 = need - cum2; /* >= 1 ties at T are pruned, lowest index first */
-    const uint32_t T = (uint32_t)((b << 15) | t);
-    size_t tie = 0;
-    for (size_t j = 0; j < cnt; j++)
-        if ((w[cand[j]] & 0x7fffffffu) == T && --need2 == 0) {
-            tie = cand[j];
-            break;
-        }
-    *cut = (sp__cut32){tie + 1, T + 1, T};
-out:
-    free(cand);
-    free(hist);
-    return st;
-}
-
-static inline void cut_range(uint32_t *dst, const uint32_t *src, size_t a, size_t e,
-                             uint32_t lim, size_t *za, uint32_t *ch)
-{
-    size_t z = 0;
-    uint32_t x = 0;
-#pragma omp simd reduction(+ : z) reduction(| : x)
-    for (size_t i = a; i < e; i++) {
-        uint32_t v = src[i];
-        uint32_t keep = (uint32_t)0 - (uint32_t)((v & 0x7fffffffu) >= lim);
-        uint32_t o = v & keep;
-        dst[i] = o;
-        z += (o << 1) == 0;
-        x |= v & ~keep;
-    }
-    *za += z;
-    *ch |= x;
-}
-
-void sp__apply_cut32(uint32_t *dst, const uint32_t *src, size_t n, const sp__cut32 *c,
-                     sp__prune_stats *st)
-{
-    const int nt = n > PAR_MIN ? sp__nthreads() : 1;
-    const size_t split = c->split < n ? c->split : n;
-    size_t za = 0;
-    uint32_t ch = 0;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static, 1) reduction(+ : za) \
-    reduction(| : ch)
-    for (int t = 0; t < nt; t++) {
-        size_t a = (size_t)t * n / (size_t)nt, e = (size_t)(t + 1) * n / (size_t)nt;
-        size_t m = split < a ? a : split > e ? e : split;
-        cut_range(dst, src, a, m, c->lo, &za, &ch);
-        cut_range(dst, src, m, e, c->hi, &za, &ch);
-    }
-    st->zeros_after = za;
-    st->changed = ch != 0;
-}
+/* ---- applying a mask (the MASK plans of tensor.c) ---- */
 
 #define APPLY_MASK_LOOP(UT, ABS)                                                          \
     do {                                                                                  \
@@ -807,152 +662,8 @@ void sp__apply_mask(void *dst, const void *src, sp_dtype dtype, size_t n, const 
     st->changed = ch != 0;
 }
 
-/* N:M on contiguous f32 rows (input dimension innermost): one pass. Keys are
- * the |w| bit patterns, as in select_nm_32. */
-#define NM_MAXM 256
-static sp_status nm_fused_f32(uint32_t *dst, const uint32_t *src, size_t rows, size_t cols,
-                              int N, int M, sp__prune_stats *st, sp_error *err)
-{
-    const size_t n = rows * cols;
-    const int nt = n > PAR_MIN ? sp__nthreads() : 1;
-    size_t zb = 0, za = 0;
-    int ch = 0, nan = 0, inf = 0;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) \
-    reduction(+ : zb, za) reduction(| : ch, nan, inf)
-    for (size_t r = 0; r < rows; r++) {
-        const uint32_t *s = src + r * cols;
-        uint32_t *d = dst + r * cols;
-        uint32_t k[NM_MAXM];
-        size_t c0 = 0;
-        if (M == 4) {
-            /* full groups of 4, branch-free: j's rank = earlier elements
-             * >= it + later elements > it */
-            for (; c0 + 4 <= cols; c0 += 4) {
-                uint32_t v[4], a[4];
-                for (int j = 0; j < 4; j++) {
-                    v[j] = s[c0 + (size_t)j];
-                    a[j] = v[j] & 0x7fffffffu;
-                    nan |= a[j] > 0x7f800000u;
-                    inf |= a[j] == 0x7f800000u;
-                    zb += a[j] == 0;
-                }
-                int b01 = a[1] > a[0], b02 = a[2] > a[0], b03 = a[3] > a[0];
-                int b12 = a[2] > a[1], b13 = a[3] > a[1], b23 = a[3] > a[2];
-                int rk[4] = {b01 + b02 + b03, 1 - b01 + b12 + b13, 2 - b02 - b12 + b23,
-                             3 - b03 - b13 - b23};
-                for (int j = 0; j < 4; j++) {
-                    uint32_t keep = (uint32_t)0 - (uint32_t)(rk[j] < N);
-                    uint32_t o = v[j] & keep;
-                    d[c0 + (size_t)j] = o;
-                    za += (o << 1) == 0;
-                    ch |= (v[j] & ~keep) != 0;
-                }
-            }
-        }
-        for (; c0 < cols; c0 += (size_t)M) {
-            int t = cols - c0 < (size_t)M ? (int)(cols - c0) : M;
-            for (int j = 0; j < t; j++) {
-                uint32_t a = s[c0 + (size_t)j] & 0x7fffffffu;
-                nan |= a > 0x7f800000u;
-                inf |= a == 0x7f800000u;
-                zb += a == 0;
-                k[j] = a;
-            }
-            for (int j = 0; j < t; j++) {
-                /* rank of j = number of elements that beat it */
-                int rank = 0;
-                for (int l = 0; l < t; l++)
-                    rank += k[l] > k[j] || (k[l] == k[j] && l < j);
-                uint32_t v = s[c0 + (size_t)j];
-                uint32_t o = rank < N ? v : 0;
-                d[c0 + (size_t)j] = o;
-                za += (o & 0x7fffffffu) == 0;
-                ch |= o != v;
-            }
-        }
-    }
-    if (nan || inf)
-        return nonfinite_error(err, nan, inf, 0);
-    st->zeros_before = zb;
-    st->zeros_after = za;
-    st->changed = ch != 0;
-    return SP_OK;
-}
-
-/* RxC blocks on contiguous f32 matrices: block keys and the radix select of
- * sp_mask_select, then one pass writes dst straight from the block
- * keep-bytes (no element mask). */
-static sp_status blocks_fused_f32(uint32_t *dst, const uint32_t *src, int ndim,
-                                  const int64_t *shape, const sp_wgeom *g, const sp_pattern *p,
-                                  double sparsity, sp_block_score bscore, sp__prune_stats *st,
-                                  sp_error *err)
-{
-    const int64_t R = p->r, C = p->c;
-    const int64_t nbr = (int64_t)ceil_div(g->rows, R), nbc = (int64_t)ceil_div(g->cols, C);
-    const size_t nunits = (size_t)(g->nmat * nbr * nbc), numel = (size_t)(g->nmat * g->rows * g->cols);
-    size_t nzero = 0;
-    uint8_t *bkeep = NULL;
-    uint64_t *keys = malloc(sizeof(uint64_t) * nunits);
-    sp_status s;
-    if (!keys)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory (%zu blocks)", nunits);
-    if ((s = block_keys(keys, &nzero, SP_F32, src, NULL, ndim, shape, p, bscore, err)))
-        goto out;
-    size_t k = sp__round_count(sparsity, nunits);
-    if (k < nzero)
-        k = nzero;
-    if (!(bkeep = malloc(nunits))) {
-        s = sp_error_set(err, SP_ERR_NOMEM, "out of memory (%zu blocks)", nunits);
-        goto out;
-    }
-    if ((s = select_units_64(bkeep, keys, nunits, k, err)))
-        goto out;
-    free(keys);
-    keys = NULL;
-    const int64_t nrows = g->nmat * g->rows, cols = g->cols, rows = g->rows;
-    const int nt = numel > PAR_MIN ? sp__nthreads() : 1;
-    size_t zb = 0, za = 0;
-    uint32_t ch = 0;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : zb, za) \
-    reduction(| : ch)
-    for (int64_t r = 0; r < nrows; r++) {
-        const uint8_t *bk = bkeep + (size_t)(((r / rows) * nbr + (r % rows) / R) * nbc);
-        const uint32_t *sr = src + (size_t)(r * cols);
-        uint32_t *dr = dst + (size_t)(r * cols);
-        if (C == 1) {
-            for (int64_t c = 0; c < cols; c++) {
-                uint32_t keep = (uint32_t)0 - (uint32_t)(bk[c] != 0);
-                uint32_t v = sr[c], o = v & keep;
-                dr[c] = o;
-                zb += (v << 1) == 0;
-                za += (o << 1) == 0;
-                ch |= v & ~keep;
-            }
-            continue;
-        }
-        for (int64_t bc = 0; bc < nbc; bc++) {
-            int64_t c0 = bc * C, c1 = c0 + C < cols ? c0 + C : cols;
-            uint32_t keep = (uint32_t)0 - (uint32_t)(bk[bc] != 0);
-            for (int64_t c = c0; c < c1; c++) {
-                uint32_t v = sr[c], o = v & keep;
-                dr[c] = o;
-                zb += (v << 1) == 0;
-                za += (o << 1) == 0;
-                ch |= v & ~keep;
-            }
-        }
-    }
-    st->zeros_before = zb;
-    st->zeros_after = za;
-    st->changed = ch != 0;
-out:
-    free(keys);
-    free(bkeep);
-    return s;
-}
-
-static sp_status check_select_args(sp_dtype dtype, const sp_pattern *pattern, double sparsity,
-                                   sp_error *err)
+sp_status sp__check_select_args(sp_dtype dtype, const sp_pattern *pattern, double sparsity,
+                                sp_error *err)
 {
     sp_status st = check_dtype(dtype, err);
     if (st)
@@ -965,41 +676,4 @@ static sp_status check_select_args(sp_dtype dtype, const sp_pattern *pattern, do
         return sp_error_set(err, SP_ERR_INVALID_ARG, "invalid N:M pattern %d:%d", pattern->n,
                             pattern->m);
     return SP_OK;
-}
-
-sp_status sp__prune_tensor(void *dst, const void *src, sp_dtype dtype, int ndim,
-                           const int64_t *shape, const sp_pattern *p, double sparsity,
-                           sp_block_score bscore, sp__prune_stats *st, sp_error *err)
-{
-    memset(st, 0, sizeof *st);
-    sp_status s = check_select_args(dtype, p, sparsity, err);
-    if (s)
-        return s;
-    sp_wgeom g;
-    sp_wgeom_init(&g, ndim, shape);
-    const size_t numel = (size_t)(g.nmat * g.rows * g.cols);
-    if (numel == 0)
-        return SP_OK;
-    if (dtype == SP_F32 && p->kind == SP_PATTERN_UNSTRUCTURED && numel <= UINT32_MAX) {
-        sp__cut32 cut;
-        if ((s = select_cut_f32(src, numel, sparsity, &cut, &st->zeros_before, err)))
-            return s;
-        sp__apply_cut32(dst, src, numel, &cut, st);
-        return SP_OK;
-    }
-    if (dtype == SP_F32 && p->kind == SP_PATTERN_NM && p->m <= NM_MAXM && g.col_stride == 1 &&
-        g.row_stride == g.cols && (g.nmat == 1 || g.mat_stride == g.rows * g.cols))
-        return nm_fused_f32(dst, src, (size_t)(g.nmat * g.rows), (size_t)g.cols, p->n, p->m, st,
-                            err);
-    if (dtype == SP_F32 && p->kind == SP_PATTERN_BLOCK && g.col_stride == 1 &&
-        g.row_stride == g.cols && (g.nmat == 1 || g.mat_stride == g.rows * g.cols))
-        return blocks_fused_f32(dst, src, ndim, shape, &g, p, sparsity, bscore, st, err);
-    uint8_t *mask = malloc(numel);
-    if (!mask)
-        return sp_error_set(err, SP_ERR_NOMEM, "out of memory (%zu elements)", numel);
-    s = sp_mask_select(mask, dtype, src, NULL, ndim, shape, p, sparsity, bscore, err);
-    if (!s)
-        sp__apply_mask(dst, src, dtype, numel, mask, st);
-    free(mask);
-    return s;
 }

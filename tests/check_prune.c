@@ -11,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "sparsify/prune.h"
 #include "prune/internal.h"
+#include "prune/mask_ukernels.h"
 
 /* ---- helpers */
 
@@ -1409,6 +1411,322 @@ START_TEST(test_oracle_pytorch)
 }
 END_TEST
 
+/* ---- 16-bit selection: histogram cut, ukernels, huge tensors */
+
+/* 16-bit values full of ties: +0 and -0, subnormals, a few normals, each
+ * with either sign (bits, so both dtypes get exact subnormals). */
+static void fill_ties16(uint16_t *h, size_t n, sp_dtype t, uint64_t seed)
+{
+    static const uint16_t f16pool[] = {0x0000, 0x0001, 0x0002, 0x03ff, 0x0400,
+                                       0x2e66, 0x3c00, 0x3c01, 0x7bff};
+    static const uint16_t bfpool[] = {0x0000, 0x0001, 0x007f, 0x0080, 0x3c23,
+                                      0x3f80, 0x3f81, 0x7f7f};
+    const uint16_t *pool = t == SP_F16 ? f16pool : bfpool;
+    size_t np = t == SP_F16 ? sizeof f16pool / 2 : sizeof bfpool / 2;
+    rng_seed(seed);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (uint16_t)(pool[rng_u64() % np] | ((rng_u64() & 1) << 15));
+}
+
+START_TEST(test_select16_ties)
+{
+    const sp_dtype dts[] = {SP_F16, SP_BF16};
+    const double ss[] = {0.0, 0.05, 0.3, 0.5, 0.61, 0.9, 0.999, 1.0};
+    int64_t shape[] = {96, 130};
+    const size_t n = 96 * 130;
+    uint16_t *src = malloc(n * 2), *dst = malloc(n * 2), *exp = malloc(n * 2);
+    uint8_t *ref = malloc(n), *m = malloc(n);
+    sp_pattern un = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp_error err = {0};
+    for (int d = 0; d < 2; d++)
+        for (uint64_t seed = 1; seed <= 2; seed++)
+            for (size_t k = 0; k < sizeof ss / sizeof ss[0]; k++) {
+                fill_ties16(src, n, dts[d], seed * 10 + (uint64_t)d);
+                /* the reference sorts (|w| as a double, flat index) */
+                ref_unstructured(ref, dts[d], src, NULL, n, ss[k]);
+                sp__prune_stats want;
+                expect_apply(exp, &want, dts[d], src, ref, n);
+                ck_assert_int_eq(sp_mask_select(m, dts[d], src, NULL, 2, shape, &un, ss[k], 0, &err),
+                                 SP_OK);
+                ck_assert_msg(!memcmp(m, ref, n), "mask %s s=%g", sp_dtype_name(dts[d]), ss[k]);
+                /* the histogram plan, applied in chunks of random length */
+                sp__tplan pl;
+                ck_assert_int_eq(sp__tplan_init(&pl, src, dts[d], 2, shape, &un, ss[k], 0, &err), SP_OK);
+                ck_assert_int_eq(pl.mode, SP__TP_CUT);
+                uint64_t za = 0, zb = 0;
+                for (size_t e0 = 0; e0 < n;) {
+                    size_t e1 = e0 + 1 + (size_t)(rng_u64() % 3000);
+                    if (e1 > n)
+                        e1 = n;
+                    sp__prune_stats st;
+                    ck_assert_int_eq(sp__tplan_apply(&pl, dst + e0, src + e0, e0, e1, &st, &err), SP_OK);
+                    za += st.zeros_after;
+                    zb += st.zeros_before;
+                    e0 = e1;
+                }
+                sp__tplan_release(&pl);
+                ck_assert_msg(!memcmp(dst, exp, n * 2), "%s s=%g", sp_dtype_name(dts[d]), ss[k]);
+                ck_assert_uint_eq(za, want.zeros_after);
+                ck_assert_uint_eq(zb, want.zeros_before);
+            }
+    /* NaN (either sign) and Inf are refused by name */
+    const uint16_t nan[2][2] = {{0x7e00, 0xfc01}, {0x7fc0, 0xff81}}, inf[2] = {0xfc00, 0x7f80};
+    for (int d = 0; d < 2; d++) {
+        for (int j = 0; j < 2; j++) {
+            fill_ties16(src, n, dts[d], 5);
+            src[n - 3] = nan[d][j];
+            sp__prune_stats st;
+            ck_assert_int_eq(sp__prune_tensor(dst, src, dts[d], 2, shape, &un, 0.5, 0, &st, &err),
+                             SP_ERR_INVALID_ARG);
+            ck_assert_str_eq(err.msg, "contains NaN");
+        }
+        src[n - 3] = inf[d];
+        sp__prune_stats st;
+        ck_assert_int_eq(sp__prune_tensor(dst, src, dts[d], 2, shape, &un, 0.5, 0, &st, &err),
+                         SP_ERR_INVALID_ARG);
+        ck_assert_str_eq(err.msg, "contains Inf");
+    }
+    free(src);
+    free(dst);
+    free(exp);
+    free(ref);
+    free(m);
+}
+END_TEST
+
+/* N:M reference on raw keys (any width): per group of m from a row's
+ * start, keep the n largest keys, the earlier first among equals; a tail
+ * of t < m keeps min(n, t). Pruned -> 0 bits, kept copied. */
+static void ref_nm_bits(void *dst, const void *src, size_t es, size_t rows, size_t cols, int n,
+                        int m)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c0 = 0; c0 < cols; c0 += (size_t)m) {
+            size_t t = cols - c0 < (size_t)m ? cols - c0 : (size_t)m;
+            uint64_t key[256];
+            for (size_t a = 0; a < t; a++) {
+                uint64_t u = 0;
+                memcpy(&u, (const char *)src + (r * cols + c0 + a) * es, es);
+                key[a] = u & ((es == 8 ? ~0ull : (1ull << (8 * es)) - 1) >> 1);
+            }
+            for (size_t a = 0; a < t; a++) {
+                size_t rank = 0; /* elements that beat a */
+                for (size_t b = 0; b < t; b++)
+                    rank += key[b] > key[a] || (key[b] == key[a] && b < a);
+                char *o = (char *)dst + (r * cols + c0 + a) * es;
+                if (rank < (size_t)n)
+                    memcpy(o, (const char *)src + (r * cols + c0 + a) * es, es);
+                else
+                    memset(o, 0, es);
+            }
+        }
+}
+
+START_TEST(test_ukernels_vs_reference)
+{
+    size_t nsets;
+    const sp_mask_ukernels *const *sets = sp_mask_ukernels_all(&nsets);
+    ck_assert_uint_ge(nsets, 1);
+    ck_assert_str_eq(sets[0]->isa, "scalar");
+    const int nms[][2] = {{2, 4}, {1, 4}, {4, 8}, {3, 7}, {0, 4}, {4, 4}, {5, 16}, {2, 3}};
+    const size_t colss[] = {1, 2, 3, 5, 10, 13, 30, 67, 130, 259};
+    const size_t rows = 3, maxn = 3 * 259;
+    uint16_t *s16 = malloc(maxn * 2), *d16 = malloc(maxn * 2), *r16 = malloc(maxn * 2);
+    uint32_t *s32 = malloc(maxn * 4), *d32 = malloc(maxn * 4), *r32 = malloc(maxn * 4);
+    uint64_t *s64 = malloc(maxn * 8), *d64 = malloc(maxn * 8), *r64 = malloc(maxn * 8);
+    fill_ties16(s16, maxn, SP_BF16, 41);
+    for (size_t i = 0; i < maxn; i++) {
+        s32[i] = (uint32_t)s16[i] << 16; /* the bf16 values as f32: the same ties */
+        double v = sp_dtype_load(SP_BF16, s16, i);
+        memcpy(&s64[i], &v, 8);
+    }
+    for (size_t si = 0; si < nsets; si++) {
+        const sp_mask_ukernels *uk = sets[si];
+        for (size_t a = 0; a < sizeof nms / sizeof nms[0]; a++)
+            for (size_t b = 0; b < sizeof colss / sizeof colss[0]; b++) {
+                int n = nms[a][0], m = nms[a][1];
+                size_t cols = colss[b], cnt = rows * cols;
+                sp_kcount c = {0};
+                ref_nm_bits(r16, s16, 2, rows, cols, n, m);
+                uk->nm16(d16, s16, rows, cols, n, m, 0x7f80, &c);
+                ck_assert_msg(!memcmp(d16, r16, cnt * 2), "%s nm16 %d:%d cols %zu", uk->isa, n, m, cols);
+                ck_assert_uint_eq(c.zeros_after, sp_count_zeros(SP_BF16, r16, cnt));
+                ck_assert_uint_eq(c.zeros_before, sp_count_zeros(SP_BF16, s16, cnt));
+                ck_assert(!c.nan && !c.inf);
+                memset(&c, 0, sizeof c);
+                ref_nm_bits(r32, s32, 4, rows, cols, n, m);
+                uk->nm32(d32, s32, rows, cols, n, m, 0x7f800000u, &c);
+                ck_assert_msg(!memcmp(d32, r32, cnt * 4), "%s nm32 %d:%d cols %zu", uk->isa, n, m, cols);
+                memset(&c, 0, sizeof c);
+                ref_nm_bits(r64, s64, 8, rows, cols, n, m);
+                uk->nm64(d64, s64, rows, cols, n, m, 0x7ff0000000000000ull, &c);
+                ck_assert_msg(!memcmp(d64, r64, cnt * 8), "%s nm64 %d:%d cols %zu", uk->isa, n, m, cols);
+                ck_assert_uint_eq(c.zeros_after, sp_count_zeros(SP_F64, r64, cnt));
+            }
+        /* cut and count: against the scalar set */
+        const sp_mask_ukernels *sc = sets[0];
+        for (size_t split = 0; split <= maxn; split += 97) {
+            uint32_t lo = (uint32_t)(s16[split % maxn] & 0x7fff), hi = lo + 1;
+            sp_kcount c1 = {0}, c2 = {0};
+            sc->cut16(r16, s16, maxn, split, lo, hi, &c1);
+            uk->cut16(d16, s16, maxn, split, lo, hi, &c2);
+            ck_assert_msg(!memcmp(d16, r16, maxn * 2), "%s cut16 split %zu", uk->isa, split);
+            ck_assert_uint_eq(c1.zeros_after, c2.zeros_after);
+            ck_assert_uint_eq(c1.zeros_before, c2.zeros_before);
+            ck_assert_uint_eq(!c1.changed, !c2.changed);
+            memset(&c1, 0, sizeof c1);
+            memset(&c2, 0, sizeof c2);
+            sc->cut32(r32, s32, maxn, split, (uint64_t)lo << 16, (uint64_t)hi << 16, &c1);
+            uk->cut32(d32, s32, maxn, split, (uint64_t)lo << 16, (uint64_t)hi << 16, &c2);
+            ck_assert_msg(!memcmp(d32, r32, maxn * 4), "%s cut32 split %zu", uk->isa, split);
+            ck_assert_uint_eq(c1.zeros_after, c2.zeros_after);
+            size_t len = maxn - split % 200;
+            ck_assert_uint_eq(uk->count_eq16(s16, len, (uint16_t)lo), sc->count_eq16(s16, len, (uint16_t)lo));
+            ck_assert_uint_eq(uk->count_eq32(s32, len, lo << 16), sc->count_eq32(s32, len, lo << 16));
+        }
+        /* block scores: the same bits of every double sum, every dtype */
+        const int dts[] = {SP_F16, SP_BF16, SP_F32, SP_F64};
+        const void *srcs[] = {s16, s16, s32, s64};
+        for (int d = 0; d < 4; d++)
+            for (size_t bc = 1; bc <= 9; bc += 2)
+                for (int l2 = 0; l2 < 2; l2++) {
+                    double sum1[300] = {0}, sum2[300] = {0};
+                    uint64_t nnz1[300] = {0}, nnz2[300] = {0};
+                    sp_kcount c1 = {0}, c2 = {0};
+                    sc->blockscore(srcs[d], dts[d], 259, bc, l2, sum1, nnz1, &c1);
+                    uk->blockscore(srcs[d], dts[d], 259, bc, l2, sum2, nnz2, &c2);
+                    ck_assert_msg(!memcmp(sum1, sum2, sizeof sum1), "%s blockscore dt %d bc %zu",
+                                  uk->isa, dts[d], bc);
+                    ck_assert(!memcmp(nnz1, nnz2, sizeof nnz1));
+                    uint8_t keep[300];
+                    for (size_t j = 0; j < 300; j++)
+                        keep[j] = (uint8_t)((j * 7 + bc) % 3 != 0);
+                    size_t es = d < 2 ? 2 : d == 2 ? 4 : 8;
+                    char o1[259 * 8], o2[259 * 8];
+                    memset(&c1, 0, sizeof c1);
+                    memset(&c2, 0, sizeof c2);
+                    sc->blockapply(o1, srcs[d], es, 259, bc, keep, &c1);
+                    uk->blockapply(o2, srcs[d], es, 259, bc, keep, &c2);
+                    ck_assert(!memcmp(o1, o2, 259 * es));
+                    ck_assert_uint_eq(c1.zeros_after, c2.zeros_after);
+                }
+    }
+    /* NaN found by N:M as it goes */
+    sp_kcount c = {0};
+    s16[7] = 0x7fc1;
+    sets[nsets - 1]->nm16(d16, s16, 1, 16, 2, 4, 0x7f80, &c);
+    ck_assert(c.nan);
+    free(s16);
+    free(d16);
+    free(r16);
+    free(s32);
+    free(d32);
+    free(r32);
+    free(s64);
+    free(d64);
+    free(r64);
+}
+END_TEST
+
+START_TEST(test_nm16_tails)
+{
+    /* whole tensors through the plan, 16-bit, rows with tail groups */
+    const sp_dtype dts[] = {SP_F16, SP_BF16};
+    const char *pats[] = {"2:4", "1:4", "4:8", "3:7", "2:16"};
+    int64_t shape[] = {11, 37};
+    const size_t n = 11 * 37;
+    uint16_t src[11 * 37], dst[11 * 37], exp[11 * 37];
+    sp_error err = {0};
+    for (int d = 0; d < 2; d++)
+        for (size_t k = 0; k < 5; k++) {
+            sp_pattern p;
+            ck_assert_int_eq(sp_pattern_parse(&p, pats[k], &err), SP_OK);
+            fill_ties16(src, n, dts[d], 60 + k);
+            ref_nm_bits(exp, src, 2, 11, 37, p.n, p.m);
+            sp__prune_stats st;
+            ck_assert_int_eq(sp__prune_tensor(dst, src, dts[d], 2, shape, &p, 0, 0, &st, &err), SP_OK);
+            ck_assert_msg(!memcmp(dst, exp, sizeof dst), "%s %s", sp_dtype_name(dts[d]), pats[k]);
+            ck_assert_uint_eq(st.zeros_after, sp_count_zeros(dts[d], exp, n));
+            /* the mask path gives the same */
+            uint8_t m[11 * 37];
+            ck_assert_int_eq(sp_mask_select(m, dts[d], src, NULL, 2, shape, &p, 0, 0, &err), SP_OK);
+            for (size_t i = 0; i < n; i++)
+                ck_assert_int_eq(m[i] ? src[i] : 0, exp[i]);
+        }
+}
+END_TEST
+
+typedef struct { uint16_t key; size_t idx; } u16ref;
+static int u16ref_cmp(const void *a, const void *b)
+{
+    const u16ref *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+START_TEST(test_select16_huge)
+{
+    /* 2^31 + 8192 bf16 elements, untouched pages (all zeros) but for 4096
+     * values around index 2^31: the histogram, the tie scan and the cut
+     * run at that size; only the pages written take memory. */
+    const size_t n = ((size_t)1 << 31) + 8192, base = ((size_t)1 << 31) - 2048, nv = 4096;
+    uint16_t *w = mmap(NULL, n * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+    ck_assert(w != MAP_FAILED);
+    static const uint16_t pool[] = {0x3c23, 0x3f80, 0x0001, 0x3f81, 0x3c24};
+    rng_seed(99);
+    for (size_t j = 0; j < nv; j++)
+        w[base + j] = (uint16_t)(pool[rng_u64() % 5] | ((rng_u64() & 1) << 15));
+    uint64_t *h = calloc(32768, sizeof *h);
+    sp_error err = {0};
+    ck_assert_int_eq(sp__hist16(w, n, h, &err), SP_OK);
+    ck_assert_uint_eq(h[0], n - nv);
+    uint64_t tot = 0;
+    for (size_t b = 0; b < 32768; b++)
+        tot += h[b];
+    ck_assert_uint_eq(tot, n);
+    /* the last element of key 0x3f80 lies past 2^31 */
+    size_t last = 0, cnt = 0;
+    for (size_t j = 0; j < nv; j++)
+        if ((w[base + j] & 0x7fff) == 0x3f80) {
+            last = base + j;
+            cnt++;
+        }
+    ck_assert_uint_gt(last, (size_t)1 << 31);
+    ck_assert_uint_eq(h[0x3f80], cnt);
+    ck_assert_uint_eq(sp__nth_equal(sp_mask_ukernels_get(), w, 2, n, 0x3f80, cnt), last);
+    /* prune every zero and 2500 of the values: the plan's cut over the
+     * 4096 values is the reference's (key, index) order */
+    const size_t kv = 2500;
+    double s = ((double)(n - nv + kv) + 0.25) / (double)n;
+    ck_assert_uint_eq(sp__round_count(s, n), n - nv + kv);
+    int64_t shape[] = {(int64_t)n};
+    sp_pattern un = {SP_PATTERN_UNSTRUCTURED, 1, 1, 0, 0};
+    sp__tplan pl;
+    ck_assert_int_eq(sp__tplan_init(&pl, w, SP_BF16, 1, shape, &un, s, 0, &err), SP_OK);
+    ck_assert_int_eq(pl.mode, SP__TP_CUT);
+    uint16_t out[4096];
+    sp__prune_stats st;
+    ck_assert_int_eq(sp__tplan_apply(&pl, out, w + base, base, base + nv, &st, &err), SP_OK);
+    sp__tplan_release(&pl);
+    u16ref *r = malloc(nv * sizeof *r);
+    for (size_t j = 0; j < nv; j++) {
+        r[j].key = (uint16_t)(w[base + j] & 0x7fff);
+        r[j].idx = j;
+    }
+    qsort(r, nv, sizeof *r, u16ref_cmp);
+    uint16_t want[4096];
+    memcpy(want, w + base, sizeof want);
+    for (size_t j = 0; j < kv; j++)
+        want[r[j].idx] = 0;
+    ck_assert(!memcmp(out, want, sizeof want));
+    ck_assert_uint_eq(st.zeros_after, kv);
+    free(r);
+    free(h);
+    munmap(w, n * 2);
+}
+END_TEST
 
 /* ---- wanda scores and per-row selection */
 
@@ -1605,10 +1923,16 @@ static Suite *prune_suite(void)
         {"selector_match", test_selector_match},
         {"selector_release", test_selector_release},
         {"oracle_pytorch", test_oracle_pytorch},
+        {"select16_ties", test_select16_ties},
+        {"ukernels_vs_reference", test_ukernels_vs_reference},
+        {"nm16_tails", test_nm16_tails},
+        {"select16_huge", test_select16_huge},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_add_test(tc, cases[i].fn);
+        if (cases[i].fn == test_select16_huge)
+            tcase_set_timeout(tc, 300); /* reads 4 GiB of untouched pages twice */
         suite_add_tcase(s, tc);
     }
     return s;

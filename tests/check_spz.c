@@ -595,13 +595,14 @@ START_TEST(test_ct_24_and_shards)
     sp_ckpt *ck = NULL;
     sp_error err = {0};
     ck_assert_int_eq(sp_ckpt_open(&ck, tp("in.spz"), &err), SP_OK);
-    sp_ct_options o = {NULL, 3000}; /* tiny shards */
+    sp_ct_options o = {NULL, 3000, 0}; /* tiny shards */
     sp_export_report rep;
     ck_assert_msg(sp_ct_export(ck, tp("ct24"), &o, NULL, NULL, &rep, &err) == SP_OK, "%s", err.msg);
     ck_assert_str_eq(rep.ct_format, "sparse-24-bitmask");
     sp_export_report_release(&rep);
     /* dense safetensors */
-    ck_assert_int_eq(sp_dense_safetensors_export(ck, tp("dense.safetensors"), NULL, &err), SP_OK);
+    ck_assert_int_eq(sp_dense_safetensors_export(ck, tp("dense.safetensors"), 0, NULL, NULL, NULL, &err),
+                     SP_OK);
     sp_ckpt_close(ck);
     ck_assert_int_eq(access(tp("ct24/model.safetensors.index.json"), F_OK), 0);
     check_same(tp("ct24"), ts, 3);

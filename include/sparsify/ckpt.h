@@ -88,7 +88,8 @@ const sp_storage *sp_ckpt_storage(const sp_ckpt *ck, size_t i);
  * SP_ERR_FORMAT when the entry fails its CRC or inflates wrongly. */
 sp_status sp_ckpt_storage_data(sp_ckpt *ck, size_t i, const void **data,
                                sp_error *err);
-/* Drop the pages/buffer of storage i (a no-op if not loaded). */
+/* Drop the pages/buffer of storage i (a no-op if not loaded). Both calls
+ * may run concurrently on different threads for different storages. */
 void sp_ckpt_storage_release(sp_ckpt *ck, size_t i);
 
 /* Convenience: the bytes of tensor t's first element, i.e. storage data +
@@ -111,6 +112,13 @@ typedef struct sp_view_stats {
 } sp_view_stats;
 void sp_tensor_view_stats(const sp_tensor *t, const void *first, bool check_24,
                           sp_view_stats *out);
+
+/* sp_tensor_view_stats of every tensor of ck (2:4 checked for floating
+ * tensors) into out[0, ntensors): storage by storage, each loaded once and
+ * released, on `threads` threads (0: every CPU). progress (may be NULL):
+ * storage bytes done. Errors: those of sp_ckpt_storage_data. */
+sp_status sp_ckpt_view_stats(sp_ckpt *ck, int threads, sp_progress_fn progress, void *pctx,
+                             sp_view_stats *out, sp_error *err);
 
 /* The tensors grouped by storage, for visiting each storage once:
  * order[start[s] .. start[s + 1]) are the indices of the tensors of storage
@@ -139,6 +147,48 @@ typedef sp_status (*sp_rewrite_fn)(void *ctx, sp_ckpt *ck, size_t storage,
                                    sp_error *err);
 sp_status sp_ckpt_rewrite(sp_ckpt *ck, const char *out_path, sp_rewrite_fn fn,
                           void *ctx, sp_error *err);
+
+/*
+ * Parallel rewrite: the same result as sp_ckpt_rewrite, for transforms that
+ * say up front which storages they touch and can produce a storage's new
+ * bytes piece by piece. Safetensors files and Hugging Face folders keep
+ * their layout, so every piece has a known place in the output: storages
+ * are processed by `threads` threads at once (0: every CPU), large ones in
+ * chunks of about 4 MiB, each written once at its offset (pwrite); what is
+ * not touched (other storages, headers, gaps, whole shards, other files of
+ * a folder) is copied by the kernel (copy_file_range) where the file system
+ * allows. Other formats go through sp_ckpt_rewrite, one storage at a time.
+ * The output bytes never depend on the number of threads.
+ *
+ * Callbacks may run concurrently on different threads, for different
+ * storages and for different chunks of one storage; for one storage,
+ * prepare runs before its chunks and finish after all of them. orig is the
+ * storage's bytes (element-aligned, as from sp_ckpt_storage_data).
+ */
+typedef struct sp_rewrite_ops {
+    void *ctx;
+    /* does the transform change storage i? (false: copied unchanged) */
+    bool (*touches)(void *ctx, size_t storage);
+    /* new bytes come in chunks of a multiple of this many bytes (a row);
+     * 0: the whole storage in one piece. NULL: 0. */
+    uint64_t (*chunk_unit)(void *ctx, size_t storage);
+    /* once per touched storage, before its chunks; may be NULL */
+    sp_status (*prepare)(void *ctx, size_t storage, const void *orig, sp_error *err);
+    /* out[0, len) = the new bytes [off, off + len) of the storage */
+    sp_status (*emit)(void *ctx, size_t storage, const void *orig, uint64_t off, uint64_t len,
+                      void *out, sp_error *err);
+    /* once per touched storage, after its last chunk; may be NULL */
+    sp_status (*finish)(void *ctx, size_t storage, sp_error *err);
+    int threads;             /* 0: every CPU (sp_threads_resolve) */
+    sp_progress_fn progress; /* bytes of output written, or NULL */
+    void *progress_ctx;
+} sp_rewrite_ops;
+sp_status sp_ckpt_rewrite_par(sp_ckpt *ck, const char *out_path, const sp_rewrite_ops *ops,
+                              sp_error *err);
+
+/* Threads a call with `threads` = 0 uses: OMP_NUM_THREADS when set, else
+ * the CPUs this process may run on. requested > 0 is returned as is. */
+int sp_threads_default(int requested);
 
 /*
  * Outputs. Every writer of libsparsify writes a hidden temporary beside its

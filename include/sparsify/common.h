@@ -123,7 +123,8 @@ typedef struct sp_tensor {
 bool sp_tensor_is_contiguous(const sp_tensor *t);
 
 /* Progress of a long operation (export, prune): done of total units (bytes)
- * so far; called from the calling thread, never after the call returns. */
+ * so far; called from one thread at a time (a worker thread of the call when
+ * it runs several), never after the call returns. */
 typedef void (*sp_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 /* The entry of names[0..n) closest to word by edit distance (typos,

@@ -90,6 +90,8 @@ typedef struct sp_prune_options {
                                 report's zeros_before); write nothing */
     sp_progress_fn progress; /* bytes processed of the checkpoint, or NULL */
     void *progress_ctx;
+    int threads;             /* 0: every CPU (sp_threads_default); the
+                                output is the same bytes whatever it is */
     sp_ckpt *norms;          /* rules scored by wanda: the activation norms,
                                 a float32 tensor per target named as the
                                 target, [in] or [out, in] (sp_wanda_scores);
@@ -109,10 +111,12 @@ sp_status sp_prune_ckpt(sp_ckpt *ck, const char *out_path, const sp_prune_rule *
                         sp_error *err);
 
 /* Check every targeted tensor of ck against its rule's pattern and sparsity
- * (the targets sp_prune_ckpt would prune, skips included). Returns SP_OK when all pass, SP_ERR_CHECK when any fails (the report says
- * which), or another error for bad input. */
+ * (the targets sp_prune_ckpt would prune, skips included). opt may be NULL;
+ * only its progress and threads are used. Returns SP_OK when all pass,
+ * SP_ERR_CHECK when any fails (the report says which), or another error
+ * for bad input. */
 sp_status sp_prune_check(sp_ckpt *ck, const sp_prune_rule *rules, size_t nrules,
-                         sp_prune_report *rep, sp_error *err);
+                         const sp_prune_options *opt, sp_prune_report *rep, sp_error *err);
 
 #ifdef __cplusplus
 }

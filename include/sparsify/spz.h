@@ -53,6 +53,8 @@ typedef struct sp_spz_options {
     bool raw;                 /* kernel-ready: raw bitmask and unshuffled
                                  raw values, mappable in place; no deflate */
     int level;                /* deflate level 1..9; 0 = default (6) */
+    int threads;              /* sp_spz_export: 0 = every CPU; the file is
+                                 the same bytes whatever it is */
 } sp_spz_options;
 void sp_spz_options_init(sp_spz_options *o);
 
@@ -123,6 +125,12 @@ void sp_export_report_release(sp_export_report *r);
 sp_status sp_ckpt_tensor_dense(sp_ckpt *ck, size_t t, const void **data, void **owned,
                                sp_error *err);
 
+/* Every tensor of ck as sp_ckpt_tensor_dense gives it, decoded on
+ * `threads` threads (0: every CPU): data[i], owned[i] for ntensors
+ * entries (free each owned[i]). progress: bytes decoded. */
+sp_status sp_ckpt_dense_all(sp_ckpt *ck, int threads, sp_progress_fn progress, void *pctx,
+                            const void **data, void **owned, sp_error *err);
+
 /* Export every tensor of ck to an .spz at path. Tensors that are the same
  * view of the same storage as an earlier one become aliases. progress may be
  * NULL; report may be NULL (else release it). Atomic. */
@@ -135,6 +143,8 @@ typedef struct sp_ct_options {
                                   compressed weight is 2:4, else
                                   "sparse-bitmask"; or "dense" */
     uint64_t max_shard_bytes;  /* 0 = 5 GB (Hugging Face's default) */
+    int threads;               /* 0 = every CPU; the files are the same
+                                  bytes whatever it is */
 } sp_ct_options;
 
 /* Export ck as a compressed-tensors folder at out_dir: model.safetensors (or
@@ -147,9 +157,11 @@ sp_status sp_ct_export(sp_ckpt *ck, const char *out_dir, const sp_ct_options *op
                        sp_error *err);
 
 /* Export ck as one dense safetensors file (no compression); convenience
- * for `sparsify export --format safetensors`. */
-sp_status sp_dense_safetensors_export(sp_ckpt *ck, const char *path, sp_export_report *report,
-                                      sp_error *err);
+ * for `sparsify export --format safetensors` and `sparsify densify`.
+ * threads: 0 = every CPU. */
+sp_status sp_dense_safetensors_export(sp_ckpt *ck, const char *path, int threads,
+                                      sp_progress_fn progress, void *pctx,
+                                      sp_export_report *report, sp_error *err);
 
 #ifdef __cplusplus
 }
