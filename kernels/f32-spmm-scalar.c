@@ -5,6 +5,7 @@
  */
 #include <assert.h>
 
+#include "kernels/spmat-internal.h"
 #include "kernels/ukernels.h"
 
 void sp_f32_spmm_csr_ukernel__scalar(const sp_spmat *restrict w, size_t p0, size_t p1,
@@ -72,12 +73,7 @@ void sp_f32_spmm_nm_ukernel__scalar(const sp_spmat *restrict w, size_t p0, size_
         for (size_t c = 0; c < n; c++)
             yr[c] = bias ? bias[m] : 0.0f;
         for (size_t s = 0; s < G * N; s++) {
-            unsigned off = 0;
-            for (unsigned i = 0; i < bits; i++) {
-                const size_t bit = s * bits + i;
-                off |= (unsigned)((ix[bit >> 3] >> (bit & 7)) & 1u) << i;
-            }
-            const size_t k = (s / N) * M + off;
+            const size_t k = (s / N) * M + sp_nm_offset(ix, s, (int)bits);
             const float v = w->values[m * G * N + s];
             assert(k < w->cols);
             const float *xr = x + k * ldx;
@@ -106,3 +102,4 @@ void sp_f32_gemm_ukernel__scalar(const sp_spmat *restrict w, size_t p0, size_t p
         }
     }
 }
+

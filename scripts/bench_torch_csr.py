@@ -13,6 +13,7 @@ import argparse
 import json
 import statistics
 import time
+import warnings
 
 import torch
 
@@ -36,6 +37,7 @@ def main():
     ap.add_argument("--batch", nargs="+", type=int, default=[64, 1])
     ap.add_argument("--sparsity", type=float, default=0.9)
     a = ap.parse_args()
+    warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     for shape in a.shape:

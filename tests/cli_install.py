@@ -290,8 +290,10 @@ def version_checks():
             flags = set(line.split(":", 1)[1].split())
             break
     runs = f.get("isa", {}).get("runs", [])
+    avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
     want = ["scalar"] + (["avx2"] if {"avx2", "fma"} <= flags else []) + \
-        (["avx512"] if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags else [])
+        (["avx512"] if avx512 else []) + \
+        (["avx512bf16"] if avx512 and {"avx512_bf16", "avx512vbmi"} <= flags else [])
     check(runs == want, f"--version: ISAs this CPU runs {runs} (cpuinfo: {want})")
     check(f.get("isa", {}).get("best") == want[-1] and "scalar" in f.get("isa", {}).get("built", []),
           "--version: the best ISA, the ISAs built")
