@@ -65,7 +65,7 @@ awk -v tr="$work/train.csv" -v va="$work/val.csv" \
 for round in 1 2; do
     for t in "$thr" 1; do
         for k in sparse dense; do
-            bench "$sp" finetune "$work/mlp90.pt" -o "$work/mlp-$k.pt" --data "$work/train.csv" \
+            bench "$sp" finetune "$work/mlp90.pt" -o "$work/mlp-$k.pt" --force --data "$work/train.csv" \
                 --val "$work/val.csv" --epochs 5 --batch-size 64 --optimizer sgd --momentum 0.9 \
                 --lr 0.01 --seed 1 --threads "$t" --kernels "$k" --json -q |
                 python3 -c 'import json,sys; d=json.load(sys.stdin); d["kernels_asked"]=sys.argv[1]; d["threads"]=int(sys.argv[2]); print(json.dumps(d))' "$k" "$t" \
