@@ -58,7 +58,7 @@ def python_loop(path, x, y, epochs, bs, masks):
 
 
 def sparsify_loop(sp, path, data, out, epochs, bs, threads, extra):
-    p = subprocess.run([sp, "finetune", path, "-o", out, "--data", data, "--epochs", str(epochs),
+    p = subprocess.run([sp, "finetune", path, "-o", out, "--force", "--data", data, "--epochs", str(epochs),
                         "--batch-size", str(bs), "--lr", "1e-3", "--optimizer", "adamw",
                         "--threads", str(threads), "--json", "-q", *extra],
                        capture_output=True, text=True)

@@ -39,7 +39,7 @@ recipe() { # CLASS END SOFT -> a recipe file
 }
 
 accuracy() { # RECIPE EPOCHS SEED
-    "$SPARSIFY" finetune "$HERE/examples/digits/dense.pt" -o "$W/out.pt" --data "$W/train.csv" \
+    "$SPARSIFY" finetune "$HERE/examples/digits/dense.pt" -o "$W/out.pt" --force --data "$W/train.csv" \
         --val "$W/val.csv" --epochs "$2" --lr 1e-3 --batch-size 32 --seed "$3" --recipe "$1" \
         --json -q | tail -n 1 | sed -n 's/.*"val_accuracy":\([0-9.eE+-]*\).*/\1/p' |
         awk '{ printf "%.2f", 100 * $1 }'
