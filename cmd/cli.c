@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdarg.h>
@@ -550,6 +551,12 @@ static void on_bus(int sig, siginfo_t *si, void *uc)
         signal(sig, SIG_DFL);
         return;
     }
+    /* several threads may read the changed file at once: one reports and
+     * exits, the others wait for that exit */
+    static atomic_flag reported = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&reported))
+        for (;;)
+            pause();
     remove_temporaries();
     put("sparsify: error: '");
     put(path);

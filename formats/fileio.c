@@ -462,6 +462,20 @@ sp_status sp_outfile_open(sp_outfile *of, const char *path, sp_error *err)
     return SP_OK;
 }
 
+/* A write whose source is a mapping of a file that has since shrunk fails
+ * with EFAULT (the kernel copies from the vanished pages) where a read by
+ * the CPU would raise SIGBUS. Read the source here so that both paths fail
+ * alike: the CLI's SIGBUS handler names the file and exits 2. Returns only
+ * when the source is readable after all. */
+static void touch_source(const void *buf, size_t len)
+{
+    const volatile unsigned char *p = buf;
+    for (size_t i = 0; i < len; i += 4096)
+        (void)p[i];
+    if (len)
+        (void)p[len - 1];
+}
+
 sp_status sp_outfile_write(sp_outfile *of, const void *buf, size_t len, sp_error *err)
 {
     const unsigned char *p = buf;
@@ -471,6 +485,8 @@ sp_status sp_outfile_write(sp_outfile *of, const void *buf, size_t len, sp_error
         if (w < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == EFAULT)
+                touch_source(p, chunk);
             return sp_error_set(err, SP_ERR_IO, "cannot write '%s': %s", of->path,
                                 strerror(errno));
         }
@@ -507,6 +523,8 @@ sp_status sp_outfile_pwrite(sp_outfile *of, const void *buf, size_t len, uint64_
         if (w < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == EFAULT)
+                touch_source(p, len);
             return sp_error_set(err, SP_ERR_IO, "cannot write '%s': %s", of->path,
                                 strerror(errno));
         }
@@ -538,9 +556,13 @@ sp_status sp_outfile_copy(sp_outfile *of, const sp_mapfile *src, uint64_t src_of
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n == 0)
-            return sp_error_set(err, SP_ERR_IO, "input of '%s' ended early (changed while read?)",
+        if (n == 0) {
+            if (src->data) /* the input shrank: its map faults like a read */
+                touch_source(src->data + src_off, (size_t)len);
+            return sp_error_set(err, SP_ERR_FORMAT,
+                                "the input of '%s' ended early: changed or truncated while being read",
                                 of->path);
+        }
         if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
             errno == EPERM || errno == ETXTBSY || errno == EBADF) {
             __atomic_store_n(&of->no_kcopy, 1, __ATOMIC_RELAXED);

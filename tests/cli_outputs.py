@@ -211,12 +211,28 @@ def interrupted(tmp):
     def tmp_of(out, pid):
         return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.sparsify-tmp-{pid}")
 
+    def caught(out, ready):
+        """An export to `out` stopped (SIGSTOP) while ready(proc) holds, i.e.
+        mid-run with its temporary in place: the threaded writers may finish
+        64 MB before a signal sent at a moment seen from here arrives, so a
+        run that got past it is let go and tried again."""
+        for _ in range(8):
+            proc = start(out)
+            seen = wait_for(lambda: ready(proc))
+            proc.send_signal(signal.SIGSTOP)
+            if seen and proc.poll() is None and ready(proc):
+                return proc, True
+            proc.send_signal(signal.SIGCONT)
+            proc.communicate()
+            shutil.rmtree(out, ignore_errors=True)
+        return proc, False
+
     # --- SIGINT, SIGTERM, SIGHUP: the temporary folder goes with the run ---
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         out = P(f"ct_{sig.name}")
-        proc = start(out)
-        seen = wait_for(lambda: os.path.isdir(tmp_of(out, proc.pid)))
+        proc, seen = caught(out, lambda pr: os.path.isdir(tmp_of(out, pr.pid)))
         proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
         proc.communicate()
         check(seen and proc.returncode == -sig and not os.path.exists(out) and not temporaries(tmp),
               f"{sig.name} during a folder export: no output, no temporary (seen {seen}, rc {proc.returncode}, "
@@ -224,9 +240,8 @@ def interrupted(tmp):
 
     # --- SIGKILL leaves the temporary; the next run writing there removes it
     out = P("ct_killed")
-    proc = start(out)
+    proc, seen = caught(out, lambda pr: os.path.isfile(os.path.join(tmp_of(out, pr.pid), MARKER)))
     stale = tmp_of(out, proc.pid)
-    seen = wait_for(lambda: os.path.isfile(os.path.join(stale, MARKER)))
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     check(seen and os.path.isdir(stale), "SIGKILL leaves a marked temporary folder")
