@@ -204,9 +204,16 @@ def interrupted(tmp):
     torch.save(big, P("big.pt"))
     big_bytes = os.path.getsize(P("big.pt"))
 
+    def default_signals():
+        # a test run under nohup must not pass its ignored SIGHUP on: sparsify
+        # keeps a signal its caller ignores ignored, by design
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+
     def start(out, *extra):
         return subprocess.Popen([SPARSIFY, "export", P("big.pt"), "-o", out, "-q", *extra],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_signals)
 
     def tmp_of(out, pid):
         return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.sparsify-tmp-{pid}")
