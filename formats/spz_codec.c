@@ -296,3 +296,18 @@ int sp__spz_rank_bits(int n, int m)
     return b;
 }
 
+void sp__spz_info_fill(sp_spz_tensor_info *info, int enc, uint64_t p0, uint64_t p1,
+                       const sp__spz_sec *sec, int nsec)
+{
+    if (enc == SP_SPZ_NM) {
+        info->n = (int)p0;
+        info->m = (int)p1;
+    } else if (enc == SP_SPZ_BLOCK) {
+        info->r = p0;
+        info->c = p1;
+    }
+    for (int k = 0; k < nsec; k++) {
+        info->stored_bytes += sec[k].stored;
+        info->raw_bytes += sec[k].raw;
+    }
+}

@@ -100,6 +100,11 @@ typedef struct sp__spz_sec {
     uint64_t offset, stored, raw;
 } sp__spz_sec;
 
+/* The parts of a tensor's sp_spz_tensor_info that its encoding, pattern
+ * parameters and sections give (the reader and the writer both report it). */
+void sp__spz_info_fill(sp_spz_tensor_info *info, int enc, uint64_t p0, uint64_t p1,
+                       const sp__spz_sec *sec, int nsec);
+
 /* ---- bit codecs (spz_codec.c) ---- */
 
 /* nz[i] = 1 when element i is nonzero (floats: the sign ignored, so -0.0

@@ -701,17 +701,7 @@ sp_status sp_spz_tensor_info_get(const sp_ckpt *ck, size_t tensor, sp_spz_tensor
     info->numel = e->numel;
     info->dense_bytes = e->numel * e->es;
     info->nnz = e->enc == SP_SPZ_BITMASK ? e->nkept : 0;
-    if (e->enc == SP_SPZ_NM) {
-        info->n = (int)e->p0;
-        info->m = (int)e->p1;
-    } else if (e->enc == SP_SPZ_BLOCK) {
-        info->r = e->p0;
-        info->c = e->p1;
-    }
-    for (int k = 0; k < e->nsec; k++) {
-        info->stored_bytes += e->sec[k].stored;
-        info->raw_bytes += e->sec[k].raw;
-    }
+    sp__spz_info_fill(info, e->enc, e->p0, e->p1, e->sec, e->nsec);
     return SP_OK;
 }
 

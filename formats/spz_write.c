@@ -530,17 +530,7 @@ static void fill_info(const wentry *e, size_t es, sp_spz_tensor_info *info)
     info->numel = numel_of(e->ndim, e->shape);
     info->dense_bytes = info->numel * es;
     info->nnz = e->nnz;
-    if (e->enc == SP_SPZ_NM) {
-        info->n = (int)e->p0;
-        info->m = (int)e->p1;
-    } else if (e->enc == SP_SPZ_BLOCK) {
-        info->r = e->p0;
-        info->c = e->p1;
-    }
-    for (int i = 0; i < e->nsec; i++) {
-        info->stored_bytes += e->sec[i].stored;
-        info->raw_bytes += e->sec[i].raw;
-    }
+    sp__spz_info_fill(info, e->enc, e->p0, e->p1, e->sec, e->nsec);
 }
 
 sp_status sp__spz_stage(const sp_spz_writer *w, const sp_tensor_data *t, sp__spz_staged **out,
