@@ -136,6 +136,7 @@ typedef struct cache_entry {
 struct sp_spmm_cache {
     cache_entry *e;
     size_t n, cap;
+    double dense_at; /* now_s() when measure() last ran the caller's dense */
 };
 
 sp_status sp_spmm_cache_new(sp_spmm_cache **out, sp_error *err)
@@ -508,29 +509,55 @@ static sp_status plan_dense(sp_spmm_plan *p, const sp_spmm_opts *o, sp_isa max_i
 static void run_product(const sp_spmm_plan *p, const float *x, size_t ldx, float *y,
                         size_t ldy, const float *bias);
 
+/*
+ * Best of 5 timed runs of p, after untimed runs for at least MEASURE_WARM_S:
+ * after idle the cores run slowly for a few milliseconds (clock and memory
+ * path wake up; a 3072x768 product at 90% took 0.115 ms first, 0.051 ms
+ * from about 4 ms on), and a fixed number of warm-up runs would leave the
+ * faster side, whose runs all fall in that ramp, looking slower.
+ */
+#define MEASURE_WARM_S 0.005
 static double time_plan(const sp_spmm_plan *p, const float *x, float *y)
 {
+    const double w0 = now_s();
+    do
+        run_product(p, x, p->n, y, p->n, NULL);
+    while (now_s() - w0 < MEASURE_WARM_S);
     double best = 1e30;
-    for (int r = 0; r < 6; r++) {
+    for (int r = 0; r < 5; r++) {
         const double t0 = now_s();
         run_product(p, x, p->n, y, p->n, NULL);
         const double t = now_s() - t0;
-        if (r && t < best) /* the first run warms up */
+        if (t < best)
             best = t;
     }
     return best;
 }
 
-/* Idle workers spin before they sleep (kernels/pool.c; OpenBLAS's too): let
- * one side's go to sleep before the other side is timed. */
-static void settle(void)
+static void sleep_s(double s)
 {
-    const struct timespec ts = {0, 2 * 1000 * 1000};
+    if (s <= 0)
+        return;
+    const struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
 }
 
-/* Time the sparse plan p and its dense fallback (warm, best of 5 in two
- * alternating rounds); on a win of dense, p becomes the dense plan. */
+/* Idle workers spin before they sleep: ours about 0.2 ms (kernels/pool.c),
+ * OpenBLAS's for 2^28 cycles (about 0.1 s). Whatever is timed while the
+ * other side's workers spin runs on fewer cores. */
+#define SPIN_OURS_S 0.002
+#define SPIN_DENSE_S 0.15
+
+/*
+ * Time the sparse plan p and its dense fallback (each warm, best of 5 after
+ * a warm-up; see time_plan); on a win of dense, p becomes the dense plan.
+ * Sparse is timed first and dense last, never the other way round within a
+ * measurement: the caller's dense (OpenBLAS) leaves its workers spinning
+ * for about 0.1 s, which halved the sparse side on a 2-core machine and
+ * made 2:4 at batch 64 (1.4x faster than dense) lose 2 of 6 measurements.
+ * The cache remembers when it last ran the caller's dense, so the next
+ * measurement waits for those workers to sleep first.
+ */
 static sp_status measure(sp_spmm_plan *p, const sp_spmm_opts *opts, sp_isa max_isa,
                          bool *dense_won, sp_error *err)
 {
@@ -556,16 +583,13 @@ static sp_status measure(sp_spmm_plan *p, const sp_spmm_opts *opts, sp_isa max_i
     st = plan_dense(&dp, opts, max_isa, err);
     if (st != SP_OK)
         goto out;
-    double ts = 1e30, td = 1e30;
-    for (int round = 0; round < 2; round++) {
-        settle();
-        const double a = time_plan(p, x, y);
-        settle();
-        const double b = time_plan(&dp, x, y);
-        ts = a < ts ? a : ts;
-        td = b < td ? b : td;
-    }
-    settle();
+    if (opts->cache && opts->cache->dense_at > 0)
+        sleep_s(opts->cache->dense_at + SPIN_DENSE_S - now_s());
+    const double ts = time_plan(p, x, y);
+    sleep_s(SPIN_OURS_S);
+    const double td = time_plan(&dp, x, y);
+    if (dp.dense && opts->cache)
+        opts->cache->dense_at = now_s();
     *dense_won = td < ts;
     if (*dense_won) {
         sp_spmat_free(p->derived);
