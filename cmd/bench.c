@@ -15,8 +15,9 @@
  * uniform in [-1, 1] in 64-byte aligned buffers. The sparse kernel (the
  * dispatcher's choice without dense fallback, or --kernel) and the dense
  * routine are timed in five alternating rounds, each a 150 ms pause
- * (idle_pause), 2 warm-up runs, then timed runs; each run is timed alone
- * with CLOCK_MONOTONIC and the median of all timed runs is reported.
+ * (idle_pause), untimed runs for 20 ms (at least 2), then timed runs; each
+ * run is timed alone with CLOCK_MONOTONIC and the median of all timed runs
+ * is reported.
  * --cold gives each side enough copies of W and X that cycling through them
  * reads more than 4x the last-level cache (--cold-mib overrides), so every
  * product streams its weights from memory. The dispatcher's decision (dense
@@ -764,7 +765,7 @@ static sp_status bench_one(const bench_opts *o, const bench_env *e, const float 
     const bool have_bf16 = false;
 #endif
 
-    /* Dense, (OpenBLAS bf16,) sparse: 2 warm-up runs per block. */
+    /* Dense, (OpenBLAS bf16,) sparse: at least 2 warm-up runs per block. */
     {
         layer_run lr = {&d, &s, m, n, k, 1, NULL, NULL, (int)o->threads};
         bf16_run br = {e, wb, xb, yb, m, n, k, (int)o->threads};
