@@ -606,12 +606,13 @@ START_TEST(test_kernels_sell)
 END_TEST
 
 /* 2:4 batch-1 kernels: m around their 4-row group, k around the 32- and
- * 64-column windows and ragged. */
+ * 64-column windows and ragged, and rows longer than the prefetch distance
+ * (the prefetch cursor then stays in the same rows: 1100, 2113). */
 START_TEST(test_kernels_nm24)
 {
     const size_t ms[] = {1, 3, 4, 5, 37};
-    const size_t ks[] = {1, 4, 13, 31, 32, 33, 64, 65, 129, 301};
-    sweep("2:4", ms, 5, ks, 10);
+    const size_t ks[] = {1, 4, 13, 31, 32, 33, 64, 65, 129, 301, 1100, 2113};
+    sweep("2:4", ms, 5, ks, 12);
 }
 END_TEST
 
