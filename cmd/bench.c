@@ -458,10 +458,10 @@ typedef struct timed_side {
 /*
  * BENCH_ROUNDS rounds of one block per side, the sides alternating: a pause
  * (see idle_pause), untimed runs (at least `warm` and BENCH_WARM_MS), then
- * about reps/rounds runs each
- * timed alone; each side's median. Many short rounds keep a burst of load
- * from other processes from landing on one side only. The run index keeps counting across blocks, so sides
- * that cycle through copies never reuse one right away.
+ * about reps/rounds runs each timed alone; each side's median. Many short
+ * rounds keep a burst of load from other processes from landing on one side
+ * only. The run index keeps counting across blocks, so sides that cycle
+ * through copies never reuse one right away.
  */
 static sp_status time_sides(timed_side *sides, size_t nsides, size_t reps, size_t warm,
                             sp_error *err)

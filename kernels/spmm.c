@@ -389,16 +389,16 @@ static void transpose(sp_pool *pool, size_t nc, const float *src, size_t rows, s
 
 static size_t at_least_1(size_t v) { return v ? v : 1; }
 
-/* count floats (at least 1) on a 64-byte boundary, as activations from
- * PyTorch are: the kernels' X rows are whole vectors, and from a buffer
- * malloc aligns to 16 bytes every one of them straddles two cache lines
- * (2:4 at batch 64 ran 1.4x slower, enough to lose to dense). NULL when
- * out of memory or the size overflows. Freed with free(). */
-static float *alloc_floats(size_t count)
+/* rows x cols floats (at least 1) on a 64-byte boundary, as activations
+ * from PyTorch are: the kernels' X rows are whole vectors, and from a
+ * buffer malloc aligns to 16 bytes every one of them straddles two cache
+ * lines (2:4 at batch 64 ran 1.4x slower, enough to lose to dense). NULL
+ * when out of memory or the size overflows. Freed with free(). */
+static float *alloc_floats(size_t rows, size_t cols)
 {
-    if (count > (SIZE_MAX - 63) / sizeof(float))
+    if (cols && rows > (SIZE_MAX - 63) / sizeof(float) / cols)
         return NULL;
-    const size_t bytes = (at_least_1(count) * sizeof(float) + 63) & ~(size_t)63;
+    const size_t bytes = (at_least_1(rows * cols) * sizeof(float) + 63) & ~(size_t)63;
     return aligned_alloc(64, bytes);
 }
 
@@ -592,8 +592,8 @@ static sp_status measure(sp_spmm_plan *p, const sp_spmm_opts *opts, sp_isa max_i
     const sp_spmat *w = p->w;
     const size_t n = p->n;
     sp_status st = SP_OK;
-    float *x = alloc_floats(w->cols * n);
-    float *y = alloc_floats(w->rows * n);
+    float *x = alloc_floats(w->cols, n);
+    float *y = alloc_floats(w->rows, n);
     sp_spmm_plan dp = *p;
     dp.dense_w = NULL;
     dp.derived = NULL;
@@ -614,7 +614,7 @@ static sp_status measure(sp_spmm_plan *p, const sp_spmm_opts *opts, sp_isa max_i
     double ts = 1e30, td = 1e30;
     for (int round = 0; round < 2 && !(ts * 1.3 < td); round++) {
         if (round)
-            sleep_s(SPIN_DENSE_S);
+            sleep_s(dp.dense ? SPIN_DENSE_S : SPIN_OURS_S);
         else
             wait_dense_idle(&dp, opts);
         const double a = time_plan(p, x, y);
@@ -777,7 +777,7 @@ sp_status sp_spmm_plan_new(sp_spmm_plan **out, const sp_spmat *w, size_t n,
                               w->cols, n);
             goto out;
         }
-        p->xt = alloc_floats(w->cols * n);
+        p->xt = alloc_floats(w->cols, n);
         if (!p->xt) {
             st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
             goto out;
@@ -792,8 +792,8 @@ sp_status sp_spmm_plan_new(sp_spmm_plan **out, const sp_spmat *w, size_t n,
             goto out;
         }
         if (!p->xt)
-            p->xt = alloc_floats(w->cols * n);
-        p->ys = alloc_floats(w->rows * n);
+            p->xt = alloc_floats(w->cols, n);
+        p->ys = alloc_floats(w->rows, n);
         if (!p->xt || !p->ys) {
             st = sp_error_set(err, SP_ERR_NOMEM, "out of memory");
             goto out;
